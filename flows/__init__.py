@@ -1,0 +1,1 @@
+"""Prefect flows: composition of tasks only (no arithmetic, no file handling)."""

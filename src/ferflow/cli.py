@@ -1,0 +1,125 @@
+"""`ferflow ...`: the command line that DVC stages and people call.
+
+Only this module parses arguments. Each command loads params.yaml once (with `--set`
+overrides), then calls one function of the core library. Errors that are the user's to
+fix (`FerflowError`) are printed as one clear line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ferflow.config import Params, load_params
+from ferflow.errors import FerflowError
+
+log = logging.getLogger("ferflow")
+
+Handler = Callable[[argparse.Namespace, Params], int | None]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one param (repeatable), validated like params.yaml",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+# --- data -----------------------------------------------------------------------------
+
+
+def _ingest(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.data.ingest import ingest
+
+    ingest(Path(args.source), Path(args.out or params.data.prepared), params)
+
+
+def _synth(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.data.synth import write_synthetic_dataset
+
+    write_synthetic_dataset(
+        Path(args.out),
+        classes=params.base.classes,
+        per_class=args.per_class or params.synth.per_class,
+        test_per_class=args.test_per_class or params.synth.test_per_class,
+        seed=params.base.seed if args.seed is None else args.seed,
+        size=params.base.image_size,
+    )
+
+
+def _data_add(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.data.versioning import add_dataset
+
+    add_dataset(Path(args.path), params, dest=Path(args.dest) if args.dest else None)
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ferflow", description="Facial emotion recognition workflow (FER2013, DenseNet)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _common(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("ingest", _ingest, "read a FER dataset (folder, .zip or fer2013.csv) into canonical form")
+    p.add_argument("source", help="folder with train/ and test/, a .zip of it, or fer2013.csv")
+    p.add_argument("--out", help="output folder (default: data.prepared)")
+
+    p = command("synth", _synth, "draw synthetic 48x48 faces for the 7 emotions (folder layout)")
+    p.add_argument("--out", required=True, help="output folder (gets train/ and test/)")
+    p.add_argument("--per-class", type=int, help="train images per class (default: synth.per_class)")
+    p.add_argument("--test-per-class", type=int, help="test images per class (default: synth.test_per_class)")
+    p.add_argument("--seed", type=int, help="random seed (default: base.seed)")
+
+    data = sub.add_parser("data", help="put datasets under DVC control")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = data_sub.add_parser("add", help="copy a FER download into data/raw and track it with DVC")
+    _common(p)
+    p.set_defaults(handler=_data_add)
+    p.add_argument("path", help="folder, .zip or fer2013.csv to track")
+    p.add_argument("--dest", help="where it goes (default: data.raw)")
+
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # TensorFlow's C++ start-up chatter is noise for a CLI user.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        params = load_params(args.params, args.overrides)
+        _configure_logging("DEBUG" if args.verbose else params.base.log_level)
+        result = args.handler(args, params)
+    except FerflowError as err:
+        print(f"ferflow {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

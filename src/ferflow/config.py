@@ -1,0 +1,310 @@
+"""Typed, frozen, strict models of params.yaml.
+
+Every hyperparameter lives in params.yaml, one top-level key per stage plus `base`.
+It is loaded once into these models: an unknown or misspelled key, a wrong type or an
+out-of-range value is a `ParamsError` that names the key. Command-line overrides
+(`--set train.epochs=2`) are applied to the raw mapping first, so they go through exactly
+the same validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ferflow.errors import FerflowError
+
+DEFAULT_PARAMS_PATH = Path("params.yaml")
+
+FER_CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+FER_LABELS = ("Anger", "Disgust", "Fear", "Happy", "Neutral", "Sadness", "Surprise")
+
+
+class ParamsError(FerflowError, ValueError):
+    """params.yaml or an override is invalid; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class Base(_Strict):
+    seed: int = Field(12, ge=0)
+    classes: tuple[str, ...] = FER_CLASSES
+    class_labels: tuple[str, ...] = FER_LABELS
+    image_size: int = Field(48, ge=8, le=1024, description="side of the canonical square image")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _labels_match_classes(self) -> Base:
+        if len(self.classes) != len(self.class_labels):
+            raise ValueError(
+                f"base.class_labels has {len(self.class_labels)} entries but base.classes has "
+                f"{len(self.classes)}; give one display label per class folder"
+            )
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"base.classes has duplicates: {list(self.classes)}")
+        return self
+
+
+class Remote(_Strict):
+    """The DVC S3 remote. Credentials never live here: only in the environment or .dvc/config.local."""
+
+    name: str = "storage"
+    bucket: str = "ferflow-data"
+    prefix: str = "dvc"
+    endpoint_url: str | None = None
+
+
+class Data(_Strict):
+    raw: str = Field("data/raw/fer2013", description="the DVC-tracked raw dataset ingest reads")
+    prepared: str = "data/prepared"
+    remote: Remote = Remote()
+
+
+class Ingest(_Strict):
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    non_canonical: Literal["convert", "reject"] = "convert"
+    on_bad_file: Literal["error", "quarantine"] = "error"
+    csv_private_test: Literal["skip", "test"] = "skip"
+    max_image_pixels: int = Field(4_194_304, ge=64, description="decompression-bomb bound")
+    max_file_bytes: int = Field(20_000_000, ge=1)
+    max_zip_bytes: int = Field(2_000_000_000, ge=1, description="bound on total uncompressed size")
+
+
+class Synth(_Strict):
+    per_class: int = Field(60, ge=1)
+    test_per_class: int = Field(15, ge=1)
+
+
+class Validate(_Strict):
+    """Thresholds and severities of the data contract (see ferflow.validation)."""
+
+    min_class_count: int = Field(10, ge=0)
+    min_rows: dict[str, int] = {"train": 50, "val": 10, "test": 10}
+    max_rows: dict[str, int] = {"train": 1_000_000, "val": 1_000_000, "test": 1_000_000}
+    blank_std_threshold: float = Field(2.0, ge=0.0)
+    max_blank_share: float = Field(0.01, ge=0.0, le=1.0)
+    max_drift: float = Field(
+        0.05, ge=0.0, le=1.0, description="max absolute change of a class share"
+    )
+    near_duplicate_distance: int = Field(4, ge=0, le=64)
+    max_examples: int = Field(10, ge=1)
+    severity: dict[str, Literal["error", "warning", "off"]] = {}
+    drop_blank_from_train: bool = False
+    group_duplicates_in_split: bool = True
+
+
+class Model(_Strict):
+    backbone: Literal["densenet121", "densenet169", "densenet201"] = "densenet169"
+    input_size: int = Field(
+        48, ge=32, le=512, description="images are upscaled to this inside the model"
+    )
+    weights: str = Field("imagenet", description="'imagenet', 'none' or a path to a weights file")
+    head_units: tuple[int, ...] = (256, 1024, 512)
+    dropout: tuple[float, ...] = (0.3, 0.5, 0.5)
+    l2: float = Field(0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _one_dropout_per_dense(self) -> Model:
+        if len(self.dropout) != len(self.head_units):
+            raise ValueError(
+                f"model.dropout has {len(self.dropout)} rates but model.head_units has "
+                f"{len(self.head_units)} layers; give one rate per dense layer"
+            )
+        if any(not 0.0 <= rate < 1.0 for rate in self.dropout):
+            raise ValueError(f"model.dropout rates must be in [0, 1): {list(self.dropout)}")
+        return self
+
+
+class Augment(_Strict):
+    horizontal_flip: bool = False
+    shift: float = Field(0.0, ge=0.0, le=0.5, description="fraction of the image side")
+    rotation: float = Field(0.0, ge=0.0, le=0.5, description="fraction of a full turn")
+
+
+class Train(_Strict):
+    """Phase 1: the frozen backbone and a trainable head."""
+
+    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(30, ge=1)
+    learning_rate: float = Field(1e-4, gt=0.0)
+    early_stopping_patience: int = Field(3, ge=0)
+    restore_best_weights: bool = True
+    cache_features: bool = True
+    deterministic: bool = True
+    mixed_precision: bool = False
+    jit_compile: bool = False
+
+
+class Finetune(_Strict):
+    """Phase 2: the whole network, BatchNorm kept in inference mode."""
+
+    epochs: int = Field(20, ge=0)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    class_weights: bool = False
+    augment: Augment = Augment()
+
+
+class Evaluate(_Strict):
+    tta_flip: bool = False
+    batch_size: int = Field(256, ge=1)
+
+
+class Register(_Strict):
+    model_name: str = "fer-densenet169"
+    min_accuracy: float = Field(0.0, ge=0.0, le=1.0)
+    min_macro_f1: float = Field(0.0, ge=0.0, le=1.0)
+    min_class_recall: float | None = Field(None, ge=0.0, le=1.0)
+    metric: Literal["accuracy", "macro_f1", "weighted_f1"] = "macro_f1"
+    margin: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class Tracking(_Strict):
+    experiment: str = "ferflow"
+    tracking_uri: str = Field(
+        "sqlite:///mlflow/mlflow.db",
+        description="overridden by the MLFLOW_TRACKING_URI environment variable",
+    )
+
+
+class Params(_Strict):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, populate_by_name=True
+    )
+
+    base: Base = Base()
+    data: Data = Data()
+    ingest: Ingest = Ingest()
+    synth: Synth = Synth()
+    # `validate` and `register` would shadow BaseModel attributes: aliased.
+    validation: Validate = Field(Validate(), alias="validate")
+    model: Model = Model()
+    train: Train = Train()
+    finetune: Finetune = Finetune()
+    evaluate: Evaluate = Evaluate()
+    registry: Register = Field(Register(), alias="register")
+    tracking: Tracking = Tracking()
+
+    def digest(self) -> str:
+        """A short stable digest of the resolved params (for run names and tags)."""
+        blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def flat(self) -> dict[str, Any]:
+        """Flattened `section.key` -> value, the stable keys logged to MLflow."""
+        return dict(_flatten(self.model_dump(mode="json", by_alias=True)))
+
+    def section_digest(self, *sections: str) -> str:
+        dumped = self.model_dump(mode="json", by_alias=True)
+        blob = json.dumps({s: dumped[s] for s in sections}, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{name}.")
+        elif isinstance(value, list | tuple):
+            yield name, ",".join(str(v) for v in value)
+        else:
+            yield name, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply `section.key=value` overrides (values parsed as YAML) to a raw params mapping."""
+    result = json.loads(json.dumps(raw))  # deep copy of plain data
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ParamsError(f"override {item!r} is not of the form section.key=value")
+        try:
+            value = read_yaml(text) if text.strip() else ""
+        except yaml.YAMLError as err:
+            raise ParamsError(f"override {key}: cannot parse value {text!r}: {err}") from err
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ParamsError(f"override {key}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML reads `1e-4` as a string (YAML 1.1); accept it as the float people mean."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for problem in err.errors():
+        key = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key (misspelled? see params.yaml for the valid keys)"
+        else:
+            message = problem["msg"]
+        value = problem.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {key}: {message}{shown}")
+    return f"invalid params in {source}:\n" + "\n".join(lines)
+
+
+def parse_params(raw: Mapping[str, Any] | None, source: str = "params") -> Params:
+    """Validate a raw mapping into `Params`, raising `ParamsError` naming each bad key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ParamsError(
+            f"{source}: top level must be a mapping of sections, got {type(raw).__name__}"
+        )
+    try:
+        blob = json.dumps(dict(raw))
+    except TypeError as err:
+        raise ParamsError(f"{source}: values must be plain YAML data: {err}") from None
+    try:
+        # JSON mode in strict: no silent "2" -> 2 coercion; lists become tuples.
+        return Params.model_validate_json(blob, strict=True)
+    except ValidationError as err:
+        raise ParamsError(_format_errors(err, source)) from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_PATH, overrides: Iterable[str] = ()) -> Params:
+    """Load params.yaml, apply `--set` overrides, validate strictly."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(
+            f"params file {path} not found; run from the repository root or pass --params"
+        )
+    try:
+        raw = read_yaml(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of sections")
+    overrides = list(overrides)
+    raw = apply_overrides(raw, overrides)
+    source = f"{path}" + (f" with overrides {overrides}" if overrides else "")
+    return parse_params(raw, source)

@@ -1,0 +1,1 @@
+"""Data: ingest (folder, zip, csv), synthetic faces, splits and the canonical dataset."""

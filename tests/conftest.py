@@ -1,0 +1,48 @@
+"""Shared fixtures: the real params.yaml shrunk for tests, the real FER2013 zip when present.
+
+Tests load the real params and override what makes them slow (image counts, epochs,
+weights) rather than inventing a parallel config.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ferflow.config import Params, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS_FILE = REPO / "params.yaml"
+
+# Overrides that make the real params fast enough for a unit test.
+SMALL = (
+    "model.weights=none",
+    "train.epochs=2",
+    "finetune.epochs=1",
+    "synth.per_class=12",
+    "synth.test_per_class=4",
+)
+
+
+def small_params(*overrides: str) -> Params:
+    """The real params.yaml with the test shrink plus `overrides`."""
+    return load_params(PARAMS_FILE, [*SMALL, *overrides])
+
+
+@pytest.fixture(scope="session")
+def params() -> Params:
+    return small_params()
+
+
+@pytest.fixture(scope="session")
+def fer2013_zip() -> Path:
+    """The real FER2013 zip, from FERFLOW_FER2013_ZIP; the test is skipped without it."""
+    value = os.environ.get("FERFLOW_FER2013_ZIP")
+    if not value:
+        pytest.skip("FERFLOW_FER2013_ZIP is not set (point it at shared/data/fer2013.zip)")
+    path = Path(value)
+    if not path.is_file():
+        pytest.skip(f"FERFLOW_FER2013_ZIP={value} does not exist")
+    return path

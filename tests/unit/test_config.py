@@ -1,0 +1,84 @@
+"""params.yaml is loaded strictly: typos, wrong types and out-of-range values name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from ferflow.config import FER_CLASSES, ParamsError, load_params, parse_params
+from tests.conftest import PARAMS_FILE
+
+
+def test_defaults_are_the_study_settings():
+    params = load_params(PARAMS_FILE)
+
+    assert params.base.seed == 12
+    assert params.base.image_size == 48
+    assert params.base.classes == FER_CLASSES
+    assert params.base.class_labels[5] == "Sadness"
+    assert params.train.batch_size == 64
+    assert params.train.epochs == 30
+    assert params.train.early_stopping_patience == 3
+    assert params.train.learning_rate == pytest.approx(1e-4)
+    assert params.finetune.epochs == 20
+    assert params.finetune.learning_rate == pytest.approx(1e-3)
+    assert params.ingest.val_fraction == pytest.approx(0.2)
+    assert params.model.backbone == "densenet169"
+
+
+def test_params_yaml_spells_out_every_default():
+    """params.yaml holds every hyperparameter: the file equals the model's defaults."""
+    assert load_params(PARAMS_FILE) == parse_params({})
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("train.epoch=2", "train.epoch"),
+        ("train.epochs=two", "train.epochs"),
+        ("train.epochs=0", "train.epochs"),
+        ('train.epochs="2"', "train.epochs"),
+        ("finetune.learning_rate=-1", "finetune.learning_rate"),
+        ("model.backbone=resnet50", "model.backbone"),
+        ("model.dropout=[0.5]", "model.dropout"),
+        ("trian.epochs=2", "trian"),
+    ],
+)
+def test_bad_override_names_the_key(override, named):
+    with pytest.raises(ParamsError) as err:
+        load_params(PARAMS_FILE, [override])
+
+    assert named in str(err.value)
+
+
+def test_override_applies_and_is_typed():
+    params = load_params(PARAMS_FILE, ["train.epochs=2", "train.learning_rate=1e-3"])
+
+    assert params.train.epochs == 2
+    assert params.train.learning_rate == pytest.approx(1e-3)
+
+
+def test_params_are_frozen():
+    params = load_params(PARAMS_FILE)
+
+    with pytest.raises(ValueError, match="frozen"):
+        params.train.epochs = 3  # type: ignore[misc]
+
+
+def test_malformed_override_is_explained():
+    with pytest.raises(ParamsError, match="section.key=value"):
+        load_params(PARAMS_FILE, ["train.epochs"])
+
+
+def test_missing_params_file_is_explained(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_flat_keys_are_stable_and_digest_changes_with_a_value():
+    base = load_params(PARAMS_FILE)
+    changed = load_params(PARAMS_FILE, ["train.epochs=3"])
+
+    assert base.flat()["train.epochs"] == 30
+    assert base.flat()["model.head_units"] == "256,1024,512"
+    assert base.digest() != changed.digest()
+    assert base.section_digest("ingest") == changed.section_digest("ingest")
