@@ -74,6 +74,7 @@ class Ingest(_Strict):
     non_canonical: Literal["convert", "reject"] = "convert"
     on_bad_file: Literal["error", "quarantine"] = "error"
     csv_private_test: Literal["skip", "test"] = "skip"
+    group_duplicates: bool = Field(True, description="identical images go to the same side of train/val")
     max_image_pixels: int = Field(4_194_304, ge=64, description="decompression-bomb bound")
     max_file_bytes: int = Field(20_000_000, ge=1)
     max_zip_bytes: int = Field(2_000_000_000, ge=1, description="bound on total uncompressed size")
@@ -99,7 +100,6 @@ class Validate(_Strict):
     max_examples: int = Field(10, ge=1)
     severity: dict[str, Literal["error", "warning", "off"]] = {}
     drop_blank_from_train: bool = False
-    group_duplicates_in_split: bool = True
 
 
 class Model(_Strict):
