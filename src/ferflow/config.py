@@ -177,6 +177,36 @@ class Tracking(_Strict):
     )
 
 
+class TaskTimeouts(_Strict):
+    """Seconds each Prefect task may run before it is failed (flows/retrain.py)."""
+
+    pull_data: float = Field(1800, gt=0)
+    ingest: float = Field(3600, gt=0)
+    validate_data: float = Field(1800, gt=0)
+    train: float = Field(86_400, gt=0)
+    finetune: float = Field(86_400, gt=0)
+    evaluate: float = Field(3600, gt=0)
+    register: float = Field(600, gt=0)
+    push_data: float = Field(3600, gt=0)
+
+
+class FlowSettings(_Strict):
+    """Prefect orchestration: retries, timeouts, caching and the scheduled deployment."""
+
+    work_pool: str = Field("ferflow-cpu", description="process work pool of prefect.yaml")
+    gpu_work_pool: str = Field("ferflow-gpu", description="docker/kubernetes pool of GPU workers")
+    deployment: str = "weekly-retrain"
+    schedule_cron: str = Field("0 3 * * 1", description="weekly, Monday 03:00")
+    timezone: str = "UTC"
+    concurrency_limit: int = Field(1, ge=1, description="retrainings that may run at once")
+    pull_data: bool = Field(False, description="dvc pull the latest data version first")
+    push_data: bool = Field(False, description="dvc push the data version after the run")
+    network_retries: int = Field(3, ge=0, description="only tasks that touch the network retry")
+    retry_delay_seconds: float = Field(10.0, ge=0.0, description="first delay; doubles per retry")
+    cache: bool = Field(True, description="skip unchanged stages (same data, params and code)")
+    timeouts: TaskTimeouts = TaskTimeouts()
+
+
 class Params(_Strict):
     model_config = ConfigDict(
         extra="forbid", frozen=True, validate_default=True, populate_by_name=True
@@ -194,6 +224,7 @@ class Params(_Strict):
     evaluate: Evaluate = Evaluate()
     registry: Register = Field(Register(), alias="register")
     tracking: Tracking = Tracking()
+    flow: FlowSettings = FlowSettings()
 
     def digest(self) -> str:
         """A short stable digest of the resolved params (for run names and tags)."""
