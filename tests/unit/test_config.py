@@ -65,7 +65,7 @@ def test_params_are_frozen():
 
 
 def test_malformed_override_is_explained():
-    with pytest.raises(ParamsError, match="section.key=value"):
+    with pytest.raises(ParamsError, match=r"section\.key=value"):
         load_params(PARAMS_FILE, ["train.epochs"])
 
 
