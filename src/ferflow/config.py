@@ -88,7 +88,9 @@ class Synth(_Strict):
 class Validate(_Strict):
     """Thresholds and severities of the data contract (see ferflow.validation)."""
 
-    min_class_count: int = Field(10, ge=0)
+    min_class_count: dict[str, int] = Field(
+        {"train": 10, "val": 2, "test": 2}, description="fewest images of a class, per split"
+    )
     min_rows: dict[str, int] = {"train": 50, "val": 10, "test": 10}
     max_rows: dict[str, int] = {"train": 1_000_000, "val": 1_000_000, "test": 1_000_000}
     blank_std_threshold: float = Field(2.0, ge=0.0)

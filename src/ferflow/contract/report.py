@@ -1,0 +1,127 @@
+"""The outcome of a validation run: one `CheckResult` per check, and the report around them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ferflow.errors import FerflowError
+
+Severity = Literal["error", "warning", "off"]
+
+
+class ContractViolation(FerflowError):
+    """An error-level check of the data contract failed; the message names checks and files."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check of the contract: did it pass, what was seen, which files show the problem."""
+
+    id: str
+    description: str
+    severity: Severity
+    success: bool
+    observed: Any
+    examples: list[str] = field(default_factory=list)
+    expectations: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return not self.success and self.severity != "off"
+
+    def line(self) -> str:
+        """One human line: `[error] image_size: observed ...; e.g. a.jpg, b.jpg`."""
+        text = f"[{self.severity}] {self.id}: {self.description}; observed {_short(self.observed)}"
+        if self.examples:
+            text += "; e.g. " + ", ".join(self.examples)
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "description": self.description,
+            "severity": self.severity,
+            "success": self.success,
+            "observed": self.observed,
+            "examples": self.examples,
+            "expectations": self.expectations,
+        }
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """All checks of one dataset, plus the class profile to compare the next dataset with."""
+
+    data_dir: Path
+    checks: list[CheckResult]
+    profile: dict[str, Any]
+    data_docs_index: Path | None = None
+    report_path: Path | None = None
+    profile_path: Path | None = None
+
+    @property
+    def errors(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.failed and c.severity == "error"]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.failed and c.severity == "warning"]
+
+    @property
+    def passed(self) -> bool:
+        """True when no error-level check failed (warnings allowed)."""
+        return not self.errors
+
+    def check(self, check_id: str) -> CheckResult:
+        for result in self.checks:
+            if result.id == check_id:
+                return result
+        raise KeyError(f"no check {check_id!r}; known: {[c.id for c in self.checks]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data_dir": str(self.data_dir),
+            "passed": self.passed,
+            "errors": [c.id for c in self.errors],
+            "warnings": [c.id for c in self.warnings],
+            "checks": [c.to_dict() for c in self.checks],
+            "profile": self.profile,
+            "data_docs_index": str(self.data_docs_index) if self.data_docs_index else None,
+        }
+
+    def summary_markdown(self) -> str:
+        """A short table for the Prefect artifact and the MLflow run."""
+        verdict = "passed" if self.passed else "FAILED"
+        lines = [
+            f"**Data contract {verdict}** for `{self.data_dir}`: "
+            f"{len(self.errors)} error(s), {len(self.warnings)} warning(s), {len(self.checks)} checks.",
+            "",
+            "| check | severity | result | observed |",
+            "|---|---|---|---|",
+        ]
+        for c in self.checks:
+            result = "pass" if c.success else ("skipped" if c.severity == "off" else "FAIL")
+            observed = _short(c.observed, 80).replace("|", "\\|")
+            lines.append(f"| {c.id} | {c.severity} | {result} | {observed} |")
+        return "\n".join(lines) + "\n"
+
+    def failure_message(self) -> str:
+        """The error-level failures, one per line, naming example files."""
+        return "\n".join(c.line() for c in self.errors)
+
+    def raise_for_errors(self) -> None:
+        """Raise `ContractViolation` when an error-level check failed (for pipeline stages)."""
+        if not self.passed:
+            where = f" (details: {self.report_path})" if self.report_path else ""
+            raise ContractViolation(
+                f"data contract failed for {self.data_dir}{where}:\n{self.failure_message()}\n"
+                "Fix the data, or relax the check in params.yaml validate.severity if it is expected."
+            )
