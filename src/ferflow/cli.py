@@ -63,6 +63,15 @@ def _data_add(args: argparse.Namespace, params: Params) -> None:
     add_dataset(Path(args.path), params, dest=Path(args.dest) if args.dest else None)
 
 
+# --- compare ---------------------------------------------------------------------------
+
+
+def _compare(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.compare import compare, render
+
+    print(render(compare(args.a, args.b, params), args.format), end="")
+
+
 # --- commands --------------------------------------------------------------------------
 
 
@@ -87,6 +96,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, help="train images per class (default: synth.per_class)")
     p.add_argument("--test-per-class", type=int, help="test images per class (default: synth.test_per_class)")
     p.add_argument("--seed", type=int, help="random seed (default: base.seed)")
+
+    p = command("compare", _compare, "two runs or model versions side by side: params, metrics, deltas")
+    p.add_argument(
+        "a", nargs="?", help="run id, models:/NAME/VERSION, models:/NAME@ALIAS or alias (default: champion)"
+    )
+    p.add_argument("b", nargs="?", help="the same kinds of reference (default: challenger)")
+    p.add_argument("--format", choices=("text", "markdown", "json"), default="text", help="output format")
 
     data = sub.add_parser("data", help="put datasets under DVC control")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

@@ -1,0 +1,501 @@
+"""Two runs or registered model versions side by side: `ferflow compare [A] [B]`.
+
+A and B are each a run id, `models:/<name>/<version>`, `models:/<name>@<alias>` or a bare
+alias of `register.model_name` (`champion`, `challenger`, `previous-champion`). The
+comparison lists the params that differ, every metric with its delta (B - A), the per-class
+test recall deltas and the largest changes between the two confusion matrices (read from
+the `evaluation/confusion_matrix.json` artifact that `ferflow.evaluate` writes:
+`{"classes": [...], "matrix": [[...]]}`, rows = actual class, columns = predicted).
+
+It renders as aligned text for a terminal, Markdown for a pull request or a Prefect
+artifact (`compare_markdown`), or JSON for scripts. Apart from tracking.py and registry.py
+this is the only module that talks to MLflow, and only to read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ferflow.config import Params
+from ferflow.errors import FerflowError
+
+log = logging.getLogger(__name__)
+
+Format = Literal["text", "markdown", "json"]
+FORMATS: tuple[Format, ...] = ("text", "markdown", "json")
+
+CONFUSION_ARTIFACT = "evaluation/confusion_matrix.json"
+DEFAULT_A = "champion"
+DEFAULT_B = "challenger"
+# How many confusion-matrix cells the report shows (the largest changes first).
+TOP_CONFUSION_CHANGES = 8
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+# Per-class test metrics (`test.recall.happy`) are shown in their own section, not the main list.
+_PER_CLASS = re.compile(r"^test\.(precision|recall|f1|auc)\.")
+GATE_DECISION_TAG = "ferflow.gate.decision"
+TAGS_SHOWN = (
+    "ferflow.data_version",
+    "ferflow.params_digest",
+    "ferflow.git_commit",
+    GATE_DECISION_TAG,
+    "ferflow.alias",
+)
+
+
+class CompareError(FerflowError, ValueError):
+    """A run, model version or alias to compare does not exist; the message names it."""
+
+
+# --- what is compared ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """A confusion matrix: `matrix[actual][predicted]` counts over `classes`."""
+
+    classes: tuple[str, ...]
+    matrix: tuple[tuple[int, ...], ...]
+
+    def share(self, actual: int, predicted: int) -> float:
+        """The fraction of the actual class's test images predicted as `predicted`."""
+        row_total = sum(self.matrix[actual])
+        return self.matrix[actual][predicted] / row_total if row_total else 0.0
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison: a run, and the model version it was resolved from, if any."""
+
+    reference: str  # what the user gave: "champion", a run id, "models:/name/3"
+    run_id: str
+    run_name: str
+    experiment_id: str
+    model_version: str | None  # "fer-densenet169 v3 (champion)" when resolved from the registry
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    confusion: Confusion | None = None
+
+
+@dataclass(frozen=True)
+class ParamChange:
+    key: str
+    a: str | None  # None: the param is not logged on that side
+    b: str | None
+
+
+@dataclass(frozen=True)
+class MetricDelta:
+    key: str
+    a: float | None
+    b: float | None
+
+    @property
+    def delta(self) -> float | None:
+        """B - A, or None when one side lacks the metric."""
+        return None if self.a is None or self.b is None else self.b - self.a
+
+
+@dataclass(frozen=True)
+class CellChange:
+    """How one confusion-matrix cell changed; shares are of the actual class's images."""
+
+    actual: str
+    predicted: str
+    a_count: int
+    b_count: int
+    a_share: float
+    b_share: float
+
+    @property
+    def share_delta(self) -> float:
+        return self.b_share - self.a_share
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: Side
+    b: Side
+    changed_params: list[ParamChange]
+    metrics: list[MetricDelta]  # every metric of either side, sorted by key
+    recall: list[MetricDelta]  # test.recall.<class>, in class order
+    confusion_changes: list[CellChange] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def summary_metrics(self) -> list[MetricDelta]:
+        """The metrics without the per-class ones (those have their own section)."""
+        return [m for m in self.metrics if not _PER_CLASS.match(m.key)]
+
+
+# --- reading MLflow --------------------------------------------------------------------
+
+
+def tracking_uri(params: Params) -> str:
+    """MLFLOW_TRACKING_URI when set, else `tracking.tracking_uri` (the naming conventions)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.tracking_uri
+
+
+def _client(params: Params) -> Any:
+    import mlflow  # imported here: importing ferflow.compare stays cheap
+
+    uri = tracking_uri(params)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _is_missing(err: Exception) -> bool:
+    """True for MLflow's 'does not exist' errors (as opposed to a server that is down)."""
+    code = getattr(err, "error_code", "")
+    return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND") or (
+        "not found" in str(err).lower() or "does not exist" in str(err).lower()
+    )
+
+
+def resolve(reference: str, client: Any, model_name: str) -> Side:
+    """Resolve a run id, `models:/name/version`, `models:/name@alias` or a bare alias to a Side."""
+    from mlflow.exceptions import MlflowException
+
+    reference = reference.strip()
+    version = None
+    try:
+        if _RUN_ID.match(reference):
+            run_id = reference
+        else:
+            version = _model_version(reference, client, model_name)
+            if not version.run_id:
+                raise CompareError(
+                    f"model version {version.name} v{version.version} ({reference!r}) has no source "
+                    "run to read params and metrics from; compare the runs by id instead"
+                )
+            run_id = version.run_id
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        if not _is_missing(err):
+            raise CompareError(f"cannot read {reference!r} from MLflow: {err}") from err
+        raise CompareError(_missing_message(reference, model_name)) from err
+    return Side(
+        reference=reference,
+        run_id=run.info.run_id,
+        run_name=run.info.run_name or run.info.run_id,
+        experiment_id=run.info.experiment_id,
+        model_version=_describe_version(version),
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        tags={k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
+        confusion=_read_confusion(client, run.info.run_id),
+    )
+
+
+def _model_version(reference: str, client: Any, model_name: str) -> Any:
+    """The ModelVersion a `models:/` URI or a bare alias names."""
+    if reference.startswith("models:/"):
+        target = reference.removeprefix("models:/")
+        name, sep, alias = target.partition("@")
+        if sep:
+            return client.get_model_version_by_alias(name, alias)
+        name, sep, number = target.rpartition("/")
+        if not sep or not number.isdigit():
+            raise CompareError(
+                f"{reference!r} is neither models:/<name>/<version> nor models:/<name>@<alias>"
+            )
+        return client.get_model_version(name, number)
+    return client.get_model_version_by_alias(model_name, reference)
+
+
+def _describe_version(version: Any) -> str | None:
+    if version is None:
+        return None
+    aliases = ", ".join(getattr(version, "aliases", []) or [])
+    return f"{version.name} v{version.version}" + (f" ({aliases})" if aliases else "")
+
+
+def _missing_message(reference: str, model_name: str) -> str:
+    if _RUN_ID.match(reference):
+        return f"run {reference} not found in the tracking store; check the id and MLFLOW_TRACKING_URI"
+    if reference.startswith("models:/"):
+        return (
+            f"{reference} not found in the model registry; list versions with "
+            f"`mlflow models` or the UI's Models page"
+        )
+    return (
+        f"{reference!r} is not a run id and registered model {model_name!r} has no alias "
+        f"{reference!r}; pass a run id, models:/{model_name}/<version>, or an alias that "
+        "`ferflow register` set (champion, challenger, previous-champion)"
+    )
+
+
+def _read_confusion(client: Any, run_id: str) -> Confusion | None:
+    """The run's confusion matrix artifact, or None when the run has none (not evaluated)."""
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory(prefix="ferflow-compare-") as tmp:
+        try:
+            local = client.download_artifacts(run_id, CONFUSION_ARTIFACT, tmp)
+        except (MlflowException, OSError) as err:
+            log.debug("run %s has no %s: %s", run_id, CONFUSION_ARTIFACT, err)
+            return None
+        return parse_confusion(Path(local))
+
+
+def parse_confusion(path: Path) -> Confusion:
+    """Read `{"classes": [...], "matrix": [[...]]}`, checking that the matrix is square."""
+    try:
+        data = json.loads(path.read_text())
+        classes = tuple(str(c) for c in data["classes"])
+        matrix = tuple(tuple(int(v) for v in row) for row in data["matrix"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CompareError(
+            f"{path}: not a confusion matrix ({err}); expected JSON "
+            '{"classes": [...], "matrix": [[counts]]} as ferflow.evaluate writes it'
+        ) from err
+    if len(matrix) != len(classes) or any(len(row) != len(classes) for row in matrix):
+        raise CompareError(f"{path}: matrix is not {len(classes)}x{len(classes)} for classes {classes}")
+    return Confusion(classes, matrix)
+
+
+# --- comparing -------------------------------------------------------------------------
+
+
+def compare_sides(a: Side, b: Side, classes: tuple[str, ...]) -> Comparison:
+    """The differences between two resolved sides (pure: no MLflow calls)."""
+    notes = []
+    if a.run_id == b.run_id:
+        notes.append(f"both sides are the same run {a.run_id}: every delta is zero")
+    changes, confusion_note = confusion_changes(a.confusion, b.confusion)
+    if confusion_note:
+        notes.append(confusion_note)
+    return Comparison(
+        a=a,
+        b=b,
+        changed_params=changed_params(a.params, b.params),
+        metrics=metric_deltas(a.metrics, b.metrics),
+        recall=[
+            MetricDelta(
+                f"test.recall.{c}", a.metrics.get(f"test.recall.{c}"), b.metrics.get(f"test.recall.{c}")
+            )
+            for c in classes
+            if f"test.recall.{c}" in a.metrics or f"test.recall.{c}" in b.metrics
+        ],
+        confusion_changes=changes,
+        notes=notes,
+    )
+
+
+def changed_params(a: dict[str, str], b: dict[str, str]) -> list[ParamChange]:
+    """Params whose value differs, or that only one side logged, sorted by key."""
+    return [
+        ParamChange(key, a.get(key), b.get(key))
+        for key in sorted(set(a) | set(b))
+        if a.get(key) != b.get(key)
+    ]
+
+
+def metric_deltas(a: dict[str, float], b: dict[str, float]) -> list[MetricDelta]:
+    """Every metric either side logged (latest value), sorted by key."""
+    return [MetricDelta(key, a.get(key), b.get(key)) for key in sorted(set(a) | set(b))]
+
+
+def confusion_changes(
+    a: Confusion | None, b: Confusion | None, top: int = TOP_CONFUSION_CHANGES
+) -> tuple[list[CellChange], str | None]:
+    """The cells whose share of the actual class changed most, and a note when none can be compared.
+
+    Shares rather than counts, so that two evaluations on test sets of different sizes still
+    compare fairly.
+    """
+    if a is None or b is None:
+        missing = " and ".join(side for side, m in (("A", a), ("B", b)) if m is None)
+        return [], f"no {CONFUSION_ARTIFACT} on {missing}: confusion matrices not compared"
+    if a.classes != b.classes:
+        return [], f"confusion matrices have different classes ({a.classes} vs {b.classes}): not compared"
+    cells = [
+        CellChange(
+            actual=actual,
+            predicted=predicted,
+            a_count=a.matrix[i][j],
+            b_count=b.matrix[i][j],
+            a_share=a.share(i, j),
+            b_share=b.share(i, j),
+        )
+        for i, actual in enumerate(a.classes)
+        for j, predicted in enumerate(a.classes)
+    ]
+    changed = [c for c in cells if c.a_count != c.b_count or c.share_delta != 0.0]
+    changed.sort(key=lambda c: (-abs(c.share_delta), c.actual, c.predicted))
+    return changed[:top], None
+
+
+def compare(a: str | None, b: str | None, params: Params) -> Comparison:
+    """Resolve A and B (default: champion vs challenger of register.model_name) and compare."""
+    client = _client(params)
+    model_name = params.registry.model_name
+    side_a = resolve(a or DEFAULT_A, client, model_name)
+    side_b = resolve(b or DEFAULT_B, client, model_name)
+    log.info(
+        "comparing %s (%s) with %s (%s)", side_a.reference, side_a.run_id, side_b.reference, side_b.run_id
+    )
+    return compare_sides(side_a, side_b, params.base.classes)
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if math.isnan(value):
+        return "nan"
+    return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else ("+" if value >= 0 else "") + _number(value)
+
+
+def _side_rows(c: Comparison) -> list[tuple[str, str, str]]:
+    rows = [
+        ("reference", c.a.reference, c.b.reference),
+        ("run name", c.a.run_name, c.b.run_name),
+        ("run id", c.a.run_id, c.b.run_id),
+        ("model version", c.a.model_version or "-", c.b.model_version or "-"),
+    ]
+    rows += [(tag, c.a.tags.get(tag, "-"), c.b.tags.get(tag, "-")) for tag in TAGS_SHOWN]
+    return rows
+
+
+def _tables(c: Comparison) -> list[tuple[str, list[str], list[tuple[str, ...]]]]:
+    """(title, header, rows) of each section, shared by the text and Markdown renderers."""
+    tables: list[tuple[str, list[str], list[tuple[str, ...]]]] = [
+        ("Runs", ["", "A", "B"], list(_side_rows(c)))
+    ]
+    param_rows = [
+        (p.key, p.a if p.a is not None else "-", p.b if p.b is not None else "-") for p in c.changed_params
+    ]
+    tables.append((f"Params that differ ({len(param_rows)})", ["param", "A", "B"], param_rows))
+    metric_header = ["metric", "A", "B", "B - A"]
+    tables.append(
+        (
+            "Metrics",
+            metric_header,
+            [(m.key, _number(m.a), _number(m.b), _signed(m.delta)) for m in c.summary_metrics],
+        )
+    )
+    tables.append(
+        (
+            "Per-class test recall",
+            ["class", "A", "B", "B - A"],
+            [
+                (m.key.removeprefix("test.recall."), _number(m.a), _number(m.b), _signed(m.delta))
+                for m in c.recall
+            ],
+        )
+    )
+    tables.append(
+        (
+            "Largest confusion-matrix changes (share of the actual class)",
+            ["actual -> predicted", "A", "B", "B - A"],
+            [
+                (
+                    f"{x.actual} -> {x.predicted}",
+                    f"{x.a_share:.1%} ({x.a_count})",
+                    f"{x.b_share:.1%} ({x.b_count})",
+                    f"{x.share_delta * 100:+.1f} pt",
+                )
+                for x in c.confusion_changes
+            ],
+        )
+    )
+    return tables
+
+
+def format_text(c: Comparison) -> str:
+    """Aligned plain-text tables for a terminal."""
+    lines = [f"A = {c.a.reference}   B = {c.b.reference}"]
+    for title, header, rows in _tables(c):
+        lines += ["", title, "-" * len(title)]
+        if not rows:
+            lines.append("(none)")
+            continue
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            cells = [
+                str(v).ljust(w) if i == 0 else str(v).rjust(w)
+                for i, (v, w) in enumerate(zip(row, widths, strict=True))
+            ]
+            lines.append("  ".join(cells).rstrip())
+    lines += ["", *[f"note: {n}" for n in c.notes]] if c.notes else []
+    return "\n".join(lines) + "\n"
+
+
+def _md_cell(value: str) -> str:
+    return value.replace("|", "\\|")
+
+
+def format_markdown(c: Comparison) -> str:
+    """GitHub-flavoured Markdown tables, for a pull request or a Prefect artifact."""
+    lines = [f"## Model comparison: `{c.a.reference}` (A) vs `{c.b.reference}` (B)"]
+    for title, header, rows in _tables(c):
+        lines += ["", f"### {title}", ""]
+        if not rows:
+            lines.append("_none_")
+            continue
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+        lines += ["| " + " | ".join(_md_cell(str(v)) for v in row) + " |" for row in rows]
+    if c.notes:
+        lines += ["", *[f"> {n}" for n in c.notes]]
+    return "\n".join(lines) + "\n"
+
+
+def to_dict(c: Comparison) -> dict[str, Any]:
+    """Plain data for JSON: both sides (without the raw params) and every difference."""
+
+    def side(s: Side) -> dict[str, Any]:
+        data = asdict(s)
+        data.pop("params")
+        data["confusion"] = asdict(s.confusion) if s.confusion else None
+        return data
+
+    return {
+        "a": side(c.a),
+        "b": side(c.b),
+        "changed_params": [asdict(p) for p in c.changed_params],
+        "metrics": [{**asdict(m), "delta": m.delta} for m in c.metrics],
+        "recall": [{**asdict(m), "delta": m.delta} for m in c.recall],
+        "confusion_changes": [{**asdict(x), "share_delta": x.share_delta} for x in c.confusion_changes],
+        "notes": c.notes,
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become None: strict JSON has no spelling for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def render(c: Comparison, fmt: Format = "text") -> str:
+    """The comparison in one of FORMATS."""
+    if fmt == "markdown":
+        return format_markdown(c)
+    if fmt == "json":
+        return json.dumps(_json_safe(to_dict(c)), indent=2, allow_nan=False) + "\n"
+    return format_text(c)
+
+
+def compare_markdown(a: str | None, b: str | None, params: Params) -> str:
+    """The comparison as Markdown: what the retraining flow publishes in its run report."""
+    return format_markdown(compare(a, b, params))
