@@ -169,6 +169,9 @@ class Register(_Strict):
     min_class_recall: float | None = Field(None, ge=0.0, le=1.0)
     metric: Literal["accuracy", "macro_f1", "weighted_f1"] = "macro_f1"
     margin: float = Field(0.0, ge=0.0, le=1.0)
+    lock_timeout_s: float = Field(
+        600.0, gt=0.0, description="wait for the promotion lock; older claims count as stale"
+    )
 
 
 class Tracking(_Strict):
