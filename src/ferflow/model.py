@@ -1,0 +1,204 @@
+"""The study's DenseNet classifier (Figure 1), built with Keras 3 APIs only.
+
+The model takes what the prepared dataset holds: a batch of grayscale images `(n, S, S)`
+float32 in 0..255 (input named `pixels`). Everything else happens inside the model, so
+serving never reimplements it:
+
+    pixels (n, S, S) -> add channel -> resize to model.input_size -> repeat to 3 channels
+    -> DenseNet "torch" normalisation (x/255 - mean) / std  (a weightless Rescaling)
+    -> DenseNet without top, called with training=False -> GlobalAveragePooling ("features")
+    -> Dense 256 -> Dropout -> Dense 1024 -> Dropout -> Dense 512 -> Dropout
+    -> Dense 7 softmax ("classification", float32 even under mixed precision)
+
+With DenseNet169 at 48 px and the backbone frozen this is exactly the study's
+13,860,679 parameters, 1,217,799 trainable.
+
+`model.weights` is one of:
+
+- `imagenet`: Keras downloads the backbone weights (needs internet or a filled Keras cache);
+- `none`: random initialisation;
+- a path ending in `.weights.h5`: weights of the *whole* ferflow model, as written by
+  `model.save_weights` (same backbone, input size and head);
+- any other path (e.g. `densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5`): backbone
+  weights in the Keras-applications "notop" format, for machines without internet.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from ferflow.config import Model as ModelParams
+from ferflow.errors import FerflowError
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "pixels"
+BACKBONE_NAME = "backbone"
+FEATURES_NAME = "features"
+OUTPUT_NAME = "classification"
+
+# keras.applications.densenet.preprocess_input uses mode="torch": ImageNet mean/std per channel.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+BACKBONES = {
+    "densenet121": keras.applications.DenseNet121,
+    "densenet169": keras.applications.DenseNet169,
+    "densenet201": keras.applications.DenseNet201,
+}
+
+
+class WeightsError(FerflowError, ValueError):
+    """The requested weights cannot be fetched or do not fit the model."""
+
+
+def build_model(
+    model_params: ModelParams, image_size: int, num_classes: int = 7, seed: int | None = None
+) -> keras.Model:
+    """Build the full classifier with the backbone frozen (phase 1 state).
+
+    Args:
+        model_params: the `model` section of params.yaml.
+        image_size: side S of the images the model receives (base.image_size).
+        num_classes: size of the softmax.
+        seed: if given, seeds Keras' global RNG first so weight initialisation is repeatable.
+    """
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    weights = model_params.weights
+    backbone_weights = _backbone_weights_argument(weights)
+    size = model_params.input_size
+
+    pixels = keras.Input(shape=(image_size, image_size), dtype="float32", name=INPUT_NAME)
+    x = keras.layers.Reshape((image_size, image_size, 1), name="add_channel")(pixels)
+    if size != image_size:
+        x = keras.layers.Resizing(size, size, interpolation="bilinear", name="resize")(x)
+    x = keras.layers.Concatenate(axis=-1, name="repeat_channels")([x, x, x])
+    x = keras.layers.Rescaling(
+        scale=[1.0 / (255.0 * s) for s in IMAGENET_STD],
+        offset=[-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)],
+        name="imagenet_normalise",
+    )(x)
+
+    backbone = _build_backbone(model_params.backbone, size, backbone_weights)
+    backbone.trainable = False
+    # training=False keeps BatchNorm in inference mode, also after unfreezing (phase 2).
+    x = backbone(x, training=False)
+    features = keras.layers.GlobalAveragePooling2D(name=FEATURES_NAME)(x)
+    outputs = _apply(_head_layers(model_params, num_classes), features)
+    model = keras.Model(pixels, outputs, name=f"ferflow_{model_params.backbone}")
+
+    if Path(weights).name.endswith(".weights.h5") and weights not in ("imagenet", "none"):
+        load_full_weights(model, Path(weights))
+    return model
+
+
+def _backbone_weights_argument(weights: str) -> str | None:
+    """Translate model.weights into the `weights=` argument of keras.applications."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsError(
+            f"model.weights: file {path} does not exist; give 'imagenet', 'none' or the path "
+            "to a backbone .h5 file or a ferflow .weights.h5 file"
+        )
+    # A whole-model file is loaded after the model is built; the backbone starts random.
+    return None if path.name.endswith(".weights.h5") else str(path)
+
+
+def _build_backbone(name: str, size: int, weights: str | None) -> keras.Model:
+    constructor = BACKBONES[name]
+    try:
+        backbone = constructor(include_top=False, weights=weights, input_shape=(size, size, 3))
+    except Exception as err:
+        if weights == "imagenet":
+            raise WeightsError(
+                f"model.weights=imagenet: cannot fetch the {name} ImageNet weights ({err}). "
+                "Without internet, put the Keras 'notop' .h5 file in ~/.keras/models or set "
+                "model.weights to its path, or use model.weights=none"
+            ) from err
+        raise WeightsError(
+            f"model.weights={weights}: does not fit {name} at input size {size}: {err}; "
+            f"give backbone weights saved for {name} without top"
+        ) from err
+    backbone.name = BACKBONE_NAME
+    return backbone
+
+
+def _head_layers(model_params: ModelParams, num_classes: int) -> list[keras.layers.Layer]:
+    """The study's dense head: (Dense relu, Dropout)* then the softmax."""
+    regularizer = keras.regularizers.L2(model_params.l2) if model_params.l2 > 0 else None
+    layers: list[keras.layers.Layer] = []
+    for index, (units, rate) in enumerate(
+        zip(model_params.head_units, model_params.dropout, strict=True), start=1
+    ):
+        layers.append(
+            keras.layers.Dense(
+                units, activation="relu", kernel_regularizer=regularizer, name=f"head_dense_{index}"
+            )
+        )
+        layers.append(keras.layers.Dropout(rate, name=f"head_dropout_{index}"))
+    # float32 softmax: stable probabilities under a mixed-precision policy.
+    layers.append(keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=OUTPUT_NAME))
+    return layers
+
+
+def _apply(layers: list[keras.layers.Layer], x: Any) -> Any:
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    """The DenseNet inside a ferflow model."""
+    return model.get_layer(BACKBONE_NAME)
+
+
+def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
+    """Freeze (phase 1) or unfreeze (phase 2) the backbone. Recompile afterwards."""
+    backbone_of(model).trainable = trainable
+
+
+def feature_extractor(model: keras.Model) -> keras.Model:
+    """pixels -> pooled backbone features (the GAP output); shares the model's layers."""
+    return keras.Model(model.input, model.get_layer(FEATURES_NAME).output, name="feature_extractor")
+
+
+def head_model(model: keras.Model) -> keras.Model:
+    """features -> probabilities, built from the *same layer objects* as the full model.
+
+    Training it on cached features trains the full model's head: the weights are shared.
+    """
+    names = [layer.name for layer in model.layers]
+    start = names.index(FEATURES_NAME) + 1
+    width = model.get_layer(FEATURES_NAME).output.shape[-1]
+    features = keras.Input(shape=(width,), name="features_in")
+    return keras.Model(features, _apply(model.layers[start:], features), name="head")
+
+
+def load_full_weights(model: keras.Model, path: Path) -> None:
+    """Load a whole-model `.weights.h5` file, with a clear error when it does not fit."""
+    if not path.is_file():
+        raise WeightsError(f"model.weights: file {path} does not exist")
+    try:
+        model.load_weights(path)
+    except Exception as err:
+        raise WeightsError(
+            f"model.weights={path}: does not fit this model ({err}); it must come from "
+            "model.save_weights of a ferflow model with the same backbone, input size and head"
+        ) from err
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a saved ferflow model (head.keras or model.keras)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FerflowError(f"model file {path} does not exist; run `ferflow train` first")
+    return keras.saving.load_model(path, compile=False)

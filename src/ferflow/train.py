@@ -1,0 +1,451 @@
+"""The two training phases of the study, and the `train` / `finetune` stages.
+
+Phase 1, `fit_head`: the backbone is frozen, so its output for an image never changes. With
+`train.cache_features` the pooled features are computed once and only the small dense head
+is trained on them (many times faster per epoch, same result: the head model shares its
+layer objects with the full model). Adam, categorical cross-entropy, early stopping on
+val_loss restoring the best weights.
+
+Phase 2, `fine_tune`: the backbone is unfrozen and the whole network trained with SGD,
+continuing from phase 1's weights. BatchNorm stays in inference mode because the model
+calls the backbone with training=False. Optional augmentation, label smoothing and class
+weights (all off by default, as in the study).
+
+Both phases fail loudly on a NaN/infinite loss (`TrainingError`), back up every epoch to
+`models/backup/<phase>` so a restarted run resumes where it stopped, and are repeatable
+with `train.deterministic`. Keras 3 APIs only: the same code runs on JAX and PyTorch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from ferflow.config import Augment, Params
+from ferflow.data.dataset import PreparedData, load_prepared
+from ferflow.errors import FerflowError
+from ferflow.model import (
+    build_model,
+    feature_extractor,
+    head_model,
+    load_model,
+    set_backbone_trainable,
+)
+
+log = logging.getLogger(__name__)
+
+HEAD_FILE = "head.keras"
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.json"
+BACKUP_DIR = "backup"
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+Split = tuple[np.ndarray, np.ndarray]  # images (n, S, S), integer labels (n,)
+
+
+class TrainingError(FerflowError, RuntimeError):
+    """Training diverged (NaN/inf loss) or its inputs are unusable."""
+
+
+# --- runtime ---------------------------------------------------------------------------
+
+
+def configure_runtime(params: Params) -> None:
+    """Seeds, op determinism and the precision policy, before any model is built.
+
+    Determinism costs speed: TensorFlow then picks deterministic (often slower) kernels.
+    """
+    train = params.train
+    if train.deterministic:
+        keras.utils.set_random_seed(params.base.seed)
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf  # only on this backend, only here
+
+            tf.config.experimental.enable_op_determinism()
+    if train.mixed_precision:
+        policy = "mixed_bfloat16" if keras.backend.backend() == "jax" else "mixed_float16"
+        keras.mixed_precision.set_global_policy(policy)
+    else:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def distribution_scope() -> contextlib.AbstractContextManager[Any]:
+    """Data parallelism over all visible GPUs, chosen by the Keras backend; a no-op on one."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        gpus = keras.distribution.list_devices("gpu")
+        if len(gpus) > 1:
+            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=gpus))
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        if len(tf.config.list_logical_devices("GPU")) > 1:
+            return tf.distribute.MirroredStrategy().scope()
+    return contextlib.nullcontext()
+
+
+# --- callbacks -------------------------------------------------------------------------
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Collects per-epoch metrics (global epoch, phase) and keeps them in the backup folder.
+
+    Keras' History only sees the epochs of the current `fit`; after a resume the earlier
+    epochs come back from `epochs.json` next to the BackupAndRestore checkpoint.
+    """
+
+    def __init__(self, phase: str, epoch_offset: int, backup_dir: Path) -> None:
+        super().__init__()
+        self.phase = phase
+        self.epoch_offset = epoch_offset
+        self.path = backup_dir / "epochs.json"
+        self.records: list[dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else []
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        record = {"epoch": self.epoch_offset + epoch, "phase": self.phase}
+        record.update({k: float(logs[k]) for k in EPOCH_METRICS if k in logs})
+        self.records = [r for r in self.records if r["epoch"] != record["epoch"]] + [record]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.records))
+        log.info(
+            "%s epoch %d: %s (%.1fs)",
+            self.phase,
+            record["epoch"] + 1,
+            " ".join(f"{k}={record[k]:.4f}" for k in EPOCH_METRICS if k in record),
+            time.perf_counter() - self.started,
+        )
+
+
+def _callbacks(
+    phase: str, backup_dir: Path, epoch_offset: int, patience: int | None, restore_best: bool
+) -> tuple[list[keras.callbacks.Callback], EpochRecorder]:
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    recorder = EpochRecorder(phase, epoch_offset, backup_dir)
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
+        recorder,
+    ]
+    if patience is not None:
+        callbacks.insert(
+            1,
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=restore_best
+            ),
+        )
+    return callbacks, recorder
+
+
+class _LastBatchLoss(keras.callbacks.Callback):
+    """Remembers the last batch loss: TerminateOnNaN stops mid-epoch, before History sees it."""
+
+    loss = 0.0
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+
+
+def _check_finite(phase: str, history: keras.callbacks.History, last_batch: _LastBatchLoss) -> None:
+    """TerminateOnNaN stops training but returns normally: turn it into an error."""
+    losses = history.history.get("loss", [])
+    bad = [i for i, value in enumerate(losses) if not math.isfinite(float(value))]
+    if bad or not math.isfinite(last_batch.loss):
+        raise TrainingError(
+            f"{phase}: the loss became NaN or infinite (epoch {bad[0] + 1 if bad else len(losses) + 1}); "
+            "lower the learning rate, check the data for NaN pixels, or turn off mixed precision. "
+            "Nothing was saved or registered"
+        )
+
+
+def _finish_backup(backup_dir: Path) -> None:
+    """A completed phase needs no backup: remove the folder so a rerun starts fresh."""
+    shutil.rmtree(backup_dir, ignore_errors=True)
+
+
+# --- phase 1 ---------------------------------------------------------------------------
+
+
+def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return keras.utils.to_categorical(labels, num_classes).astype("float32")
+
+
+def _as_float(images: np.ndarray) -> np.ndarray:
+    return np.asarray(images, dtype="float32")
+
+
+def fit_head(
+    model: keras.Model,
+    train: Split,
+    val: Split,
+    params: Params,
+    backup_dir: Path,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> list[dict[str, Any]]:
+    """Phase 1: train the dense head with the backbone frozen; returns the epoch records."""
+    settings = params.train
+    num_classes = len(params.base.classes)
+    set_backbone_trainable(model, False)
+    y_train, y_val = _one_hot(train[1], num_classes), _one_hot(val[1], num_classes)
+    if settings.cache_features:
+        trained = head_model(model)
+        extractor = feature_extractor(model)
+        started = time.perf_counter()
+        x_train = extractor.predict(_as_float(train[0]), batch_size=settings.batch_size * 4, verbose=0)
+        x_val = extractor.predict(_as_float(val[0]), batch_size=settings.batch_size * 4, verbose=0)
+        log.info(
+            "cached backbone features of %d images in %.1fs",
+            len(x_train) + len(x_val),
+            time.perf_counter() - started,
+        )
+    else:
+        trained = model
+        x_train, x_val = _as_float(train[0]), _as_float(val[0])
+    trained.compile(
+        optimizer=keras.optimizers.Adam(settings.learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=settings.jit_compile,
+    )
+    callbacks, recorder = _callbacks(
+        "head", backup_dir, 0, settings.early_stopping_patience, settings.restore_best_weights
+    )
+    last_batch = _LastBatchLoss()
+    if settings.deterministic:
+        keras.utils.set_random_seed(params.base.seed)  # same shuffling in both feature modes
+    history = trained.fit(
+        x_train,
+        y_train,
+        batch_size=settings.batch_size,
+        epochs=settings.epochs,
+        validation_data=(x_val, y_val),
+        callbacks=[*callbacks, last_batch, *extra_callbacks],
+        verbose=0,
+    )
+    _check_finite("phase 1 (head)", history, last_batch)
+    _finish_backup(backup_dir)
+    return recorder.records
+
+
+# --- phase 2 ---------------------------------------------------------------------------
+
+
+class AugmentedBatches(keras.utils.PyDataset):
+    """Shuffled batches with random flips, shifts and rotations (training only)."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        targets: np.ndarray,
+        batch_size: int,
+        augment: Augment,
+        seed: int,
+        sample_weights: np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        self.images, self.targets, self.batch_size = images, targets, batch_size
+        self.sample_weights = sample_weights
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(images))
+        layers: list[keras.layers.Layer] = []
+        if augment.horizontal_flip:
+            layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+        if augment.shift > 0:
+            layers.append(
+                keras.layers.RandomTranslation(augment.shift, augment.shift, fill_mode="nearest", seed=seed)
+            )
+        if augment.rotation > 0:
+            layers.append(keras.layers.RandomRotation(augment.rotation, fill_mode="nearest", seed=seed))
+        self.augment = keras.Sequential(layers)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        batch = self.images[rows].astype("float32")[..., None]
+        augmented = keras.ops.convert_to_numpy(self.augment(batch, training=True))[..., 0]
+        if self.sample_weights is None:
+            return augmented, self.targets[rows]
+        return augmented, self.targets[rows], self.sample_weights[rows]
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.images))
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """n / (k * count_c): rare classes (disgust, ~1.5% of FER2013) weigh more."""
+    counts = np.bincount(labels, minlength=num_classes).astype("float64")
+    counts[counts == 0] = 1.0
+    return {c: float(len(labels) / (num_classes * counts[c])) for c in range(num_classes)}
+
+
+def fine_tune(
+    model: keras.Model,
+    train: Split,
+    val: Split,
+    params: Params,
+    backup_dir: Path,
+    epoch_offset: int = 0,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> list[dict[str, Any]]:
+    """Phase 2: unfreeze the backbone and train everything with SGD; returns epoch records."""
+    settings, num_classes = params.finetune, len(params.base.classes)
+    if settings.epochs == 0:
+        return []
+    set_backbone_trainable(model, True)
+    model.compile(
+        optimizer=keras.optimizers.SGD(settings.learning_rate, momentum=settings.momentum),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=params.train.jit_compile,
+    )
+    y_train = _one_hot(train[1], num_classes)
+    weights = balanced_class_weights(train[1], num_classes) if settings.class_weights else None
+    augment = settings.augment
+    fit_kwargs: dict[str, Any]
+    if augment.horizontal_flip or augment.shift > 0 or augment.rotation > 0:
+        per_sample = None if weights is None else np.array([weights[c] for c in train[1]], "float32")
+        fit_kwargs = {
+            "x": AugmentedBatches(
+                train[0], y_train, params.train.batch_size, augment, params.base.seed, per_sample
+            )
+        }
+    else:
+        fit_kwargs = {
+            "x": _as_float(train[0]),
+            "y": y_train,
+            "batch_size": params.train.batch_size,
+            "class_weight": weights,
+        }
+    callbacks, recorder = _callbacks("finetune", backup_dir, epoch_offset, None, False)
+    last_batch = _LastBatchLoss()
+    if params.train.deterministic:
+        keras.utils.set_random_seed(params.base.seed)
+    history = model.fit(
+        **fit_kwargs,
+        epochs=settings.epochs,
+        validation_data=(_as_float(val[0]), _one_hot(val[1], num_classes)),
+        callbacks=[*callbacks, last_batch, *extra_callbacks],
+        verbose=0,
+    )
+    _check_finite("phase 2 (finetune)", history, last_batch)
+    _finish_backup(backup_dir)
+    return recorder.records
+
+
+# --- data and files --------------------------------------------------------------------
+
+
+def training_splits(data: PreparedData, params: Params) -> tuple[Split, Split]:
+    """(train, val) splits; train rows filtered by ferflow.validation.training_mask if present."""
+    x_train, y_train = data.split("train")
+    val = data.split("val")
+    try:
+        from ferflow.validation import training_mask
+    except ImportError:
+        return (x_train, y_train), val
+    mask = np.asarray(training_mask(data, params), dtype=bool)
+    if len(mask) == len(data.images):  # a mask over all rows: keep its train part
+        mask = mask[(data.manifest["split"] == "train").to_numpy()]
+    if mask.sum() < len(mask):
+        log.info("training on %d of %d train rows (validation policy)", mask.sum(), len(mask))
+    return (x_train[mask], y_train[mask]), val
+
+
+def _check_splits(train: Split, val: Split, data_dir: Path) -> None:
+    if len(train[0]) == 0 or len(val[0]) == 0:
+        raise TrainingError(
+            f"{data_dir}: the train or val split is empty ({len(train[0])} / {len(val[0])} rows); "
+            "re-run `ferflow ingest` with a dataset that has both"
+        )
+
+
+def read_history(model_dir: Path) -> list[dict[str, Any]]:
+    path = model_dir / HISTORY_FILE
+    return json.loads(path.read_text())["epochs"] if path.exists() else []
+
+
+def write_history(model_dir: Path, records: list[dict[str, Any]]) -> Path:
+    path = model_dir / HISTORY_FILE
+    path.write_text(json.dumps({"epochs": records}, indent=2) + "\n")
+    return path
+
+
+def _load_data(params: Params, data_dir: Path) -> tuple[Split, Split]:
+    data = load_prepared(data_dir)
+    train, val = training_splits(data, params)
+    _check_splits(train, val, data_dir)
+    return train, val
+
+
+# --- stages ----------------------------------------------------------------------------
+
+
+def train_stage(params: Params, data_dir: Path, model_dir: Path) -> Path:
+    """Phase 1 as a pipeline stage: writes head.keras, history.json and run.json."""
+    from ferflow import tracking
+
+    data_dir, model_dir = Path(data_dir), Path(model_dir)
+    configure_runtime(params)
+    train, val = _load_data(params, data_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with tracking.pipeline_run(params, data_dir, model_dir, resume=False) as run:
+        with tracking.phase_run(run, "head") as epoch_logger, distribution_scope():
+            model = build_model(params.model, params.base.image_size, len(params.base.classes))
+            records = fit_head(model, train, val, params, model_dir / BACKUP_DIR / "head", [epoch_logger])
+            tracking.log_summary("head", records)
+        tracking.log_summary("head", records)
+        model.save(model_dir / HEAD_FILE)
+        write_history(model_dir, records)
+    log.info("phase 1 done: %s (%d epochs)", model_dir / HEAD_FILE, len(records))
+    return model_dir / HEAD_FILE
+
+
+def finetune_stage(params: Params, data_dir: Path, model_dir: Path) -> Path:
+    """Phase 2 as a pipeline stage: reads head.keras, writes model.keras and history.json,
+    logs the model to the parent run and records its URI in run.json."""
+    from ferflow import tracking
+
+    data_dir, model_dir = Path(data_dir), Path(model_dir)
+    configure_runtime(params)
+    train, val = _load_data(params, data_dir)
+    head_records = [r for r in read_history(model_dir) if r["phase"] == "head"]
+    with tracking.pipeline_run(params, data_dir, model_dir, resume=True) as run:
+        with tracking.phase_run(run, "finetune", len(head_records)) as epoch_logger, distribution_scope():
+            model = load_model(model_dir / HEAD_FILE)
+            records = fine_tune(
+                model,
+                train,
+                val,
+                params,
+                model_dir / BACKUP_DIR / "finetune",
+                len(head_records),
+                [epoch_logger],
+            )
+            tracking.log_summary("finetune", records)
+        tracking.log_summary("finetune", records)
+        model.save(model_dir / MODEL_FILE)
+        write_history(model_dir, head_records + records)
+        example = val[0][: min(4, len(val[0]))]
+        model_uri = tracking.log_model(model, params.base.image_size, len(params.base.classes), example)
+        tracking.write_run_info(
+            model_dir, tracking.RunInfo(run.run_id, run.experiment_id, run.tracking_uri, model_uri)
+        )
+    log.info("phase 2 done: %s (%d epochs), MLflow model %s", model_dir / MODEL_FILE, len(records), model_uri)
+    return model_dir / MODEL_FILE
