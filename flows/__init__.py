@@ -1,1 +1,1 @@
-"""Prefect flows: composition of tasks only (no arithmetic, no file handling)."""
+"""Prefect flows: only composition of the tasks in `tasks/`."""

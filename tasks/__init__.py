@@ -1,1 +1,1 @@
-"""Prefect tasks: each a thin call of one ferflow stage, plus retries, caching and artifacts."""
+"""Prefect tasks: each a thin call of one stage of `ferflow.stages`, plus retries, caching and artifacts."""

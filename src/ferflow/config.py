@@ -191,7 +191,7 @@ class TaskTimeouts(_Strict):
     train: float = Field(86_400, gt=0)
     finetune: float = Field(86_400, gt=0)
     evaluate: float = Field(3600, gt=0)
-    register: float = Field(600, gt=0)
+    register_model: float = Field(600, gt=0)
     push_data: float = Field(3600, gt=0)
 
 

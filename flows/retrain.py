@@ -1,0 +1,115 @@
+"""The retraining flow: pull -> ingest -> validate -> train -> finetune -> evaluate -> register.
+
+Only composition lives here: every step is a task of `tasks.pipeline` that calls one stage
+of `ferflow.stages`. Run it once with `ferflow run`, on a schedule with the deployment of
+prefect.yaml (`make deploy`), or as part of the demo (`python -m ferflow.demo`).
+
+Guarantees:
+
+- A data-contract failure stops the flow before training, with the report attached as
+  an artifact (`data-contract-failure`).
+- On failure or crash, the MLflow run this flow run started is marked FAILED or KILLED,
+  never left RUNNING and never FINISHED (the try/except below plus the state hooks,
+  which also cover a crash of the flow-run process).
+- An unchanged rerun skips the cached stages (tasks/caching.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.client.schemas.objects import FlowRun
+from prefect.states import State
+
+from ferflow.config import Params, load_params
+from ferflow.stages import Paths
+from tasks import guards, reports
+from tasks.pipeline import PipelineTasks, for_params, run_cached
+
+
+def load_run_params(params_file: str, overrides: list[str], root: str) -> tuple[Params, Paths]:
+    """params.yaml (+ overrides) and the stage paths under `root`."""
+    root_path = Path(root).resolve()
+    params_path = Path(params_file)
+    if not params_path.is_absolute():
+        params_path = root_path / params_path
+    params = load_params(params_path, overrides)
+    return params, Paths.from_params(params, root_path)
+
+
+def _mark_mlflow_failed(_flow: Any, flow_run: FlowRun, state: State) -> None:
+    guards.fail_mlflow_run_of(flow_run, "FAILED")
+
+
+def _mark_mlflow_killed(_flow: Any, flow_run: FlowRun, state: State) -> None:
+    guards.fail_mlflow_run_of(flow_run, "KILLED")
+
+
+@flow(
+    name="ferflow-retrain",
+    log_prints=True,
+    on_failure=[_mark_mlflow_failed],
+    on_crashed=[_mark_mlflow_killed],
+    on_cancellation=[_mark_mlflow_killed],
+)
+def retrain(
+    params_file: str = "params.yaml",
+    overrides: list[str] | None = None,
+    root: str = ".",
+    pull_data: bool | None = None,
+    push_data: bool | None = None,
+) -> dict[str, Any]:
+    """Retrain, evaluate and (if the gate passes) promote a model; returns the decision.
+
+    Args:
+        params_file: params.yaml, relative to `root`.
+        overrides: `section.key=value` strings, validated like params.yaml.
+        root: the repository (DVC workspace) the stages run in.
+        pull_data: `dvc pull` the latest data version first (default: flow.pull_data).
+        push_data: `dvc push` the data version afterwards (default: flow.push_data).
+    """
+    params, paths = load_run_params(params_file, list(overrides or []), root)
+    started = time.time()
+    steps = for_params(params)
+    # The stages resolve relative paths (data.raw, the local MLflow store) against the
+    # working directory: run them in the repository they belong to.
+    with contextlib.chdir(paths.root):
+        return _run_pipeline(params, paths, steps, started, pull_data, push_data)
+
+
+def _run_pipeline(
+    params: Params,
+    paths: Paths,
+    steps: PipelineTasks,
+    started: float,
+    pull_data: bool | None,
+    push_data: bool | None,
+) -> dict[str, Any]:
+    try:
+        if params.flow.pull_data if pull_data is None else pull_data:
+            steps.pull_data(params, paths)
+        run_cached(steps.ingest, "ingest", params, paths)
+        validation = run_cached(steps.validate_data, "validate", params, paths)
+        run_cached(steps.train, "train", params, paths)
+        run_cached(steps.finetune, "finetune", params, paths)
+        metrics = run_cached(steps.evaluate, "evaluate", params, paths)["metrics"]
+        decision = steps.register(params, paths)
+        if params.flow.push_data if push_data is None else push_data:
+            steps.push_data(params, paths)
+    except Exception:
+        guards.fail_mlflow_run(params, paths, since=started, status="FAILED")
+        raise
+    except BaseException:  # Ctrl-C, a timeout's cancellation
+        guards.fail_mlflow_run(params, paths, since=started, status="KILLED")
+        raise
+    reports.publish_run_report(
+        reports.run_report_markdown(
+            validation, metrics, decision, reports.mlflow_run_info(paths), guards.data_version(paths)
+        ),
+        metrics,
+    )
+    return decision

@@ -1,0 +1,116 @@
+"""Prefect cache keys for the pipeline stages: input file hashes + params + code version.
+
+An unchanged rerun (same data, same params the stage reads, same source code) hits the
+cache and skips the stage. The key never hashes Python objects or arrays: it hashes the
+files on disk, the params keys the stage declares in `ferflow.stages.STAGES` and the
+stage's source files. The cached result is a small JSON dict that records the hash of
+every file the stage wrote; `outputs_intact` checks those on a hit, so a cache hit whose
+files were deleted or overwritten since (say by a `dvc repro` with other params) reruns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ferflow.config import Params
+from ferflow.stages import PACKAGE_DIR, STAGES, Paths, StageSpec
+
+CHUNK = 1 << 20
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tree_digest(path: Path) -> str:
+    """sha256 over the relative names and contents of every file under `path` (or of one file)."""
+    path = Path(path)
+    if path.is_file():
+        return file_digest(path)
+    if not path.is_dir():
+        return "missing"
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode())
+        digest.update(file_digest(file).encode())
+    return digest.hexdigest()
+
+
+def params_digest(params: Params, keys: Iterable[str]) -> str:
+    """Digest of the flattened params under `keys` (a key or a whole section)."""
+    flat = params.flat()
+    chosen = {
+        name: value
+        for name, value in flat.items()
+        if any(name == key or name.startswith(f"{key}.") for key in keys)
+    }
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def code_digest(files: Iterable[str]) -> str:
+    """Digest of the stage's source files: a code change invalidates the cache."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        source = PACKAGE_DIR / name
+        digest.update(name.encode())
+        digest.update(file_digest(source).encode() if source.exists() else b"missing")
+    return digest.hexdigest()
+
+
+def input_path(paths: Paths, name: str) -> Path:
+    """`raw` -> paths.raw; `models/run.json` -> paths.models / run.json."""
+    head, _, rest = name.partition("/")
+    base = Path(getattr(paths, head))
+    return base / rest if rest else base
+
+
+def stage_key(spec: StageSpec, params: Params, paths: Paths) -> str:
+    """The cache key of one stage run."""
+    parts = {
+        "stage": spec.name,
+        "inputs": {name: tree_digest(input_path(paths, name)) for name in spec.inputs},
+        "params": params_digest(params, spec.params),
+        "code": code_digest(spec.code),
+        # outputs go to these folders: the same key must not serve another layout
+        "outputs": [str(input_path(paths, name).resolve()) for name in spec.outputs],
+    }
+    blob = json.dumps(parts, sort_keys=True).encode()
+    return f"ferflow-{spec.name}-{hashlib.sha256(blob).hexdigest()[:32]}"
+
+
+def cache_key_for(stage: str) -> Callable[[Any, dict[str, Any]], str | None]:
+    """A Prefect `cache_key_fn` for `stage`; None (no caching) when flow.cache is off."""
+    spec = STAGES[stage]
+
+    def cache_key(_context: Any, arguments: dict[str, Any]) -> str | None:
+        params: Params = arguments["params"]
+        if not params.flow.cache:
+            return None
+        return stage_key(spec, params, arguments["paths"])
+
+    cache_key.__name__ = f"cache_key_{stage}"
+    return cache_key
+
+
+def output_hashes(stage: str, paths: Paths) -> dict[str, str]:
+    """Hashes of the files `stage` wrote, stored in its cached result."""
+    return {
+        name: file_digest(input_path(paths, name))
+        for name in STAGES[stage].outputs
+        if input_path(paths, name).exists()
+    }
+
+
+def outputs_intact(stage: str, paths: Paths, result: dict[str, Any]) -> bool:
+    """True when every file recorded in a (cached) result is still there, unchanged."""
+    recorded = result.get("outputs") or {}
+    return bool(recorded) and recorded == output_hashes(stage, paths)
