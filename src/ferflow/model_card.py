@@ -1,0 +1,173 @@
+"""The model card: a Markdown page that travels with every registered version.
+
+`build_model_card` writes what a person deciding whether to use a version needs: the data
+(version and counts), the params, the test metrics with a per-class table, the data issues
+validation found, and the intended use and its limits. `card_summary` is the short form
+shown as the version's description on the MLflow Models page. Pure functions of plain
+values: registry.py logs the result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ferflow.config import Params
+
+log = logging.getLogger(__name__)
+
+INTENDED_USE = """\
+## Intended use and limits
+
+- **Intended use**: research, teaching and demos of facial expression recognition on
+  48x48 grayscale face crops, e.g. aggregate statistics over many images.
+- **Not for decisions about people.** Do not use it to judge, hire, grade, police, diagnose
+  or monitor anyone: an expression is not an emotion, and a wrong label about a person
+  can harm them.
+- **Data limits**: FER2013 is web-scraped, low-resolution, mostly frontal and often posed
+  faces; labels are noisy, classes are imbalanced (disgust is rare: expect low recall),
+  and the demographic make-up of the faces is unknown. Accuracy on candid photos, other
+  cameras, ages or cultures will be lower and is not measured here.
+- **Input**: one face per image, roughly centred and cropped; any image is converted to
+  48x48 grayscale before prediction. No face detection is done.
+"""
+
+
+def read_validation(report_dir: Path) -> dict[str, Any] | None:
+    """reports/validation.json when present and readable; None (with a warning) otherwise."""
+    path = Path(report_dir) / "validation.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        log.warning("cannot read %s (%s): the model card lists no data issues", path, err)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def data_issues(validation: dict[str, Any] | None) -> list[str]:
+    """One line per failed or warned check; the validation format is read defensively."""
+    if validation is None:
+        return []
+    checks = validation.get("checks") or validation.get("results") or []
+    if isinstance(checks, dict):
+        checks = [
+            {"name": key, **value} if isinstance(value, dict) else {"name": key}
+            for key, value in checks.items()
+        ]
+    issues = []
+    for check in checks:
+        if not isinstance(check, dict):
+            continue
+        status = str(check.get("status") or check.get("outcome") or "").lower()
+        success = check.get("success", check.get("passed"))
+        if success is True or status in ("passed", "pass", "ok", "success", "off"):
+            continue
+        if success is None and not status:
+            continue
+        name = check.get("name") or check.get("check") or check.get("expectation") or "check"
+        detail = check.get("message") or check.get("detail") or check.get("summary") or ""
+        severity = check.get("severity") or status or "failed"
+        issues.append(f"{name} ({severity}){': ' + str(detail) if detail else ''}")
+    return issues
+
+
+def split_counts(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Images per class (rows) and split (columns), with totals."""
+    table = pd.crosstab(manifest["label"], manifest["split"], margins=True, margins_name="total")
+    return table.reindex(columns=[c for c in ("train", "val", "test", "total") if c in table.columns])
+
+
+def build_model_card(
+    params: Params,
+    metrics: dict[str, Any],
+    *,
+    version: str | None = None,
+    data_version: str = "unknown",
+    counts: pd.DataFrame | None = None,
+    validation: dict[str, Any] | None = None,
+    git_commit: str = "unknown",
+) -> str:
+    """The whole card as Markdown."""
+    title = f"# Model card: {params.registry.model_name}" + (f" version {version}" if version else "")
+    parts = [
+        title,
+        card_summary(params, metrics),
+        "## Model\n\n"
+        f"{params.model.backbone} (weights: {params.model.weights}), dense head "
+        f"{list(params.model.head_units)}; input (n, {params.base.image_size}, {params.base.image_size}) "
+        "float32 grayscale pixels 0..255, output (n, 7) softmax over "
+        f"{', '.join(params.base.class_labels)}. Code version (git): `{git_commit}`; params digest "
+        f"`{params.digest()}`.",
+        _data_section(data_version, counts, validation),
+        _metrics_section(params, metrics),
+        _params_section(params),
+        INTENDED_USE,
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def card_summary(params: Params, metrics: dict[str, Any]) -> str:
+    """Two sentences for the version description on the Models page."""
+    weakest = min(metrics["per_class"].items(), key=lambda item: item[1]["recall"])
+    return (
+        f"Facial expression classifier ({params.model.backbone}, 7 FER2013 classes). Test accuracy "
+        f"{metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}, macro AUC "
+        f"{metrics['macro_auc']:.3f} on {metrics['n_test']} images; weakest class {weakest[0]} "
+        f"(recall {weakest[1]['recall']:.3f}). Research and demo use only, not for decisions about people."
+    )
+
+
+def _data_section(data_version: str, counts: pd.DataFrame | None, validation: dict[str, Any] | None) -> str:
+    lines = ["## Data", "", f"Data version: `{data_version}`.", ""]
+    if counts is not None:
+        lines += [_markdown_table(counts.reset_index().rename(columns={"label": "class"})), ""]
+    issues = data_issues(validation)
+    if validation is None:
+        lines.append("Validation report: not available (reports/validation.json missing).")
+    elif issues:
+        lines.append("Known data issues found by validation:")
+        lines += [f"- {issue}" for issue in issues]
+    else:
+        lines.append("Validation: every data-contract check passed.")
+    return "\n".join(lines)
+
+
+def _metrics_section(params: Params, metrics: dict[str, Any]) -> str:
+    rows = [
+        {
+            "class": name,
+            "label": label,
+            "precision": f"{row['precision']:.3f}",
+            "recall": f"{row['recall']:.3f}",
+            "f1": f"{row['f1']:.3f}",
+            "auc": f"{row['auc']:.3f}" if "auc" in row else "n/a",
+            "support": row["support"],
+        }
+        for (name, row), label in zip(metrics["per_class"].items(), params.base.class_labels, strict=False)
+    ]
+    head = (
+        f"## Test metrics\n\nAccuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}, "
+        f"weighted F1 {metrics['weighted_f1']:.4f}, macro AUC {metrics['macro_auc']:.4f} "
+        f"(test-time flip averaging: {params.evaluate.tta_flip}).\n\n"
+    )
+    return head + _markdown_table(pd.DataFrame(rows))
+
+
+def _params_section(params: Params) -> str:
+    keep = ("model.", "train.", "finetune.", "base.seed", "base.image_size", "register.")
+    rows = [{"param": k, "value": v} for k, v in params.flat().items() if k.startswith(keep)]
+    return "## Params\n\n" + _markdown_table(pd.DataFrame(rows))
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (pandas' to_markdown needs the tabulate package)."""
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
