@@ -329,7 +329,7 @@ def confusion_changes(
         for i, actual in enumerate(a.classes)
         for j, predicted in enumerate(a.classes)
     ]
-    changed = [c for c in cells if c.a_count != c.b_count or c.share_delta != 0.0]
+    changed = [c for c in cells if abs(c.share_delta) > 1e-12]
     changed.sort(key=lambda c: (-abs(c.share_delta), c.actual, c.predicted))
     return changed[:top], None
 

@@ -1,0 +1,324 @@
+"""`ferflow compare`: two runs or model versions side by side.
+
+The runs are logged directly with MlflowClient into a SQLite store under tmp_path, following
+the MLflow naming conventions of docs/architecture.md (flattened params, `test.*` metrics,
+`ferflow.*` tags, the `evaluation/confusion_matrix.json` artifact, registry aliases).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferflow.cli import main
+from ferflow.compare import (
+    CompareError,
+    Confusion,
+    compare,
+    compare_markdown,
+    confusion_changes,
+    parse_confusion,
+    render,
+)
+from ferflow.config import Params
+from tests.conftest import small_params
+
+CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+MODEL_NAME = "fer-densenet169"
+
+
+def conventional_metrics(accuracy: float, recalls: Mapping[str, float]) -> dict[str, float]:
+    """Summary and per-class test metrics named as the conventions say."""
+    metrics = {
+        "test.accuracy": accuracy,
+        "test.macro_f1": accuracy - 0.05,
+        "test.weighted_f1": accuracy - 0.02,
+        "test.macro_auc": accuracy + 0.2,
+        "head.best_val_accuracy": accuracy - 0.1,
+        "finetune.best_val_accuracy": accuracy - 0.03,
+    }
+    metrics.update({f"test.recall.{name}": value for name, value in recalls.items()})
+    return metrics
+
+
+def diagonal_confusion(correct: Mapping[str, int], per_class: int = 10) -> dict[str, Any]:
+    """A confusion matrix where each class has `per_class` images, `correct[c]` right, the rest -> happy."""
+    matrix = []
+    for i, name in enumerate(CLASSES):
+        row = [0] * len(CLASSES)
+        row[i] = correct[name]
+        row[CLASSES.index("happy")] += per_class - correct[name]
+        matrix.append(row)
+    return {"classes": list(CLASSES), "matrix": matrix}
+
+
+def log_conventional_run(
+    client: Any,
+    experiment_id: str,
+    run_name: str,
+    params: Params,
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    confusion: dict[str, Any] | None,
+) -> str:
+    """A finished parent run as the pipeline logs it; returns its run id."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    run = client.create_run(experiment_id, run_name=run_name)
+    run_id = run.info.run_id
+    flat = [Param(key, str(value)) for key, value in params.flat().items()]
+    for start in range(0, len(flat), 100):  # log_batch takes at most 100 params per call
+        client.log_batch(run_id, params=flat[start : start + 100])
+    client.log_batch(
+        run_id,
+        metrics=[Metric(key, value, 0, 0) for key, value in metrics.items()],
+        tags=[RunTag(key, value) for key, value in tags.items()],
+    )
+    if confusion is not None:
+        client.log_dict(run_id, confusion, "evaluation/confusion_matrix.json")
+    client.set_terminated(run_id)
+    return run_id
+
+
+@dataclass(frozen=True)
+class Store:
+    params: Params  # tracking.tracking_uri points at the store
+    baseline: str  # run ids
+    tuned: str
+    unevaluated: str
+    baseline_metrics: dict[str, float]
+    tuned_metrics: dict[str, float]
+
+
+BASELINE_RECALL = dict.fromkeys(CLASSES, 0.5) | {"disgust": 0.2}
+TUNED_RECALL = dict.fromkeys(CLASSES, 0.6) | {"disgust": 0.7}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """Three runs (two differing only in train.learning_rate) and champion/challenger versions."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    params = small_params(f"tracking.tracking_uri={uri}")
+    tuned_params = small_params(f"tracking.tracking_uri={uri}", "train.learning_rate=0.001")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        experiment_id = client.create_experiment("ferflow", artifact_location=(root / "artifacts").as_uri())
+        baseline_metrics = conventional_metrics(0.5, BASELINE_RECALL)
+        tuned_metrics = conventional_metrics(0.62, TUNED_RECALL)
+        common_tags = {"ferflow.data_version": "abc123", "ferflow.params_digest": params.digest()}
+        baseline = log_conventional_run(
+            client,
+            experiment_id,
+            "20261130-0100-dataabc12345-p111111",
+            params,
+            baseline_metrics,
+            common_tags | {"ferflow.gate.decision": "promoted", "ferflow.alias": "champion"},
+            diagonal_confusion(dict.fromkeys(CLASSES, 5) | {"disgust": 2}),
+        )
+        tuned = log_conventional_run(
+            client,
+            experiment_id,
+            "20261130-0200-dataabc12345-p222222",
+            tuned_params,
+            tuned_metrics,
+            common_tags | {"ferflow.gate.decision": "not-promoted", "ferflow.alias": "challenger"},
+            diagonal_confusion(dict.fromkeys(CLASSES, 6) | {"disgust": 7}),
+        )
+        unevaluated = log_conventional_run(client, experiment_id, "no-eval", params, {}, {}, None)
+        client.create_registered_model(MODEL_NAME, description="FER2013 DenseNet169")
+        for run_id, alias in ((baseline, "champion"), (tuned, "challenger")):
+            version = client.create_model_version(MODEL_NAME, f"runs:/{run_id}/model", run_id=run_id)
+            client.set_registered_model_alias(MODEL_NAME, alias, version.version)
+        yield Store(params, baseline, tuned, unevaluated, baseline_metrics, tuned_metrics)
+
+
+@pytest.fixture
+def no_env_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLFLOW_TRACKING_URI would win over the params' store: clear it."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+pytestmark = pytest.mark.usefixtures("no_env_uri")
+
+
+# --- two runs --------------------------------------------------------------------------
+
+
+def test_runs_differing_in_one_param_show_exactly_that_param(store: Store) -> None:
+    # given two runs whose params differ only in train.learning_rate
+    # when they are compared
+    result = compare(store.baseline, store.tuned, store.params)
+    # then exactly that param is listed, with both values
+    assert [(p.key, p.a, p.b) for p in result.changed_params] == [("train.learning_rate", "0.0001", "0.001")]
+
+
+def test_metric_deltas_are_b_minus_a_of_the_logged_values(store: Store) -> None:
+    # given two runs with known metrics
+    # when compared
+    result = compare(store.baseline, store.tuned, store.params)
+    # then every logged metric appears with both values and delta = B - A
+    by_key = {m.key: m for m in result.metrics}
+    assert set(by_key) == set(store.baseline_metrics) | set(store.tuned_metrics)
+    for key, a_value in store.baseline_metrics.items():
+        b_value = store.tuned_metrics[key]
+        assert by_key[key].a == pytest.approx(a_value)
+        assert by_key[key].b == pytest.approx(b_value)
+        assert by_key[key].delta == pytest.approx(b_value - a_value)
+
+
+def test_per_class_recall_deltas_follow_class_order(store: Store) -> None:
+    # given runs with per-class test recall
+    # when compared
+    result = compare(store.baseline, store.tuned, store.params)
+    # then the recall section has one row per class, in base.classes order, with B - A
+    assert [m.key for m in result.recall] == [f"test.recall.{c}" for c in CLASSES]
+    deltas = {m.key.removeprefix("test.recall."): m.delta for m in result.recall}
+    assert deltas == pytest.approx({c: TUNED_RECALL[c] - BASELINE_RECALL[c] for c in CLASSES})
+
+
+def test_confusion_changes_start_with_the_largest(store: Store) -> None:
+    # given confusion matrices where disgust improved most (2/10 -> 7/10 correct)
+    # when compared
+    result = compare(store.baseline, store.tuned, store.params)
+    # then the first changes are disgust's cells, by 50 points of the actual class
+    first = result.confusion_changes[0]
+    assert first.actual == "disgust"
+    assert abs(first.share_delta) == pytest.approx(0.5)
+    assert {(c.actual, c.predicted) for c in result.confusion_changes[:2]} == {
+        ("disgust", "disgust"),
+        ("disgust", "happy"),
+    }
+
+
+def test_a_run_without_evaluation_is_compared_with_a_note(store: Store) -> None:
+    # given a run that has no confusion matrix artifact
+    # when compared with an evaluated run
+    result = compare(store.unevaluated, store.tuned, store.params)
+    # then there are no confusion changes and a note says why
+    assert result.confusion_changes == []
+    assert any("confusion_matrix.json" in note and "A" in note for note in result.notes)
+
+
+# --- references to the registry --------------------------------------------------------
+
+
+def test_default_is_champion_versus_challenger(store: Store) -> None:
+    # given a registered model with champion and challenger aliases
+    # when compared without references
+    result = compare(None, None, store.params)
+    # then A is the champion's run and B the challenger's
+    assert (result.a.run_id, result.b.run_id) == (store.baseline, store.tuned)
+    assert "champion" in (result.a.model_version or "")
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [f"models:/{MODEL_NAME}/2", f"models:/{MODEL_NAME}@challenger", "challenger"],
+)
+def test_model_references_resolve_to_the_version_run(store: Store, reference: str) -> None:
+    # given version 2 = the challenger = the tuned run
+    # when referenced by version, alias URI or bare alias
+    result = compare(store.baseline, reference, store.params)
+    # then B is the tuned run
+    assert result.b.run_id == store.tuned
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "0123456789abcdef0123456789abcdef",
+        "no-such-alias",
+        f"models:/{MODEL_NAME}/99",
+        "models:/no-such-model@champion",
+    ],
+)
+def test_unknown_reference_is_a_clear_error(store: Store, reference: str) -> None:
+    # given a reference that names nothing in the store
+    # when compared
+    # then a CompareError names it
+    with pytest.raises(CompareError, match=re.escape(reference)):
+        compare(store.baseline, reference, store.params)
+
+
+# --- rendering and CLI -----------------------------------------------------------------
+
+
+def test_markdown_has_a_table_row_for_the_changed_param(store: Store) -> None:
+    # given two runs differing in train.learning_rate
+    # when rendered as Markdown
+    text = compare_markdown(store.baseline, store.tuned, store.params)
+    # then the params table has exactly that row
+    assert "| train.learning_rate | 0.0001 | 0.001 |" in text
+    assert text.count("| train.") == 1
+
+
+def test_text_output_shows_accuracy_delta(store: Store) -> None:
+    # given runs with test.accuracy 0.5 and 0.62
+    # when rendered as text
+    text = render(compare(store.baseline, store.tuned, store.params), "text")
+    # then the accuracy row shows both values and the signed delta
+    row = next(line for line in text.splitlines() if line.startswith("test.accuracy "))
+    assert row.split() == ["test.accuracy", "0.5000", "0.6200", "+0.1200"]
+
+
+def test_cli_json_matches_logged_metrics(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given the runs' store in the tracking URI
+    # when `ferflow compare A B --format json` runs
+    uri = store.params.tracking.tracking_uri
+    status = main(
+        ["compare", store.baseline, store.tuned, "--format", "json", "--set", f"tracking.tracking_uri={uri}"]
+    )
+    # then it exits 0 and the JSON deltas are the logged differences
+    assert status == 0
+    data = json.loads(capsys.readouterr().out)
+    deltas = {m["key"]: m["delta"] for m in data["metrics"]}
+    assert deltas["test.accuracy"] == pytest.approx(
+        store.tuned_metrics["test.accuracy"] - store.baseline_metrics["test.accuracy"]
+    )
+
+
+def test_cli_unknown_alias_exits_2_with_one_line(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    # given an alias that is not set
+    # when the CLI compares it
+    uri = store.params.tracking.tracking_uri
+    status = main(["compare", "nope", store.tuned, "--set", f"tracking.tracking_uri={uri}"])
+    # then it exits 2 with one error line naming the alias
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(err) == 1 and "'nope'" in err[0]
+
+
+# --- pure parts ------------------------------------------------------------------------
+
+
+def test_confusion_changes_compare_shares_not_counts() -> None:
+    # given the same error rates on test sets of different sizes (10 vs 20 per class)
+    small = Confusion(("a", "b"), ((8, 2), (1, 9)))
+    large = Confusion(("a", "b"), ((16, 4), (2, 18)))
+    # when compared
+    changes, note = confusion_changes(small, large)
+    # then no cell changed its share of the actual class, so none is listed
+    assert note is None
+    assert changes == []
+
+
+def test_parse_confusion_rejects_a_non_square_matrix(tmp_path: Path) -> None:
+    # given a confusion file whose matrix does not match its classes
+    path = tmp_path / "confusion_matrix.json"
+    path.write_text(json.dumps({"classes": ["a", "b"], "matrix": [[1, 2, 3], [4, 5, 6]]}))
+    # when parsed
+    # then the error names the file
+    with pytest.raises(CompareError, match=r"confusion_matrix\.json"):
+        parse_confusion(path)
