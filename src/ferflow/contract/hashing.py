@@ -47,9 +47,7 @@ def dhash(images: np.ndarray, batch_size: int = 8192) -> np.ndarray:
         batch = np.asarray(images[start : start + batch_size], dtype=np.float32)
         small = rows @ (batch @ columns.T)  # (n, 8, 9): area-averaged thumbnails
         bits = (small[:, :, 1:] > small[:, :, :-1]).reshape(len(batch), 64)
-        hashes[start : start + len(batch)] = (bits.astype(np.uint64) * weights).sum(
-            axis=1, dtype=np.uint64
-        )
+        hashes[start : start + len(batch)] = (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
     return hashes
 
 

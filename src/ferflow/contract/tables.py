@@ -1,0 +1,172 @@
+"""The tables the contract's expectations run on, computed from a prepared dataset.
+
+Great Expectations checks columns of DataFrames. Properties that need the pixels or the
+whole dataset at once (blank images, duplicates across splits, near copies, class shares)
+are computed here with numpy/pandas into plain columns (`is_blank`, `train_copy`,
+`near_train_copy`, `drift`, ...), so each expectation stays a one-line, readable rule.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ferflow.config import Params
+from ferflow.contract.hashing import dhash, near_duplicate_pairs
+from ferflow.data.dataset import SPLITS, PreparedData
+
+log = logging.getLogger(__name__)
+
+REJECTED_FILE = "rejected.csv"
+
+
+@dataclass(frozen=True)
+class ContractTables:
+    images: pd.DataFrame  # one row per image: the manifest plus computed columns
+    classes: pd.DataFrame  # one row per (split, class) of base.classes x splits present
+    splits: pd.DataFrame  # one row per expected split: rows, blank share
+    rejected: pd.DataFrame  # rejected.csv: source, reason
+    profile: dict[str, Any]
+
+
+def read_rejected(data_dir: Path) -> pd.DataFrame:
+    """rejected.csv (quarantined inputs) or an empty table when ingest rejected nothing."""
+    path = data_dir / REJECTED_FILE
+    if not path.exists():
+        return pd.DataFrame({"source": pd.Series(dtype=str), "reason": pd.Series(dtype=str)})
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def class_profile(manifest: pd.DataFrame, classes: tuple[str, ...]) -> dict[str, Any]:
+    """Counts and shares of each class per split: what drift is measured against."""
+    splits: dict[str, Any] = {}
+    for split in SPLITS:
+        labels = manifest.loc[manifest["split"] == split, "label"]
+        if labels.empty:
+            continue
+        counts = {c: int((labels == c).sum()) for c in classes}
+        total = len(labels)
+        splits[split] = {
+            "rows": total,
+            "counts": counts,
+            "shares": {c: round(n / total, 6) for c, n in counts.items()},
+        }
+    return {"classes": list(classes), "splits": splits}
+
+
+def _with_source_lookup(images: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    return images["source"].to_numpy()[rows]
+
+
+def _exact_copy_columns(images: pd.DataFrame) -> None:
+    """`train_copy`: for val/test rows, a train file with identical pixels (else "")."""
+    is_train = images["split"] == "train"
+    first_train_source = images.loc[is_train].drop_duplicates("sha256").set_index("sha256")["source"]
+    copy = images["sha256"].map(first_train_source).fillna("")
+    images["train_copy"] = np.where(is_train, "", copy)
+    images["leak_of_train"] = images["train_copy"] != ""
+
+
+def _conflicting_label_column(images: pd.DataFrame) -> None:
+    labels_per_hash = images.groupby("sha256")["label"].transform("nunique")
+    images["conflicting_label"] = labels_per_hash > 1
+
+
+def _near_copy_columns(images: pd.DataFrame, pixels: np.ndarray, distance: int) -> None:
+    """`near_train_copy`: a train file within `distance` dHash bits (exact copies excluded)."""
+    hashes = dhash(pixels)
+    images["dhash"] = [f"{h:016x}" for h in hashes]
+    # Blank images all hash alike; they are reported by the blank checks instead.
+    usable = ~images["is_blank"].to_numpy()
+    train_rows = np.flatnonzero(usable & (images["split"] == "train").to_numpy())
+    other_rows = np.flatnonzero(usable & (images["split"] != "train").to_numpy())
+    q, r, d = near_duplicate_pairs(hashes[other_rows], hashes[train_rows], distance)
+    query_rows, train_match = other_rows[q], train_rows[r]
+    sha = images["sha256"].to_numpy()
+    different_pixels = sha[query_rows] != sha[train_match]
+    query_rows, train_match, d = (
+        query_rows[different_pixels],
+        train_match[different_pixels],
+        d[different_pixels],
+    )
+    # keep the closest train match per val/test image (pairs come sorted by (query, distance))
+    first = np.unique(query_rows, return_index=True)[1]
+    near = np.full(len(images), "", dtype=object)
+    bits = np.full(len(images), -1, dtype=np.int64)
+    near[query_rows[first]] = _with_source_lookup(images, train_match[first])
+    bits[query_rows[first]] = d[first]
+    images["near_train_copy"] = near
+    images["near_train_bits"] = bits
+    images["near_duplicate_of_train"] = near != ""
+
+
+def image_table(prepared: PreparedData, params: Params) -> pd.DataFrame:
+    """The manifest plus computed per-image columns."""
+    images = prepared.manifest.copy()
+    images["is_blank"] = images["std"].astype(float) < params.validation.blank_std_threshold
+    _exact_copy_columns(images)
+    _conflicting_label_column(images)
+    _near_copy_columns(images, prepared.images, params.validation.near_duplicate_distance)
+    return images
+
+
+def class_table(profile: dict[str, Any], reference: dict[str, Any] | None, params: Params) -> pd.DataFrame:
+    """One row per (split, class): count, its minimum, share, reference share, absolute drift."""
+    rows = []
+    for split, stats in profile["splits"].items():
+        reference_shares = (reference or {}).get("splits", {}).get(split, {}).get("shares", {})
+        for label, count in stats["counts"].items():
+            share = stats["shares"][label]
+            reference_share = reference_shares.get(label)
+            rows.append(
+                {
+                    "split": split,
+                    "label": label,
+                    "count": count,
+                    "min_count": params.validation.min_class_count.get(split, 0),
+                    "share": share,
+                    "reference_share": np.nan if reference_share is None else reference_share,
+                    "drift": 0.0 if reference_share is None else abs(share - reference_share),
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=["split", "label", "count", "min_count", "share", "reference_share", "drift"],
+    )
+
+
+def split_table(images: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """One row per expected split (a missing split has 0 rows) with its row bounds."""
+    rows = []
+    for split in SPLITS:
+        part = images[images["split"] == split]
+        rows.append(
+            {
+                "split": split,
+                "rows": len(part),
+                "min_rows": params.validation.min_rows.get(split, 0),
+                "max_rows": params.validation.max_rows.get(split, 10**12),
+                "blank": int(part["is_blank"].sum()),
+                "blank_share": float(part["is_blank"].mean()) if len(part) else 0.0,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def build_tables(
+    prepared: PreparedData, data_dir: Path, params: Params, reference: dict[str, Any] | None
+) -> ContractTables:
+    images = image_table(prepared, params)
+    profile = class_profile(prepared.manifest, params.base.classes)
+    return ContractTables(
+        images=images,
+        classes=class_table(profile, reference, params),
+        splits=split_table(images, params),
+        rejected=read_rejected(data_dir),
+        profile=profile,
+    )

@@ -1,0 +1,184 @@
+"""The data contract: checks a prepared dataset before anything trains on it.
+
+`validate_dataset` computes per-image and per-class tables (blank images, exact and near
+duplicates across splits, class shares, ...), runs them through a Great Expectations 1.x
+suite, and writes:
+
+- `<report_dir>/validation.json`: every check with id, severity, success, observed value
+  and example files;
+- `<report_dir>/data_docs/index.html`: Great Expectations Data Docs (`report.data_docs_index`);
+- `<report_dir>/profile.json`: the class profile of this dataset when it passed, the
+  reference the next dataset's class shares are compared with (drift).
+
+Severities (error / warning / off) come from `validate.severity`; see
+`ferflow.contract.checks` for the ids and defaults, docs/data-contract.md for the policy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferflow.config import Params
+from ferflow.contract.checks import CHECKS, severities
+from ferflow.contract.expectations import expectations_for, explain
+from ferflow.contract.report import CheckResult, ContractViolation, ValidationReport
+from ferflow.contract.tables import build_tables
+from ferflow.data.dataset import DatasetError, PreparedData, load_prepared
+from ferflow.errors import FerflowError
+
+__all__ = [
+    "ContractViolation",
+    "ReferenceProfileError",
+    "ValidationReport",
+    "training_mask",
+    "validate_dataset",
+]
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "validation.json"
+PROFILE_FILE = "profile.json"
+DOCS_DIR = "data_docs"
+
+
+class ReferenceProfileError(FerflowError, ValueError):
+    """The reference profile given for drift is missing or malformed."""
+
+
+def load_reference(path: Path | None) -> dict[str, Any] | None:
+    """The class profile saved by an earlier accepted validation, or None."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise ReferenceProfileError(
+            f"reference profile {path} not found; pass the profile.json of the last accepted "
+            "dataset (written by `ferflow validate`), or omit --reference"
+        )
+    try:
+        profile = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ReferenceProfileError(f"reference profile {path} is not JSON: {err}") from err
+    if not isinstance(profile, dict) or not isinstance(profile.get("splits"), dict):
+        raise ReferenceProfileError(f"reference profile {path} has no 'splits' mapping")
+    return profile
+
+
+def _check_shape(prepared: PreparedData, data_dir: Path, params: Params) -> None:
+    size = params.base.image_size
+    if prepared.images.ndim != 3 or prepared.images.shape[1:] != (size, size):
+        raise DatasetError(
+            f"{data_dir}/images.npy has shape {prepared.images.shape}, expected (N, {size}, {size}) "
+            f"for base.image_size={size}; re-run ingest with the same params"
+        )
+
+
+def validate_dataset(
+    data_dir: Path, params: Params, report_dir: Path, reference_profile: Path | None = None
+) -> ValidationReport:
+    """Run the data contract on a prepared dataset; write validation.json and Data Docs.
+
+    Returns the report; it does not raise on failed checks (call `report.raise_for_errors()`
+    in a pipeline stage). Raises `FerflowError` when the dataset cannot be read at all.
+    """
+    from ferflow.contract.gx_runner import run_expectations
+
+    data_dir, report_dir = Path(data_dir), Path(report_dir)
+    started = time.perf_counter()
+    reference = load_reference(reference_profile)
+    prepared = load_prepared(data_dir, mmap=True)
+    _check_shape(prepared, data_dir, params)
+    severity = severities(params)
+    tables = build_tables(prepared, data_dir, params, reference)
+    log.info(
+        "contract tables for %d images computed in %.1fs",
+        len(prepared.manifest),
+        time.perf_counter() - started,
+    )
+    enabled = {check_id for check_id, level in severity.items() if level != "off"}
+    frames = {
+        "images": tables.images,
+        "classes": tables.classes,
+        "splits": tables.splits,
+        "rejected": tables.rejected,
+    }
+    outcomes, docs_index = run_expectations(
+        frames,
+        expectations_for(params, enabled, has_reference=reference is not None),
+        report_dir / DOCS_DIR,
+        params.validation.max_examples,
+    )
+    checks = [_check_result(c.id, c.description, severity[c.id], outcomes, tables, params) for c in CHECKS]
+    report = ValidationReport(
+        data_dir=data_dir,
+        checks=checks,
+        profile=tables.profile,
+        data_docs_index=docs_index,
+        report_path=report_dir / REPORT_FILE,
+        profile_path=report_dir / PROFILE_FILE
+        if not any(c.failed and c.severity == "error" for c in checks)
+        else None,
+    )
+    _write(report, report_dir)
+    _log_summary(report, time.perf_counter() - started)
+    return report
+
+
+def _check_result(check_id, description, level, outcomes, tables, params) -> CheckResult:  # type: ignore[no-untyped-def]
+    mine = [o for o in outcomes if o.check_id == check_id]
+    observed, examples = explain(check_id, tables, params)
+    if level == "off":
+        return CheckResult(check_id, description, "off", True, "off", [], [])
+    return CheckResult(
+        id=check_id,
+        description=description,
+        severity=level,
+        success=all(o.success for o in mine),
+        observed=observed,
+        examples=examples if not all(o.success for o in mine) else [],
+        expectations=[o.to_dict() for o in mine],
+    )
+
+
+def _write(report: ValidationReport, report_dir: Path) -> None:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    if report.profile_path is not None:
+        report.profile_path.write_text(json.dumps(report.profile, indent=2, sort_keys=True) + "\n")
+
+
+def _log_summary(report: ValidationReport, seconds: float) -> None:
+    for check in report.errors:
+        log.error("%s", check.line())
+    for check in report.warnings:
+        log.warning("%s", check.line())
+    log.info(
+        "data contract %s in %.1fs: %d error(s), %d warning(s); report %s, Data Docs %s",
+        "passed" if report.passed else "FAILED",
+        seconds,
+        len(report.errors),
+        len(report.warnings),
+        report.report_path,
+        report.data_docs_index,
+    )
+
+
+def training_mask(prepared: PreparedData, params: Params) -> np.ndarray:
+    """Which rows of `prepared.split("train")` training should use (bool, same order).
+
+    All True unless `validate.drop_blank_from_train` is on; then blank / near-constant
+    train images (pixel std < `validate.blank_std_threshold`) are left out. Val and test
+    are never filtered: results stay comparable with published FER2013 numbers.
+    """
+    train = prepared.manifest[prepared.manifest["split"] == "train"]
+    if not params.validation.drop_blank_from_train:
+        return np.ones(len(train), dtype=bool)
+    keep = (train["std"].astype(float) >= params.validation.blank_std_threshold).to_numpy()
+    log.info("training skips %d blank train image(s) (validate.drop_blank_from_train)", int((~keep).sum()))
+    return keep
