@@ -44,6 +44,21 @@ def _ingest(args: argparse.Namespace, params: Params) -> None:
     ingest(Path(args.source), Path(args.out or params.data.prepared), params)
 
 
+def _validate(args: argparse.Namespace, params: Params) -> int:
+    from ferflow.validation import validate_dataset
+
+    data_dir = Path(args.data or params.data.prepared)
+    reference = Path(args.reference) if args.reference else None
+    report = validate_dataset(data_dir, params, Path(args.report_dir), reference)
+    print(report.summary_markdown())
+    for check in report.warnings:
+        print(f"warning: {check.line()}", file=sys.stderr)
+    for check in report.errors:
+        print(f"error: {check.line()}", file=sys.stderr)
+    print(f"report: {report.report_path}\nData Docs: {report.data_docs_index}")
+    return 0 if report.passed else 1
+
+
 def _synth(args: argparse.Namespace, params: Params) -> None:
     from ferflow.data.synth import write_synthetic_dataset
 
@@ -90,6 +105,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p = command("ingest", _ingest, "read a FER dataset (folder, .zip or fer2013.csv) into canonical form")
     p.add_argument("source", help="folder with train/ and test/, a .zip of it, or fer2013.csv")
     p.add_argument("--out", help="output folder (default: data.prepared)")
+
+    p = command("validate", _validate, "check a prepared dataset against the data contract (exit 1: errors)")
+    p.add_argument("data", nargs="?", help="prepared dataset folder (default: data.prepared)")
+    p.add_argument("--report-dir", default="reports", help="where validation.json and data_docs/ go")
+    p.add_argument("--reference", help="profile.json of the last accepted dataset, for the drift check")
 
     p = command("synth", _synth, "draw synthetic 48x48 faces for the 7 emotions (folder layout)")
     p.add_argument("--out", required=True, help="output folder (gets train/ and test/)")
