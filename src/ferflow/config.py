@@ -103,6 +103,15 @@ class Validate(_Strict):
     severity: dict[str, Literal["error", "warning", "off"]] = {}
     drop_blank_from_train: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_off_is_a_severity(cls, raw: Any) -> Any:
+        # YAML 1.1 reads an unquoted `off` as False; in validate.severity it can only mean "off".
+        if isinstance(raw, dict) and isinstance(raw.get("severity"), dict):
+            severity = {k: "off" if v is False else v for k, v in raw["severity"].items()}
+            raw = {**raw, "severity": severity}
+        return raw
+
 
 class Model(_Strict):
     backbone: Literal["densenet121", "densenet169", "densenet201"] = "densenet169"

@@ -39,7 +39,7 @@ CHECKS: tuple[Check, ...] = (
     Check("duplicates_within_split", "no exact duplicate images within a split", "warning"),
     Check("cross_split_duplicates", "no val/test image is an exact copy of a train image", "warning"),
     Check("conflicting_labels", "identical images carry a single label", "warning"),
-    Check("near_duplicates", "no val/test image is a near copy (dHash) of a train image", "warning"),
+    Check("near_duplicates", "no val/test image is a near copy (pHash) of a train image", "warning"),
     Check("class_drift", "class shares within validate.max_drift of the reference profile", "error"),
 )
 CHECK_IDS = tuple(c.id for c in CHECKS)

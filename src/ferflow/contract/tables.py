@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ferflow.config import Params
-from ferflow.contract.hashing import dhash, near_duplicate_pairs
+from ferflow.contract.hashing import MIN_CORRELATION, near_duplicate_pairs, phash, thumbnail_correlation
 from ferflow.data.dataset import SPLITS, PreparedData
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,6 @@ def class_profile(manifest: pd.DataFrame, classes: tuple[str, ...]) -> dict[str,
     return {"classes": list(classes), "splits": splits}
 
 
-def _with_source_lookup(images: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    return images["source"].to_numpy()[rows]
-
-
 def _exact_copy_columns(images: pd.DataFrame) -> None:
     """`train_copy`: for val/test rows, a train file with identical pixels (else "")."""
     is_train = images["split"] == "train"
@@ -78,30 +74,27 @@ def _conflicting_label_column(images: pd.DataFrame) -> None:
 
 
 def _near_copy_columns(images: pd.DataFrame, pixels: np.ndarray, distance: int) -> None:
-    """`near_train_copy`: a train file within `distance` dHash bits (exact copies excluded)."""
-    hashes = dhash(pixels)
-    images["dhash"] = [f"{h:016x}" for h in hashes]
+    """`near_train_copy`: a train file within `distance` pHash bits (exact copies excluded)."""
+    hashes = phash(pixels)
+    images["phash"] = [f"{h:016x}" for h in hashes]
     # Blank images all hash alike; they are reported by the blank checks instead.
     usable = ~images["is_blank"].to_numpy()
     train_rows = np.flatnonzero(usable & (images["split"] == "train").to_numpy())
     other_rows = np.flatnonzero(usable & (images["split"] != "train").to_numpy())
-    q, r, d = near_duplicate_pairs(hashes[other_rows], hashes[train_rows], distance)
-    query_rows, train_match = other_rows[q], train_rows[r]
+    q, r, bits = near_duplicate_pairs(hashes[other_rows], hashes[train_rows], distance)
+    query, match = other_rows[q], train_rows[r]
     sha = images["sha256"].to_numpy()
-    different_pixels = sha[query_rows] != sha[train_match]
-    query_rows, train_match, d = (
-        query_rows[different_pixels],
-        train_match[different_pixels],
-        d[different_pixels],
-    )
-    # keep the closest train match per val/test image (pairs come sorted by (query, distance))
-    first = np.unique(query_rows, return_index=True)[1]
+    keep = sha[query] != sha[match]
+    keep[keep] = thumbnail_correlation(pixels, query[keep], match[keep]) >= MIN_CORRELATION
+    query, match, bits = query[keep], match[keep], bits[keep]
+    # the closest train match per val/test image (pairs come sorted by query, then distance)
+    first = np.unique(query, return_index=True)[1]
     near = np.full(len(images), "", dtype=object)
-    bits = np.full(len(images), -1, dtype=np.int64)
-    near[query_rows[first]] = _with_source_lookup(images, train_match[first])
-    bits[query_rows[first]] = d[first]
+    near_bits = np.full(len(images), -1, dtype=np.int64)
+    near[query[first]] = images["source"].to_numpy()[match[first]]
+    near_bits[query[first]] = bits[first]
     images["near_train_copy"] = near
-    images["near_train_bits"] = bits
+    images["near_train_bits"] = near_bits
     images["near_duplicate_of_train"] = near != ""
 
 
