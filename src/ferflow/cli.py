@@ -87,6 +87,50 @@ def _compare(args: argparse.Namespace, params: Params) -> None:
     print(render(compare(args.a, args.b, params), args.format), end="")
 
 
+# --- evaluate, register, promote, predict ----------------------------------------------
+
+
+def _evaluate(args: argparse.Namespace, params: Params) -> None:
+    import json
+
+    from ferflow.evaluate import evaluate_source, evaluate_stage
+
+    if args.model or args.data:
+        model = args.model or "models/model.keras"
+        data = Path(args.data or params.data.prepared)
+        metrics = evaluate_source(params, model, data, Path(args.out))
+    else:
+        metrics = evaluate_stage(params, Path(params.data.prepared), Path(args.models_dir), Path(args.out))
+    summary = {k: round(metrics[k], 4) for k in ("accuracy", "macro_f1", "weighted_f1", "macro_auc")}
+    print(json.dumps(summary))
+
+
+def _register(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.registry import register_stage
+
+    decision = register_stage(
+        params, Path(args.models_dir), Path(args.reports_dir), Path(args.data or params.data.prepared)
+    )
+    name = params.registry.model_name
+    print(f"{name} version {decision['version']}: {decision['decision']} ({decision['reason']})")
+
+
+def _promote(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.registry import promote_version, rollback
+
+    if args.rollback == bool(args.version):
+        raise FerflowError("give exactly one of --rollback or --version N")
+    result = rollback(params) if args.rollback else promote_version(params, args.version)
+    print(f"{result['model_name']}: champion is now version {result['champion']} ({result['reason']})")
+
+
+def _predict(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.predict import format_predictions, predict
+
+    predictions = predict(args.images, params, model=args.model, skip_bad=args.skip_bad)
+    print(format_predictions(predictions, args.format))
+
+
 # --- commands --------------------------------------------------------------------------
 
 
@@ -123,6 +167,27 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("b", nargs="?", help="the same kinds of reference (default: challenger)")
     p.add_argument("--format", choices=("text", "markdown", "json"), default="text", help="output format")
+
+    p = command("evaluate", _evaluate, "test-split metrics and plots (reports/metrics.json, reports/plots/)")
+    p.add_argument("--model", help="models:/NAME@ALIAS, models:/NAME/N, runs:/ID/model or a .keras file")
+    p.add_argument("--data", help="prepared dataset, or any source ingest reads (default: data.prepared)")
+    p.add_argument("--out", default="reports", help="report folder (default: reports)")
+    p.add_argument("--models-dir", default="models", help="model.keras, history.json, run.json")
+
+    p = command("register", _register, "register models/model.keras and run the promotion gate")
+    p.add_argument("--models-dir", default="models", help="model.keras and run.json (default: models)")
+    p.add_argument("--reports-dir", default="reports", help="metrics.json in, promotion.json out")
+    p.add_argument("--data", help="prepared dataset the champion is compared on (default: data.prepared)")
+
+    p = command("promote", _promote, "move the champion alias by hand: --rollback or --version N")
+    p.add_argument("--rollback", action="store_true", help="make previous-champion the champion again")
+    p.add_argument("--version", help="make this registered version the champion (no gate)")
+
+    p = command("predict", _predict, "predict the emotion of image files (any format, any size)")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
+    p.add_argument("--model", help="model URI or .keras file (default: models:/MODEL_NAME@champion)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    p.add_argument("--skip-bad", action="store_true", help="skip undecodable files instead of failing")
 
     data = sub.add_parser("data", help="put datasets under DVC control")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

@@ -311,7 +311,14 @@ def _roc_figure(labels: np.ndarray, probs: np.ndarray, names: Sequence[str], plo
         fpr, tpr, _ = roc_curve(positives, probs[:, i])
         ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(positives, probs[:, i]):.3f})")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
-    ax.set(xlabel="False positive rate", ylabel="True positive rate", title="ROC, one class vs rest")
+    title = "ROC, one class vs rest"
+    if aucs := [
+        roc_auc_score(labels == i, probs[:, i])
+        for i in range(len(names))
+        if 0 < (labels == i).sum() < len(labels)
+    ]:
+        title += f" (macro AUC {np.mean(aucs):.3f})"
+    ax.set(xlabel="False positive rate", ylabel="True positive rate", title=title)
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, plots_dir / "roc.png")
 
@@ -331,7 +338,15 @@ def _history_figures(history: list[dict[str, Any]], plots_dir: Path) -> list[Pat
         if finetune_start is not None:
             # The study appends fine-tuning epochs after the head's; mark where it starts.
             ax.axvline(finetune_start - 0.5, color="grey", linestyle="--", linewidth=1)
-            ax.text(finetune_start - 0.4, ax.get_ylim()[1], "fine-tuning", va="top", fontsize=8, color="grey")
+            ax.text(
+                finetune_start - 0.3,
+                0.97,
+                "fine-tuning",
+                va="top",
+                fontsize=8,
+                color="grey",
+                transform=ax.get_xaxis_transform(),
+            )
         ax.set(xlabel="epoch", ylabel=metric, title=title)
         ax.legend()
         paths.append(_save(fig, plots_dir / f"{metric}.png"))
