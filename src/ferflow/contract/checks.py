@@ -37,9 +37,11 @@ CHECKS: tuple[Check, ...] = (
     Check("blank_images", "no blank images (pixel std < validate.blank_std_threshold)", "warning"),
     Check("blank_share", "blank images per split at most validate.max_blank_share", "error"),
     Check("duplicates_within_split", "no exact duplicate images within a split", "warning"),
-    Check("cross_split_duplicates", "no val/test image is an exact copy of a train image", "warning"),
+    Check(
+        "cross_split_duplicates", "no val/test image is an exact copy of a train (or val) image", "warning"
+    ),
     Check("conflicting_labels", "identical images carry a single label", "warning"),
-    Check("near_duplicates", "no val/test image is a near copy (pHash) of a train image", "warning"),
+    Check("near_duplicates", "no val/test image is a near copy (pHash) of a train (or val) image", "warning"),
     Check("class_drift", "class shares within validate.max_drift of the reference profile", "error"),
 )
 CHECK_IDS = tuple(c.id for c in CHECKS)

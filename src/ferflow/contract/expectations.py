@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ferflow.config import Params
+from ferflow.contract.checks import DESCRIPTIONS
 from ferflow.contract.tables import ContractTables
 
 
@@ -57,18 +58,27 @@ def _table_expectations(params: Params, gxe: Any) -> dict[str, list[tuple[str, A
     }
 
 
-def expectations_for(params: Params, enabled: set[str], has_reference: bool) -> dict[str, list[Any]]:
-    """Expectations per table name ("images", "classes", "splits", "rejected")."""
+def expectations_for(params: Params, severity: dict[str, str], has_reference: bool) -> dict[str, list[Any]]:
+    """Expectations per table name ("images", "classes", "splits", "rejected").
+
+    Checks whose severity is "off" get none; each expectation carries its check id in
+    `meta`, and its id, severity and meaning in `notes`, which Data Docs show.
+    """
     import great_expectations.expectations as gxe
 
+    enabled = {check_id for check_id, level in severity.items() if level != "off"}
     if not has_reference:
-        enabled = enabled - {"class_drift"}  # nothing to compare with: the check passes
+        enabled.discard("class_drift")  # nothing to compare with: the check passes
     result: dict[str, list[Any]] = {}
     for table, pairs in _table_expectations(params, gxe).items():
         result[table] = []
         for check_id, expectation in pairs:
             if check_id in enabled:
                 expectation.meta = {"check_id": check_id}
+                expectation.notes = (
+                    f"ferflow check {check_id} ({severity[check_id]}): {DESCRIPTIONS[check_id]}"
+                )
+                expectation.severity = "critical" if severity[check_id] == "error" else "warning"
                 result[table].append(expectation)
     return result
 

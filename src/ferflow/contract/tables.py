@@ -59,13 +59,21 @@ def class_profile(manifest: pd.DataFrame, classes: tuple[str, ...]) -> dict[str,
     return {"classes": list(classes), "splits": splits}
 
 
+# Which earlier splits a split's images must not copy: val is carved from train, and test
+# must be unseen by both training (train) and model selection (val).
+EARLIER_SPLITS = {"val": ("train",), "test": ("train", "val")}
+
+
 def _exact_copy_columns(images: pd.DataFrame) -> None:
-    """`train_copy`: for val/test rows, a train file with identical pixels (else "")."""
-    is_train = images["split"] == "train"
-    first_train_source = images.loc[is_train].drop_duplicates("sha256").set_index("sha256")["source"]
-    copy = images["sha256"].map(first_train_source).fillna("")
-    images["train_copy"] = np.where(is_train, "", copy)
-    images["leak_of_train"] = images["train_copy"] != ""
+    """`train_copy`: for val/test rows, an earlier-split file with identical pixels (else "")."""
+    copy = pd.Series("", index=images.index, dtype=object)
+    for split, earlier in EARLIER_SPLITS.items():
+        reference = images[images["split"].isin(earlier)].drop_duplicates("sha256")
+        source_by_hash = reference.set_index("sha256")["source"]
+        rows = images["split"] == split
+        copy[rows] = images.loc[rows, "sha256"].map(source_by_hash).fillna("")
+    images["train_copy"] = copy
+    images["leak_of_train"] = copy != ""
 
 
 def _conflicting_label_column(images: pd.DataFrame) -> None:
@@ -73,21 +81,33 @@ def _conflicting_label_column(images: pd.DataFrame) -> None:
     images["conflicting_label"] = labels_per_hash > 1
 
 
-def _near_copy_columns(images: pd.DataFrame, pixels: np.ndarray, distance: int) -> None:
-    """`near_train_copy`: a train file within `distance` pHash bits (exact copies excluded)."""
-    hashes = phash(pixels)
-    images["phash"] = [f"{h:016x}" for h in hashes]
-    # Blank images all hash alike; they are reported by the blank checks instead.
-    usable = ~images["is_blank"].to_numpy()
-    train_rows = np.flatnonzero(usable & (images["split"] == "train").to_numpy())
-    other_rows = np.flatnonzero(usable & (images["split"] != "train").to_numpy())
-    q, r, bits = near_duplicate_pairs(hashes[other_rows], hashes[train_rows], distance)
-    query, match = other_rows[q], train_rows[r]
+def _near_pairs(
+    images: pd.DataFrame, pixels: np.ndarray, hashes: np.ndarray, distance: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(val/test row, earlier-split row, bits) of confirmed near copies with different pixels."""
+    usable = ~images["is_blank"].to_numpy()  # blank images all hash alike: reported elsewhere
+    split = images["split"].to_numpy()
+    found = []
+    for name, earlier in EARLIER_SPLITS.items():
+        query_rows = np.flatnonzero(usable & (split == name))
+        reference_rows = np.flatnonzero(usable & np.isin(split, earlier))
+        q, r, bits = near_duplicate_pairs(hashes[query_rows], hashes[reference_rows], distance)
+        found.append((query_rows[q], reference_rows[r], bits))
+    query, match, bits = (np.concatenate(parts) for parts in zip(*found, strict=True))
     sha = images["sha256"].to_numpy()
     keep = sha[query] != sha[match]
     keep[keep] = thumbnail_correlation(pixels, query[keep], match[keep]) >= MIN_CORRELATION
-    query, match, bits = query[keep], match[keep], bits[keep]
-    # the closest train match per val/test image (pairs come sorted by query, then distance)
+    return query[keep], match[keep], bits[keep]
+
+
+def _near_copy_columns(images: pd.DataFrame, pixels: np.ndarray, distance: int) -> None:
+    """`near_train_copy`: an earlier-split file within `distance` pHash bits (not an exact copy)."""
+    hashes = phash(pixels)
+    images["phash"] = [f"{h:016x}" for h in hashes]
+    query, match, bits = _near_pairs(images, pixels, hashes, distance)
+    # the closest match per val/test image
+    order = np.lexsort((bits, query))
+    query, match, bits = query[order], match[order], bits[order]
     first = np.unique(query, return_index=True)[1]
     near = np.full(len(images), "", dtype=object)
     near_bits = np.full(len(images), -1, dtype=np.int64)
