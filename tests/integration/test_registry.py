@@ -1,0 +1,325 @@
+"""Registration and the promotion gate against a real MLflow server with S3 artifacts.
+
+A session-scoped `mlflow server` (SQLite backend store in a temporary folder) proxies its
+artifacts to a bucket on moto's S3 server, so every model upload and download goes
+through boto3 and the artifact proxy exactly as in production. Each test uses its own
+registered model name, so the tests share the server without seeing each other's aliases.
+
+The "pipeline runs" here use `centre_model` (tests/unit/test_evaluate.py): a tiny Keras
+model whose accuracy on the constant-brightness dataset is known by construction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ferflow import evaluate as ev
+from ferflow import registry
+from tests.conftest import small_params
+from tests.unit.test_evaluate import CENTRES, centre_model, write_constant_dataset
+
+# --- servers (to move into tests/servers.py once it exists) ------------------------------
+
+
+@contextlib.contextmanager
+def moto_s3_server():
+    """moto's S3 server in a thread on 127.0.0.1; yields an object with .endpoint and .stop()."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port_for_mlflow()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    server.endpoint = f"http://127.0.0.1:{port}"
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+# --- MLflow tracking server (appended by the evaluation/registry helper) ----------------
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path, s3_endpoint: str, bucket: str = "mlflow", timeout_s: float = 300.0):
+    """A real `mlflow server` on 127.0.0.1 with a SQLite store under `root` and artifacts
+    proxied to `s3://bucket/mlflow` on the S3 endpoint (e.g. moto's server).
+
+    Yields the tracking URI (http://127.0.0.1:PORT). The bucket is created first; the
+    server gets dummy AWS credentials and MLFLOW_S3_ENDPOINT_URL in its environment only.
+    Stops the server (its own process group) on exit.
+    """
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import boto3
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    creds = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=bucket)
+    port = _free_port_for_mlflow()
+    # The server's background job runner is not needed and slows start-up.
+    env = {
+        **os.environ,
+        **creds,
+        "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    log_file = (root / "server.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(mlflow_bin),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            f"s3://{bucket}/mlflow",
+        ],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"mlflow server exited with {process.returncode}; see {root / 'server.log'}"
+                )
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{uri}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server not up after {timeout_s}s; see {root / 'server.log'}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log_file.close()
+
+
+def _free_port_for_mlflow() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PERFECT = CENTRES
+SWAPPED = (CENTRES[1], CENTRES[0], *CENTRES[2:])  # confuses angry and disgust: accuracy 5/7
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with moto_s3_server() as s3, mlflow_server(root, s3.endpoint, bucket="ferflow-mlflow") as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    return write_constant_dataset(tmp_path_factory.mktemp("data") / "prepared")
+
+
+@pytest.fixture
+def params(mlflow_uri, monkeypatch):
+    """The test params with a registered model name of this test's own."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    return small_params(f"register.model_name=fer-test-{uuid.uuid4().hex[:8]}")
+
+
+def pipeline_run(params, root: Path, data_dir: Path, centres) -> tuple[Path, Path]:
+    """What train + evaluate leave behind: model.keras, run.json (model logged), reports."""
+    model_dir, report_dir = root / "models", root / "reports"
+    centre_model(centres, model_dir / "model.keras")
+    model_uri, run_id = registry.log_keras_model(params, model_dir / "model.keras")
+    (model_dir / "run.json").write_text(json.dumps({"run_id": run_id, "model_uri": model_uri}))
+    ev.evaluate_stage(params, data_dir, model_dir, report_dir)
+    return model_dir, report_dir
+
+
+def register(params, root: Path, data_dir: Path, centres) -> dict:
+    model_dir, report_dir = pipeline_run(params, root, data_dir, centres)
+    return registry.register_stage(params, model_dir, report_dir, data_dir)
+
+
+def test_the_first_run_meeting_the_floors_becomes_champion(params, tmp_path, data_dir):
+    decision = register(params.model_copy(), tmp_path, data_dir, SWAPPED)
+
+    assert decision["decision"] == "promoted"
+    assert registry.aliases(params)["champion"] == decision["version"]
+    assert json.loads((tmp_path / "reports" / "promotion.json").read_text())["version"] == decision["version"]
+
+
+def test_the_decision_is_tagged_on_the_version_and_the_run(params, tmp_path, data_dir):
+    from mlflow import MlflowClient
+
+    decision = register(params, tmp_path, data_dir, SWAPPED)
+
+    client = MlflowClient()
+    version = client.get_model_version(params.registry.model_name, decision["version"])
+    assert version.tags["ferflow.gate.decision"] == "promoted"
+    assert version.tags["ferflow.params_digest"] == params.digest()
+    assert "accuracy" in version.description
+    assert client.get_run(decision["run_id"]).data.tags["ferflow.gate.reason"] == decision["reason"]
+    assert client.get_run(decision["run_id"]).data.metrics["test.accuracy"] == pytest.approx(5 / 7)
+
+
+def test_a_worse_challenger_leaves_the_champion_alone(params, tmp_path, data_dir):
+    first = register(params, tmp_path / "a", data_dir, PERFECT)
+
+    second = register(params, tmp_path / "b", data_dir, SWAPPED)
+
+    assert second["decision"] == "not-promoted"
+    assert second["champion"]["version"] == first["version"]
+    assert registry.aliases(params) == {
+        "champion": first["version"],
+        "challenger": second["version"],
+        "previous-champion": None,
+    }
+
+
+def test_a_challenger_under_a_floor_is_not_promoted_without_a_champion(
+    mlflow_uri, monkeypatch, tmp_path, data_dir
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    params = small_params(f"register.model_name=fer-test-{uuid.uuid4().hex[:8]}", "register.min_accuracy=0.9")
+
+    decision = register(params, tmp_path, data_dir, SWAPPED)
+
+    assert decision["decision"] == "not-promoted"
+    assert "register.min_accuracy" in decision["reason"]
+    assert registry.aliases(params)["champion"] is None
+
+
+def test_rollback_restores_the_previous_champion(params, tmp_path, data_dir):
+    first = register(params, tmp_path / "a", data_dir, SWAPPED)
+    second = register(params, tmp_path / "b", data_dir, PERFECT)
+    assert registry.aliases(params)["champion"] == second["version"]
+
+    registry.rollback(params)
+
+    assert registry.aliases(params)["champion"] == first["version"]
+    assert registry.aliases(params)["previous-champion"] == second["version"]
+
+
+def test_a_crash_during_registration_moves_no_alias(params, tmp_path, data_dir, monkeypatch):
+    first = register(params, tmp_path / "a", data_dir, SWAPPED)
+    before = registry.aliases(params)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash while tagging")
+
+    monkeypatch.setattr(registry, "_tag_version", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        register(params, tmp_path / "b", data_dir, PERFECT)
+
+    assert registry.aliases(params) == before
+    assert before["champion"] == first["version"]
+
+
+def test_a_crash_while_evaluating_the_champion_moves_no_alias(params, tmp_path, data_dir, monkeypatch):
+    register(params, tmp_path / "a", data_dir, SWAPPED)
+    model_dir, report_dir = pipeline_run(params, tmp_path / "b", data_dir, PERFECT)
+    before = registry.aliases(params)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash in evaluation")
+
+    monkeypatch.setattr(registry.ev, "evaluate_model", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        registry.register_stage(params, model_dir, report_dir, data_dir)
+
+    assert registry.aliases(params) == before
+
+
+def test_two_racing_promotions_end_with_exactly_one_champion(params, tmp_path, data_dir):
+    # given: a champion, and two equally good challengers ready at the same time
+    register(params, tmp_path / "base", data_dir, SWAPPED)
+    ready = [pipeline_run(params, tmp_path / name, data_dir, PERFECT) for name in ("x", "y")]
+    decisions: list[dict] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def promote(model_dir: Path, report_dir: Path) -> None:
+        start.wait()
+        try:
+            decisions.append(registry.register_stage(params, model_dir, report_dir, data_dir))
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=promote, args=paths) for paths in ready]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+
+    # then: one wins; the other was compared with the winner, and ties do not promote
+    assert errors == []
+    promoted = [d for d in decisions if d["decision"] == "promoted"]
+    refused = [d for d in decisions if d["decision"] == "not-promoted"]
+    assert len(promoted) == 1 and len(refused) == 1
+    assert registry.aliases(params)["champion"] == promoted[0]["version"]
+    assert refused[0]["champion"]["version"] == promoted[0]["version"]
+
+
+def test_an_artifact_upload_failure_registers_nothing(tmp_path, data_dir, monkeypatch):
+    from mlflow import MlflowClient
+
+    # given: a server of its own whose S3 endpoint dies before the model is logged
+    with moto_s3_server() as s3, mlflow_server(tmp_path / "server", s3.endpoint, bucket="doomed") as uri:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        params = small_params("register.model_name=fer-doomed")
+        model_dir, report_dir = tmp_path / "models", tmp_path / "reports"
+        centre_model(PERFECT, model_dir / "model.keras")
+        ev.evaluate_stage(params, data_dir, model_dir, report_dir)
+        s3.stop()
+
+        with pytest.raises(Exception):  # noqa: B017 - whatever the transport raises
+            registry.register_stage(params, model_dir, report_dir, data_dir)
+
+        assert MlflowClient(uri).search_model_versions("name='fer-doomed'") == []
+        assert not (report_dir / "promotion.json").exists()
