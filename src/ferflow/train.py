@@ -24,6 +24,7 @@ import logging
 import math
 import shutil
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,16 @@ def _as_float(images: np.ndarray) -> np.ndarray:
     return np.asarray(images, dtype="float32")
 
 
+_EXTRACTORS: weakref.WeakKeyDictionary[keras.Model, keras.Model] = weakref.WeakKeyDictionary()
+
+
+def _feature_extractor_of(model: keras.Model) -> keras.Model:
+    """One extractor per model: its compiled predict function is traced only once."""
+    if model not in _EXTRACTORS:
+        _EXTRACTORS[model] = feature_extractor(model)
+    return _EXTRACTORS[model]
+
+
 def fit_head(
     model: keras.Model,
     train: Split,
@@ -204,7 +215,7 @@ def fit_head(
     y_train, y_val = _one_hot(train[1], num_classes), _one_hot(val[1], num_classes)
     if settings.cache_features:
         trained = head_model(model)
-        extractor = feature_extractor(model)
+        extractor = _feature_extractor_of(model)
         started = time.perf_counter()
         x_train = extractor.predict(_as_float(train[0]), batch_size=settings.batch_size * 4, verbose=0)
         x_val = extractor.predict(_as_float(val[0]), batch_size=settings.batch_size * 4, verbose=0)

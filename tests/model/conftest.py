@@ -38,7 +38,10 @@ def synthetic_faces(params: Params, per_class: int, split: str) -> tuple[np.ndar
     try:
         from ferflow.data.synth import draw_faces
 
-        return draw_faces(per_class, classes, seed=params.base.seed, size=size, split=split)
+        # synth has train and test streams; val faces come from the train stream of another seed
+        seed = params.base.seed + (1 if split == "val" else 0)
+        stream = "test" if split == "test" else "train"
+        return draw_faces(per_class, classes, seed=seed, size=size, split=stream)
     except ImportError:
         rng = np.random.default_rng(abs(hash(split)) % 1000)
         labels = np.repeat(np.arange(len(classes)), per_class)
@@ -87,7 +90,6 @@ def tiny() -> Params:
 def tiny_data(tmp_path_factory: pytest.TempPathFactory, tiny: Params) -> Path:
     """Synthetic faces: 24 train, 8 val, 4 test per class."""
     out = tmp_path_factory.mktemp("prepared")
-    # train and val draw from different random streams ("val" is its own split name).
     return write_dataset(out, tiny, {"train": 24, "val": 8, "test": 4})
 
 

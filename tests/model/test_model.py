@@ -30,7 +30,7 @@ def test_model_takes_grayscale_pixels_and_returns_probabilities(tiny, tiny_model
     # given a batch of grayscale images (n, S, S) float32 in 0..255
     batch = np.random.default_rng(0).uniform(0, 255, (3, 32, 32)).astype("float32")
     # when the model predicts
-    probs = tiny_model.predict(batch, verbose=0)
+    probs = np.asarray(tiny_model(batch))
     # then it returns one probability distribution per image
     assert probs.shape == (3, 7)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
@@ -41,9 +41,9 @@ def test_head_model_shares_weights_with_the_full_model(tiny_model):
     batch = np.random.default_rng(1).uniform(0, 255, (2, 32, 32)).astype("float32")
     head = head_model(tiny_model)
     # when the head is applied to the extracted features
-    composed = head.predict(feature_extractor(tiny_model).predict(batch, verbose=0), verbose=0)
+    composed = np.asarray(head(feature_extractor(tiny_model)(batch)))
     # then it gives what the full model gives, with no weights of its own
-    np.testing.assert_allclose(composed, tiny_model.predict(batch, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(composed, np.asarray(tiny_model(batch)), atol=1e-6)
     assert {id(w) for w in head.weights} <= {id(w) for w in tiny_model.weights}
 
 
@@ -56,7 +56,7 @@ def test_whole_model_weights_file_is_loaded(tmp_path, tiny, tiny_model):
     loaded = build_model(params.model, 32, 7, seed=99)
     # then it predicts exactly like the saved model
     batch = np.random.default_rng(2).uniform(0, 255, (2, 32, 32)).astype("float32")
-    np.testing.assert_allclose(loaded.predict(batch, verbose=0), tiny_model.predict(batch, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(loaded(batch)), np.asarray(tiny_model(batch)), atol=1e-6)
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):

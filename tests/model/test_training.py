@@ -1,0 +1,121 @@
+"""The two training phases: cached features, learning, divergence, resume, BatchNorm."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from ferflow.data.dataset import load_prepared
+from ferflow.model import backbone_of
+from ferflow.train import TrainingError, fine_tune, fit_head
+from tests.model.conftest import tiny_params
+
+
+def _splits(data_dir):
+    data = load_prepared(data_dir)
+    return data.split("train"), data.split("val")
+
+
+def _head_weights(model):
+    return [np.asarray(w) for w in model.weights if w.path.startswith(("head_dense", "classification"))]
+
+
+def test_cached_features_train_the_same_head_as_the_frozen_backbone(tmp_path, tiny_data, fresh_tiny_model):
+    # given the same initial model, data and seed, dropout 0
+    train, val = _splits(tiny_data)
+    initial = fresh_tiny_model.get_weights()
+    through = tiny_params("train.epochs=2", "train.cache_features=false")
+    cached = tiny_params("train.epochs=2", "train.cache_features=true")
+    # when phase 1 runs through the frozen backbone, then again on cached features
+    records_through = fit_head(fresh_tiny_model, train, val, through, tmp_path / "a")
+    weights_through = _head_weights(fresh_tiny_model)
+    fresh_tiny_model.set_weights(initial)
+    records_cached = fit_head(fresh_tiny_model, train, val, cached, tmp_path / "b")
+    # then the losses and the trained head agree within float tolerance
+    for a, b in zip(records_through, records_cached, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
+    for a, b in zip(weights_through, _head_weights(fresh_tiny_model), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.skip(reason="replaced by the stage test")
+def test_phase_one_learns_synthetic_faces(tmp_path, tiny_data, fresh_tiny_model):
+    # given synthetic faces and the tiny random-init model
+    train, val = _splits(tiny_data)
+    params = tiny_params("train.epochs=60", "train.early_stopping_patience=60", "train.learning_rate=0.003")
+    # when the head trains on cached features
+    records = fit_head(fresh_tiny_model, train, val, params, tmp_path / "backup")
+    # then validation accuracy is far above chance (1/7)
+    assert max(r["val_accuracy"] for r in records) > 0.5
+
+
+def test_same_seed_gives_the_same_metrics(tmp_path, tiny_data, fresh_tiny_model):
+    # given the same initial weights and seed
+    train, val = _splits(tiny_data)
+    initial = fresh_tiny_model.get_weights()
+    params = tiny_params("train.epochs=3")
+    # when phase 1 runs twice
+    first = fit_head(fresh_tiny_model, train, val, params, tmp_path / "a")
+    fresh_tiny_model.set_weights(initial)
+    second = fit_head(fresh_tiny_model, train, val, params, tmp_path / "b")
+    # then every epoch's metrics are identical
+    assert first == second
+
+
+def test_nan_loss_fails_phase_one(tmp_path, tiny_data, fresh_tiny_model):
+    # given training images containing NaN pixels
+    (x, y), val = _splits(tiny_data)
+    x = x.astype("float32")
+    x[0, 0, 0] = np.nan
+    # when phase 1 runs, then it raises instead of returning a broken head
+    with pytest.raises(TrainingError, match="NaN or infinite"):
+        fit_head(fresh_tiny_model, (x, y), val, tiny_params(), tmp_path / "backup")
+
+
+class _CrashAt(keras.callbacks.Callback):
+    """Simulates a killed process at the start of one epoch; records the epochs begun."""
+
+    def __init__(self, crash_epoch: int | None) -> None:
+        super().__init__()
+        self.crash_epoch = crash_epoch
+        self.begun: list[int] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.begun.append(epoch)
+        if epoch == self.crash_epoch:
+            raise RuntimeError("simulated crash")
+
+
+def test_interrupted_phase_resumes_at_its_last_epoch(tmp_path, tiny_data, fresh_tiny_model):
+    # given a phase 1 run that crashed when epoch 2 began
+    train, val = _splits(tiny_data)
+    params = tiny_params("train.epochs=4", "train.early_stopping_patience=10")
+    backup = tmp_path / "backup" / "head"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit_head(fresh_tiny_model, train, val, params, backup, [_CrashAt(2)])
+    # when it is run again
+    watcher = _CrashAt(None)
+    records = fit_head(fresh_tiny_model, train, val, params, backup, [watcher])
+    # then it continues at epoch 2, keeps the earlier epochs' metrics, and cleans up
+    assert watcher.begun == [2, 3]
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3]
+    assert not backup.exists()
+
+
+def test_fine_tuning_keeps_batchnorm_statistics(tmp_path, tiny_data, fresh_tiny_model):
+    # given the tiny model and one BatchNorm layer of its backbone
+    train, val = _splits(tiny_data)
+    backbone = backbone_of(fresh_tiny_model)
+    norm = next(layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization))
+    conv = next(layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D))
+    mean_before, kernel_before = np.asarray(norm.moving_mean), np.asarray(conv.kernel)
+    # when phase 2 fine-tunes for one epoch
+    params = tiny_params("finetune.epochs=1", "finetune.learning_rate=0.01")
+    records = fine_tune(fresh_tiny_model, train, val, params, tmp_path / "backup", epoch_offset=5)
+    # then the convolutions learned but the BatchNorm moving statistics did not move
+    assert not np.allclose(np.asarray(conv.kernel), kernel_before)
+    np.testing.assert_array_equal(np.asarray(norm.moving_mean), mean_before)
+    assert [r["epoch"] for r in records] == [5]
+    assert records[0]["phase"] == "finetune"
