@@ -11,10 +11,8 @@ model whose accuracy on the constant-brightness dataset is known by construction
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -24,126 +22,15 @@ import pytest
 from ferflow import evaluate as ev
 from ferflow import registry
 from tests.conftest import small_params
+from tests.servers import (
+    LOCALHOST,
+    background_server,
+    free_port,
+    mlflow_server,
+    moto_s3_server,
+    stop_process_group,
+)
 from tests.unit.test_evaluate import CENTRES, centre_model, write_constant_dataset
-
-# --- servers (to move into tests/servers.py once it exists) ------------------------------
-
-
-@contextlib.contextmanager
-def moto_s3_server():
-    """moto's S3 server in a thread on 127.0.0.1; yields an object with .endpoint and .stop()."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port_for_mlflow()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    server.endpoint = f"http://127.0.0.1:{port}"
-    try:
-        yield server
-    finally:
-        with contextlib.suppress(Exception):
-            server.stop()
-
-
-# --- MLflow tracking server (appended by the evaluation/registry helper) ----------------
-
-
-@contextlib.contextmanager
-def mlflow_server(root: Path, s3_endpoint: str, bucket: str = "mlflow", timeout_s: float = 300.0):
-    """A real `mlflow server` on 127.0.0.1 with a SQLite store under `root` and artifacts
-    proxied to `s3://bucket/mlflow` on the S3 endpoint (e.g. moto's server).
-
-    Yields the tracking URI (http://127.0.0.1:PORT). The bucket is created first; the
-    server gets dummy AWS credentials and MLFLOW_S3_ENDPOINT_URL in its environment only.
-    Stops the server (its own process group) on exit.
-    """
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    import boto3
-
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    creds = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-        s3.create_bucket(Bucket=bucket)
-    port = _free_port_for_mlflow()
-    # The server's background job runner is not needed and slows start-up.
-    env = {
-        **os.environ,
-        **creds,
-        "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    log_file = (root / "server.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            f"s3://{bucket}/mlflow",
-        ],
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"mlflow server exited with {process.returncode}; see {root / 'server.log'}"
-                )
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{uri}/health", timeout=2) as reply:
-                if reply.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server not up after {timeout_s}s; see {root / 'server.log'}")
-            time.sleep(0.5)
-        yield uri
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log_file.close()
-
-
-def _free_port_for_mlflow() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -154,7 +41,7 @@ SWAPPED = (CENTRES[1], CENTRES[0], *CENTRES[2:])  # confuses angry and disgust: 
 @pytest.fixture(scope="session")
 def mlflow_uri(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
-    with moto_s3_server() as s3, mlflow_server(root, s3.endpoint, bucket="ferflow-mlflow") as uri:
+    with moto_s3_server() as s3, mlflow_server(root, s3, bucket="ferflow-mlflow") as uri:
         yield uri
 
 
@@ -186,7 +73,7 @@ def register(params, root: Path, data_dir: Path, centres) -> dict:
 
 
 def test_the_first_run_meeting_the_floors_becomes_champion(params, tmp_path, data_dir):
-    decision = register(params.model_copy(), tmp_path, data_dir, SWAPPED)
+    decision = register(params, tmp_path, data_dir, SWAPPED)
 
     assert decision["decision"] == "promoted"
     assert registry.aliases(params)["champion"] == decision["version"]
@@ -309,14 +196,17 @@ def test_an_artifact_upload_failure_registers_nothing(tmp_path, data_dir, monkey
     from mlflow import MlflowClient
 
     # given: a server of its own whose S3 endpoint dies before the model is logged
-    with moto_s3_server() as s3, mlflow_server(tmp_path / "server", s3.endpoint, bucket="doomed") as uri:
+    port = free_port()
+    s3 = f"http://{LOCALHOST}:{port}"
+    moto = [sys.executable, "-m", "moto.server", "-H", LOCALHOST, "-p", str(port)]
+    with background_server(moto, s3) as s3_process, mlflow_server(tmp_path / "server", s3, "doomed") as uri:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         params = small_params("register.model_name=fer-doomed")
         model_dir, report_dir = tmp_path / "models", tmp_path / "reports"
         centre_model(PERFECT, model_dir / "model.keras")
         ev.evaluate_stage(params, data_dir, model_dir, report_dir)
-        s3.stop()
+        stop_process_group(s3_process)
 
         with pytest.raises(Exception):  # noqa: B017 - whatever the transport raises
             registry.register_stage(params, model_dir, report_dir, data_dir)
