@@ -116,9 +116,25 @@ def test_folder_and_its_zip_give_the_same_dataset(fer_folder, tmp_path, params):
     folder_images, folder_manifest = read_source(fer_folder, params)
     zip_images, zip_manifest = read_source(archive, params)
 
-    # then
+    # then: the same rows; `source` keeps the zip's wrapping folder so a person can find the file
     assert np.array_equal(folder_images, zip_images)
-    pd.testing.assert_frame_equal(folder_manifest, zip_manifest)
+    same = [column for column in MANIFEST_COLUMNS if column != "source"]
+    pd.testing.assert_frame_equal(folder_manifest[same], zip_manifest[same])
+    assert list(zip_manifest["source"]) == ["fer2013/" + path for path in folder_manifest["source"]]
+
+
+def test_a_single_wrapping_folder_is_looked_through(fer_folder, tmp_path, params):
+    # given: the zip unpacked as is, with fer2013/ on top
+    wrapped = tmp_path / "unpacked"
+    shutil.copytree(fer_folder, wrapped / "fer2013")
+
+    # when
+    plain_images, plain_manifest = read_source(fer_folder, params)
+    wrapped_images, wrapped_manifest = read_source(wrapped, params)
+
+    # then
+    assert np.array_equal(plain_images, wrapped_images)
+    assert list(wrapped_manifest["id"]) == list(plain_manifest["id"])
 
 
 def test_csv_of_the_decoded_pixels_gives_the_same_rows_as_the_folder(fer_folder, tmp_path, params):
@@ -310,6 +326,33 @@ def test_image_with_too_many_pixels_is_rejected_before_decoding(fer_folder, tmp_
         IngestError, match=r"huge\.png: 100x100 = 10000 pixels exceeds ingest\.max_image_pixels"
     ):
         read_source(fer_folder, small_params("ingest.max_image_pixels=2304"))
+
+
+def _png_claiming_size(path: Path, width: int, height: int) -> Path:
+    """A 1x1 PNG whose header claims width x height (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    data = bytearray(write_image(path, np.zeros((1, 1), dtype=np.uint8)).read_bytes())
+    header = b"IHDR" + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[12:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(header))
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("width", "message"),
+    [(3000, r"3000x3000 = 9000000 pixels exceeds"), (20_000, r"decompression bomb")],
+    ids=["above our bound", "above PIL's bound"],
+)
+def test_decompression_bomb_header_is_rejected_with_default_params(width, message, fer_folder, params):
+    # given: a tiny file that claims millions of pixels
+    _png_claiming_size(fer_folder / "train" / "happy" / "bomb.png", width, width)
+
+    # when / then
+    with pytest.raises(IngestError, match=rf"bomb\.png: .*{message}"):
+        read_source(fer_folder, params)
 
 
 def test_file_larger_than_the_bound_is_rejected(fer_folder):

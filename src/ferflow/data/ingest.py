@@ -96,7 +96,8 @@ class _Row:
 class _Entry:
     """One image file of a folder or zip, with the label and pool its path gives."""
 
-    source: str  # posix path relative to the dataset root (after unwrapping)
+    path: str  # posix path inside the dataset, without a wrapping folder: the row id
+    source: str  # posix path relative to the source root (with the wrapping folder, if any)
     label: str
     pool: str
     location: Path | zipfile.ZipInfo
@@ -259,7 +260,7 @@ def _read_images(
         elif result.converted and params.ingest.non_canonical == "reject":
             rejected.append(Rejected(entry.source, _not_canonical(result, size)))
         else:
-            rows.append(_Row(entry.source, entry.source, (entry.source, 0), entry.label, entry.pool, result))
+            rows.append(_Row(entry.path, entry.source, (entry.path, 0), entry.label, entry.pool, result))
     return rows, rejected, layout
 
 
@@ -367,7 +368,7 @@ def _classify(
             rejected.append(Rejected(shown, "not an image file (by its suffix); move it out of the dataset"))
         else:
             pool = parts[0] if depth == 3 else "test"
-            entries.append(_Entry(path, parts[-2], pool, files[path]))
+            entries.append(_Entry(path, shown, parts[-2], pool, files[path]))
     return entries, layout, rejected
 
 
