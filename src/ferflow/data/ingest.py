@@ -238,6 +238,7 @@ def assign_validation(
 def _read_images(
     source: Path, kind: SourceKind, params: Params, workers: int | None
 ) -> tuple[list[_Row], list[Rejected], str]:
+    """Decoded rows, rejected files and the layout ('splits' or 'classes') of a folder or zip."""
     archive = zipfile.ZipFile(source) if kind == "zip" else None
     files: dict[str, Any]
     try:
