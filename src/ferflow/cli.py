@@ -75,7 +75,25 @@ def _synth(args: argparse.Namespace, params: Params) -> None:
 def _data_add(args: argparse.Namespace, params: Params) -> None:
     from ferflow.data.versioning import add_dataset
 
-    add_dataset(Path(args.path), params, dest=Path(args.dest) if args.dest else None)
+    add_dataset(Path(args.path), params, dest=Path(args.dest) if args.dest else None, force=args.force)
+
+
+def _data_remote(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.data.versioning import configure_remote
+
+    print(configure_remote(params))
+
+
+def _data_push(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.data.versioning import push
+
+    print(f"pushed {push(params, targets=args.targets)} file(s)")
+
+
+def _data_pull(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.data.versioning import pull
+
+    print(f"fetched {pull(params, targets=args.targets)} file(s)")
 
 
 # --- compare ---------------------------------------------------------------------------
@@ -195,7 +213,16 @@ def _build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=_data_add)
     p.add_argument("path", help="folder, .zip or fer2013.csv to track")
-    p.add_argument("--dest", help="where it goes (default: data.raw)")
+    p.add_argument("--dest", help="where it goes (default: data.raw; a .zip/.csv keeps its suffix)")
+    p.add_argument("--force", action="store_true", help="replace data already at the destination")
+    p = data_sub.add_parser("remote", help="make data.remote the default DVC remote (no credentials written)")
+    _common(p)
+    p.set_defaults(handler=_data_remote)
+    for action, handler, verb in (("push", _data_push, "upload"), ("pull", _data_pull, "download")):
+        p = data_sub.add_parser(action, help=f"dvc {action}: {verb} tracked data via data.remote")
+        _common(p)
+        p.set_defaults(handler=handler)
+        p.add_argument("targets", nargs="*", help="tracked paths or .dvc files (default: all)")
 
     return parser
 
