@@ -106,6 +106,7 @@ def test_add_keeps_a_zip_as_a_zip(repo, download, tmp_path):
     assert target == repo / "data" / "raw" / "fer2013.zip"
     assert target.read_bytes() == archive.read_bytes()
     assert find_raw_dataset(_params(repo), repo) == target
+    assert data_version(repo / "data" / "raw" / "fer2013") == data_version(target) is not None
 
 
 def test_add_refuses_to_replace_existing_data_without_force(repo, download):
@@ -198,15 +199,14 @@ def test_push_then_pull_restores_every_file(repo, download, s3_endpoint, monkeyp
     params = _params(repo)
     create_bucket(s3_endpoint, params.data.remote.bucket)
     monkeypatch.setenv("FERFLOW_S3_ENDPOINT_URL", s3_endpoint)
-    configure_remote(params, repo)
     target = add_dataset(download, params, repo_root=repo)
     original = _hashes(target)
 
     # when it is pushed, the cache and the data are wiped, and it is pulled back
-    pushed = push(repo)
+    pushed = push(params, repo)
     shutil.rmtree(repo / ".dvc" / "cache")
     shutil.rmtree(target)
-    fetched = pull(repo)
+    fetched = pull(params, repo)
 
     # then every file is back, byte for byte
     assert pushed > len(original)  # the files plus the directory listing
@@ -219,10 +219,9 @@ def test_push_to_a_stopped_endpoint_fails_with_a_clear_error(repo, download, mon
     # given a remote whose endpoint has nothing listening (AWS_MAX_ATTEMPTS=1: no retries)
     dead_endpoint = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("FERFLOW_S3_ENDPOINT_URL", dead_endpoint)
-    configure_remote(_params(repo), repo)
     add_dataset(download, _params(repo), repo_root=repo)
 
     # when / then
     with pytest.raises(VersioningError, match="dvc push failed") as failure:
-        push(repo)
+        push(_params(repo), repo)
     assert dead_endpoint in str(failure.value)

@@ -122,8 +122,9 @@ def add_dataset(
     """
     source = Path(path).expanduser()
     suffix = _source_suffix(source)
-    root = find_repo_root(repo_root or Path.cwd())
-    target = _destination(Path(dest or params.data.raw), suffix, root)
+    destination = Path(dest or params.data.raw)
+    root = find_repo_root(repo_root or _existing_ancestor(destination))
+    target = _destination(destination, suffix, root)
     if source.resolve() != target.resolve():
         _copy_into_place(source, target, force)
     with _open_repo(root) as repo, _dvc_errors(f"dvc add {target}"):
@@ -147,10 +148,13 @@ def find_raw_dataset(params: Params, repo_root: Path = Path(".")) -> Path:
 def data_version(path: Path) -> str | None:
     """The DVC md5 of a tracked file or folder, from `<path>.dvc` or `dvc.lock`.
 
+    `data/raw/fer2013` also finds `data/raw/fer2013.zip` / `.csv` (what `add_dataset`
+    makes of a zip or CSV download).
+
     This is the `ferflow.data_version` MLflow tag. Returns None when DVC does not track
     `path`, so the caller can fall back to another digest (the manifest's).
     """
-    path = Path(path)
+    path = _with_raw_suffix(Path(path))
     pointer = path.with_name(path.name + ".dvc")
     if pointer.is_file():
         return _md5_of_out(_read_yaml(pointer).get("outs", []), path.name)
@@ -168,21 +172,33 @@ def data_version(path: Path) -> str | None:
 # --- push / pull ------------------------------------------------------------------------
 
 
-def push(repo_root: Path = Path("."), targets: Sequence[str | Path] = (), remote: str | None = None) -> int:
-    """`dvc push`: upload the cached data of `targets` (all when empty); returns files pushed."""
+def push(params: Params, repo_root: Path = Path("."), targets: Sequence[str | Path] = ()) -> int:
+    """`dvc push` to `data.remote` (configured first); returns the number of files uploaded.
+
+    `targets` limits it to some tracked paths (default: everything the repo tracks).
+    """
+    configure_remote(params, repo_root)
     with _open_repo(repo_root) as repo, _dvc_errors("dvc push", repo):
-        count = repo.push(targets=[str(t) for t in targets] or None, remote=remote)
+        count = repo.push(targets=_target_list(targets), remote=params.data.remote.name)
     log.info("pushed %d file(s) to the DVC remote", count)
     return int(count)
 
 
-def pull(repo_root: Path = Path("."), targets: Sequence[str | Path] = (), remote: str | None = None) -> int:
-    """`dvc pull`: download and check out the data of `targets` (all when empty); returns files fetched."""
+def pull(params: Params, repo_root: Path = Path("."), targets: Sequence[str | Path] = ()) -> int:
+    """`dvc pull` from `data.remote` (configured first); returns the number of files fetched.
+
+    Downloads what the `.dvc` files in the working tree point at and checks it out.
+    """
+    configure_remote(params, repo_root)
     with _open_repo(repo_root) as repo, _dvc_errors("dvc pull", repo):
-        result = repo.pull(targets=[str(t) for t in targets] or None, remote=remote)
+        result = repo.pull(targets=_target_list(targets), remote=params.data.remote.name)
     fetched = int(result.get("stats", {}).get("fetched", 0))
     log.info("fetched %d file(s) from the DVC remote", fetched)
     return fetched
+
+
+def _target_list(targets: Sequence[str | Path]) -> list[str] | None:
+    return [str(target) for target in targets] or None
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -286,6 +302,21 @@ def _copy_into_place(source: Path, target: Path, force: bool) -> None:
     else:
         shutil.copy2(source, partial)
     partial.rename(target)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """Where to look for the repository: the destination's nearest existing folder."""
+    if not path.is_absolute():
+        return Path.cwd()
+    return next(folder for folder in (path, *path.parents) if folder.is_dir())
+
+
+def _with_raw_suffix(path: Path) -> Path:
+    """`path` itself if it (or its pointer) exists, else the first of path.zip / path.csv that does."""
+    for candidate in (path, *(path.with_name(path.name + s) for s in RAW_SUFFIXES)):
+        if candidate.exists() or candidate.with_name(candidate.name + ".dvc").exists():
+            return candidate
+    return path
 
 
 def _remove(path: Path) -> None:
