@@ -425,6 +425,29 @@ def test_layout_problem_raises_an_error_that_says_what_is_expected(make, message
         read_source(fer_folder, params)
 
 
+def test_unknown_class_folder_without_splits_is_an_error(tmp_path, params):
+    # given
+    batch = write_fer_folder(tmp_path / "batch", test_per_class=1, splits=False)
+    write_image(batch / "joy" / "a.jpg", random_pixels(1))
+
+    # when / then
+    with pytest.raises(IngestError, match=r"unknown class folder\(s\) \['joy'\]; expected only angry"):
+        read_source(batch, params)
+
+
+def test_missing_class_folder_is_a_warning_not_an_error(fer_folder, params, caplog):
+    # given
+    shutil.rmtree(fer_folder / "test" / "disgust")
+
+    # when
+    with caplog.at_level(logging.WARNING, logger="ferflow.data.ingest"):
+        _, manifest = read_source(fer_folder, params)
+
+    # then
+    assert "no class folder for disgust in test/" in caplog.text
+    assert "disgust" not in set(manifest.loc[manifest["split"] == "test", "label"])
+
+
 def test_empty_class_folder_is_an_error(fer_folder, params):
     # given
     for path in (fer_folder / "train" / "disgust").iterdir():

@@ -349,6 +349,11 @@ def _classify(
         _check_split_folders(source, tops)
     elif tops and tops <= set(classes):
         layout, depth = "classes", 2
+    elif tops & set(classes):
+        raise IngestError(
+            f"{source}: unknown class folder(s) {sorted(tops - set(classes))}; expected only "
+            f"{', '.join(classes)} (base.classes); rename or remove them"
+        )
     else:
         raise IngestError(
             f"{source}: cannot tell the layout; expected folders train/ and test/ holding class "
@@ -405,6 +410,12 @@ def _check_class_folders(
             f"{source}: unknown class folder(s) {unknown}; expected only {', '.join(classes)} "
             "(base.classes); rename or remove them"
         )
+    parents = {d.rpartition("/")[0] for d in class_dirs}
+    for parent in sorted(parents):
+        present = {d.split("/")[-1] for d in class_dirs if d.rpartition("/")[0] == parent}
+        missing = [name for name in classes if name not in present]
+        if missing:
+            log.warning("%s: no class folder for %s in %s/", source, ", ".join(missing), parent or ".")
     for folder in sorted(class_dirs):
         if not any(path.startswith(folder + "/") for path in files):
             raise IngestError(
