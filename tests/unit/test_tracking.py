@@ -1,0 +1,131 @@
+"""MLflow tracking: parent and phase runs, statuses on failure, secrets never logged."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ferflow import tracking
+from ferflow.data.dataset import MANIFEST_COLUMNS, write_prepared
+from tests.conftest import small_params
+
+mlflow = pytest.importorskip("mlflow")
+
+
+@pytest.fixture(scope="module")
+def store_uri(tmp_path_factory):
+    """One SQLite store for the module: creating one runs MLflow's migrations (slow)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture()
+def store(store_uri, tmp_path, monkeypatch):
+    """The throwaway SQLite tracking store, selected through MLFLOW_TRACKING_URI."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
+    monkeypatch.chdir(tmp_path)  # mlflow's default artifact root goes under tmp_path
+    yield mlflow.MlflowClient(tracking_uri=store_uri)
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture()
+def data_dir(tmp_path):
+    """A minimal prepared dataset: two images, a manifest and dataset.json."""
+    rows = [
+        dict.fromkeys(MANIFEST_COLUMNS, "x") | {"id": f"r{i}", "split": "train", "label_index": i}
+        for i in range(2)
+    ]
+    out = tmp_path / "prepared"
+    write_prepared(out, np.zeros((2, 8, 8), np.uint8), pd.DataFrame(rows), {"classes": ["a", "b"]})
+    return out
+
+
+def _nested(client, parent):
+    runs = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    return {run.info.run_name: run for run in runs}
+
+
+def test_stage_run_logs_params_tags_and_epochs_on_one_axis(store, data_dir, tmp_path):
+    # given a pipeline run with a phase whose epochs are offset by 3 (phase 1 had 3)
+    params = small_params()
+    models = tmp_path / "models"
+    with tracking.pipeline_run(params, data_dir, models, resume=False) as run:
+        with tracking.phase_run(run, "finetune", epoch_offset=3) as logger:
+            logger.on_epoch_end(0, {"loss": 1.5, "accuracy": 0.4, "val_loss": 1.6, "val_accuracy": 0.3})
+    # then the parent has every param, the provenance tags and the metric at the global epoch
+    parent = store.get_run(run.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["train.epochs"] == str(params.train.epochs)
+    assert len(parent.data.params) == len(params.flat())
+    assert parent.data.tags["ferflow.params_digest"] == params.digest()
+    assert len(parent.data.tags["ferflow.manifest_digest"]) == 64
+    assert parent.data.tags["ferflow.git_commit"]
+    assert [m.step for m in store.get_metric_history(run.run_id, "val_loss")] == [3]
+    assert parent.inputs.dataset_inputs[0].dataset.name == "fer-prepared"
+    # and the nested phase run has the same metric, and run.json points at the parent
+    phase = _nested(store, parent)["finetune"]
+    assert [m.step for m in store.get_metric_history(phase.info.run_id, "loss")] == [3]
+    assert json.loads((models / "run.json").read_text())["run_id"] == run.run_id
+
+
+def test_a_later_stage_logs_into_the_same_parent_run(store, data_dir, tmp_path):
+    # given a finished phase 1 run with its run.json
+    params = small_params()
+    models = tmp_path / "models"
+    with tracking.pipeline_run(params, data_dir, models, resume=False) as first:
+        pass
+    # when a later stage resumes
+    with tracking.pipeline_run(params, data_dir, models, resume=True) as second:
+        with tracking.phase_run(second, "finetune"):
+            pass
+    # then it reopened the same parent, which is finished again
+    assert second.run_id == first.run_id
+    assert store.get_run(first.run_id).info.status == "FINISHED"
+    assert "finetune" in _nested(store, store.get_run(first.run_id))
+
+
+@pytest.mark.parametrize(
+    ("error", "status"), [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
+)
+def test_a_crash_inside_a_stage_ends_the_runs_with_a_final_status(store, data_dir, tmp_path, error, status):
+    # given a stage whose phase raises
+    params = small_params()
+    with pytest.raises(type(error)):
+        with tracking.pipeline_run(params, data_dir, tmp_path / "models", resume=False) as run:
+            with tracking.phase_run(run, "head"):
+                raise error
+    # then neither the parent nor the phase run is left RUNNING
+    parent = store.get_run(run.run_id)
+    assert parent.info.status == status
+    assert _nested(store, parent)["head"].info.status == status
+
+
+def test_no_secret_reaches_params_or_tags(store, data_dir, tmp_path, monkeypatch):
+    # given credentials in URLs of the params and in the environment
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMIsecretKEY")
+    params = small_params(
+        "tracking.tracking_uri=http://bob:hunter2@mlflow.example.com",
+        "data.remote.endpoint_url=http://AKIAEXAMPLE:topsecret@127.0.0.1:9000",
+    )
+    # when a run is logged
+    with tracking.pipeline_run(params, data_dir, tmp_path / "models", resume=False) as run:
+        pass
+    # then no secret appears in any logged param, tag or run.json, but the host does
+    logged = store.get_run(run.run_id).data
+    text = json.dumps([logged.params, logged.tags]) + (tmp_path / "models" / "run.json").read_text()
+    for secret in ("hunter2", "topsecret", "AKIAEXAMPLE", "wJalrXUtnFEMIsecretKEY"):
+        assert secret not in text
+    assert logged.params["tracking.tracking_uri"] == "http://***@mlflow.example.com"
+
+
+def test_redact_removes_user_info_from_urls_only():
+    # given URLs with and without user info, and a plain value
+    # when redacted, then only the user:password part goes
+    assert tracking.redact("s3://key:secret@bucket/x") == "s3://***@bucket/x"
+    assert tracking.redact("sqlite:///mlflow/mlflow.db") == "sqlite:///mlflow/mlflow.db"
+    assert tracking.redact(3) == 3
