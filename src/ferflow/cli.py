@@ -96,6 +96,21 @@ def _data_pull(args: argparse.Namespace, params: Params) -> None:
     print(f"fetched {pull(params, targets=args.targets)} file(s)")
 
 
+# --- training --------------------------------------------------------------------------
+
+
+def _train(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.train import train_stage
+
+    print(train_stage(params, Path(args.data or params.data.prepared), Path(args.models)))
+
+
+def _finetune(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.train import finetune_stage
+
+    print(finetune_stage(params, Path(args.data or params.data.prepared), Path(args.models)))
+
+
 # --- compare ---------------------------------------------------------------------------
 
 
@@ -172,6 +187,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="?", help="prepared dataset folder (default: data.prepared)")
     p.add_argument("--report-dir", default="reports", help="where validation.json and data_docs/ go")
     p.add_argument("--reference", help="profile.json of the last accepted dataset, for the drift check")
+
+    p = command("train", _train, "phase 1: frozen DenseNet, train the dense head (models/head.keras)")
+    p.add_argument("--data", help="prepared dataset folder (default: data.prepared)")
+    p.add_argument("--models", default="models", help="models folder (default: models)")
+
+    p = command("finetune", _finetune, "phase 2: fine-tune the whole network (models/model.keras)")
+    p.add_argument("--data", help="prepared dataset folder (default: data.prepared)")
+    p.add_argument("--models", default="models", help="models folder (default: models)")
 
     p = command("synth", _synth, "draw synthetic 48x48 faces for the 7 emotions (folder layout)")
     p.add_argument("--out", required=True, help="output folder (gets train/ and test/)")
