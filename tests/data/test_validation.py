@@ -244,3 +244,16 @@ def test_training_mask_drops_blank_train_images_only_when_asked(tmp_path, faces)
     assert kept_by_default.all()
     assert kept_when_dropping.sum() == n_train - 1
     assert not kept_when_dropping[blank_train]
+
+
+def test_unknown_label_and_missing_class_are_named(tmp_path, faces):
+    params = small_params()
+    images, manifest = faces[0].copy(), faces[1].copy()
+    manifest.loc[manifest["label"] == "disgust", "label"] = "contempt"
+
+    tables = build_tables(prepare(tmp_path, images, manifest, params.base.classes), tmp_path, params, None)
+    observed, examples = explain("label_set", tables, params)
+
+    assert observed == {"unknown_labels": ["contempt"], "missing_classes": ["disgust"]}
+    assert examples[0] == "missing class 'disgust'"
+    assert "(unknown class 'contempt')" in examples[1]
