@@ -149,9 +149,9 @@ def main() -> int:
     )
     bare_epoch = float(np.median(bare.times[1:]))
     n = len(train[0])
-    print(f"(b) phase-2 bare model.fit (baseline): {n / bare_epoch:.1f} images/s ({bare_epoch:.2f}s/epoch)")
+    print(f"(b) phase-2 bare model.fit (baseline): {n / bare_epoch:.1f} images/s ({bare_epoch:.2f}s/ep)")
     print(
-        f"    phase-2 ferflow fine_tune:         {n / ferflow_epoch:.1f} images/s ({ferflow_epoch:.2f}s/epoch)"
+        f"    phase-2 ferflow fine_tune:         {n / ferflow_epoch:.1f} images/s ({ferflow_epoch:.2f}s/ep)"
     )
     print(f"    ratio: {bare_epoch / ferflow_epoch:.2f}x of bare throughput (target >= 0.95x)")
     return 0

@@ -88,6 +88,6 @@ def test_imagenet_weights_offline_is_a_clear_error(monkeypatch):
     params = tiny_params("model.weights=imagenet")
     # when the model is built, then the error says how to work offline
     with pytest.raises(
-        WeightsError, match="cannot fetch the densenet121 ImageNet weights.*model.weights=none"
+        WeightsError, match=r"cannot fetch the densenet121 ImageNet weights.*model\.weights=none"
     ):
         build_model(params.model, 32, 7)

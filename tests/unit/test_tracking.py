@@ -54,9 +54,11 @@ def test_stage_run_logs_params_tags_and_epochs_on_one_axis(store, data_dir, tmp_
     # given a pipeline run with a phase whose epochs are offset by 3 (phase 1 had 3)
     params = small_params()
     models = tmp_path / "models"
-    with tracking.pipeline_run(params, data_dir, models, resume=False) as run:
-        with tracking.phase_run(run, "finetune", epoch_offset=3) as logger:
-            logger.on_epoch_end(0, {"loss": 1.5, "accuracy": 0.4, "val_loss": 1.6, "val_accuracy": 0.3})
+    with (
+        tracking.pipeline_run(params, data_dir, models, resume=False) as run,
+        tracking.phase_run(run, "finetune", epoch_offset=3) as logger,
+    ):
+        logger.on_epoch_end(0, {"loss": 1.5, "accuracy": 0.4, "val_loss": 1.6, "val_accuracy": 0.3})
     # then the parent has every param, the provenance tags and the metric at the global epoch
     parent = store.get_run(run.run_id)
     assert parent.info.status == "FINISHED"
@@ -80,9 +82,11 @@ def test_a_later_stage_logs_into_the_same_parent_run(store, data_dir, tmp_path):
     with tracking.pipeline_run(params, data_dir, models, resume=False) as first:
         pass
     # when a later stage resumes
-    with tracking.pipeline_run(params, data_dir, models, resume=True) as second:
-        with tracking.phase_run(second, "finetune"):
-            pass
+    with (
+        tracking.pipeline_run(params, data_dir, models, resume=True) as second,
+        tracking.phase_run(second, "finetune"),
+    ):
+        pass
     # then it reopened the same parent, which is finished again
     assert second.run_id == first.run_id
     assert store.get_run(first.run_id).info.status == "FINISHED"
@@ -95,10 +99,12 @@ def test_a_later_stage_logs_into_the_same_parent_run(store, data_dir, tmp_path):
 def test_a_crash_inside_a_stage_ends_the_runs_with_a_final_status(store, data_dir, tmp_path, error, status):
     # given a stage whose phase raises
     params = small_params()
-    with pytest.raises(type(error)):
-        with tracking.pipeline_run(params, data_dir, tmp_path / "models", resume=False) as run:
-            with tracking.phase_run(run, "head"):
-                raise error
+    with (
+        pytest.raises(type(error)),
+        tracking.pipeline_run(params, data_dir, tmp_path / "models", resume=False) as run,
+        tracking.phase_run(run, "head"),
+    ):
+        raise error
     # then neither the parent nor the phase run is left RUNNING
     parent = store.get_run(run.run_id)
     assert parent.info.status == status

@@ -1,0 +1,84 @@
+"""The `train` and `finetune` stages end to end on synthetic faces, with a local MLflow store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ferflow.train import TrainingError, finetune_stage, train_stage
+from tests.model.conftest import tiny_params
+
+mlflow = pytest.importorskip("mlflow")
+
+pytestmark = pytest.mark.slow
+
+STAGE = (
+    "train.epochs=25",
+    "train.early_stopping_patience=5",
+    "train.learning_rate=0.003",
+    "finetune.epochs=3",
+    "finetune.learning_rate=0.01",
+    "finetune.momentum=0.9",
+)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.chdir(tmp_path_factory.mktemp("cwd"))  # MLflow artifacts land here
+        yield mlflow.MlflowClient(tracking_uri=uri)
+
+
+@pytest.fixture(scope="module")
+def phase_one(store, tiny_data, tmp_path_factory):
+    """models/ after `ferflow train` on synthetic faces."""
+    models = tmp_path_factory.mktemp("models")
+    train_stage(tiny_params(*STAGE), tiny_data, models)
+    return models
+
+
+def test_stages_learn_and_log_a_servable_model(store, phase_one, tiny_data, tmp_path):
+    # given phase 1's models folder
+    models = tmp_path / "models"
+    shutil.copytree(phase_one, models)
+    # when phase 2 runs
+    finetune_stage(tiny_params(*STAGE), tiny_data, models)
+    # then the history runs on one epoch axis through both phases, and the model learned
+    epochs = json.loads((models / "history.json").read_text())["epochs"]
+    assert [r["epoch"] for r in epochs] == list(range(len(epochs)))
+    assert epochs[-1]["phase"] == "finetune"
+    assert max(r["val_accuracy"] for r in epochs) > 3 / 7  # chance is 1/7
+    # and the logged model serves (n, S, S) float32 batches through stock pyfunc
+    run = json.loads((models / "run.json").read_text())
+    batch = np.random.default_rng(0).uniform(0, 255, (3, 32, 32)).astype("float32")
+    probs = np.asarray(mlflow.pyfunc.load_model(run["model_uri"]).predict(batch))
+    assert probs.shape == (3, 7)
+    parent = store.get_run(run["run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["finetune.epochs"] == 3
+
+
+def test_a_diverging_phase_two_fails_and_leaves_no_model(store, phase_one, tiny_data, tmp_path):
+    # given phase 1's models folder and an absurd fine-tuning learning rate
+    models = tmp_path / "models"
+    shutil.copytree(phase_one, models)
+    params = tiny_params(*STAGE, "finetune.learning_rate=1.0e+12")
+    # when phase 2 runs, then it fails loudly
+    with pytest.raises(TrainingError, match="NaN or infinite"):
+        finetune_stage(params, tiny_data, models)
+    # and nothing was saved or logged as a model; the run is FAILED, not RUNNING
+    assert not (models / "model.keras").exists()
+    run = json.loads((models / "run.json").read_text())
+    assert run["model_uri"] is None
+    assert store.get_run(run["run_id"]).info.status == "FAILED"
+    assert (
+        store.search_logged_models(
+            experiment_ids=[run["experiment_id"]], filter_string=f"source_run_id = '{run['run_id']}'"
+        )
+        == []
+    )
