@@ -101,6 +101,7 @@ def validate_dataset(
         len(prepared.manifest),
         time.perf_counter() - started,
     )
+    enabled = {check_id for check_id, level in severity.items() if level != "off"}
     frames = {
         "images": tables.images,
         "classes": tables.classes,
@@ -109,7 +110,7 @@ def validate_dataset(
     }
     outcomes, docs_index = run_expectations(
         frames,
-        expectations_for(params, severity, has_reference=reference is not None),
+        expectations_for(params, enabled, has_reference=reference is not None),
         report_dir / DOCS_DIR,
         params.validation.max_examples,
     )
