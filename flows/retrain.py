@@ -26,9 +26,14 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.states import State
 
 from ferflow.config import Params, load_params
+from ferflow.errors import FerflowError
 from ferflow.stages import Paths
 from tasks import guards, reports
 from tasks.pipeline import PipelineTasks, for_params, run_cached
+
+
+class PrefectUnreachableError(FerflowError):
+    """PREFECT_API_URL is set but no Prefect server answers there."""
 
 
 def load_run_params(params_file: str, overrides: list[str], root: str) -> tuple[Params, Paths]:
@@ -113,3 +118,24 @@ def _run_pipeline(
         metrics,
     )
     return decision
+
+
+def check_prefect_api(timeout_s: float = 5.0) -> None:
+    """Fail fast, before anything runs, when PREFECT_API_URL names a server that is down.
+
+    Without PREFECT_API_URL the flow runs in Prefect's local mode and needs no server.
+    """
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=timeout_s).raise_for_status()
+    except httpx.HTTPError as err:
+        raise PrefectUnreachableError(
+            f"the Prefect server at PREFECT_API_URL={url} is unreachable ({err}); nothing was run. "
+            "Start it (`prefect server start`, or `docker compose -f infra/docker-compose.yml up`) "
+            "or unset PREFECT_API_URL to run in Prefect's local mode"
+        ) from err

@@ -56,13 +56,15 @@ def params_digest(params: Params, keys: Iterable[str]) -> str:
     return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def code_digest(files: Iterable[str]) -> str:
-    """Digest of the stage's source files: a code change invalidates the cache."""
+def code_digest(names: Iterable[str]) -> str:
+    """Digest of the stage's source files (a package counts as its .py files)."""
     digest = hashlib.sha256()
-    for name in sorted(files):
+    for name in sorted(names):
         source = PACKAGE_DIR / name
-        digest.update(name.encode())
-        digest.update(file_digest(source).encode() if source.exists() else b"missing")
+        files = sorted(source.rglob("*.py")) if source.is_dir() else [source]
+        for file in files:
+            digest.update(file.relative_to(PACKAGE_DIR).as_posix().encode())
+            digest.update(file_digest(file).encode() if file.exists() else b"missing")
     return digest.hexdigest()
 
 

@@ -9,6 +9,7 @@ A cached run from an earlier, successful flow run keeps its status.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,8 @@ def fail_mlflow_run(params: Params, paths: Paths, since: float, status: str) -> 
 
 
 def _tracking_uri(params: Params, run: dict[str, Any]) -> str:
-    from ferflow.registry import tracking_uri
-
-    return tracking_uri(params, run)
+    """MLFLOW_TRACKING_URI, else the URI the run was logged to, else params."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or run.get("tracking_uri") or params.tracking.tracking_uri
 
 
 def _terminate_if_started_after(uri: str, run_id: str, status: str, since: float) -> bool:

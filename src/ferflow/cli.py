@@ -164,6 +164,28 @@ def _predict(args: argparse.Namespace, params: Params) -> None:
     print(format_predictions(predictions, args.format))
 
 
+# --- orchestration ---------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace, params: Params) -> None:
+    """The Prefect retraining flow, or one stage of it without Prefect (`--stage`)."""
+    if args.stage:
+        import json
+
+        from ferflow.stages import Paths, run_stage
+
+        result = run_stage(args.stage, params, Paths.from_params(params))
+        print(json.dumps(result, default=str))
+        return
+    from flows.retrain import check_prefect_api, retrain
+
+    check_prefect_api()
+    decision = retrain(
+        params_file=args.params, overrides=args.overrides, pull_data=args.pull, push_data=args.push
+    )
+    print(f"{decision.get('model_name')} version {decision.get('version')}: {decision.get('decision')}")
+
+
 # --- commands --------------------------------------------------------------------------
 
 
@@ -229,6 +251,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model URI or .keras file (default: models:/MODEL_NAME@champion)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     p.add_argument("--skip-bad", action="store_true", help="skip undecodable files instead of failing")
+
+    p = command("run", _run, "the whole pipeline as a Prefect flow (or one stage with --stage)")
+    p.add_argument(
+        "--stage",
+        choices=("pull-data", "ingest", "validate", "train", "finetune", "evaluate", "register", "push-data"),
+        help="run only this stage, without Prefect (what dvc.yaml's register stage calls)",
+    )
+    p.add_argument("--pull", action="store_true", default=None, help="dvc pull the data first")
+    p.add_argument("--push", action="store_true", default=None, help="dvc push the data afterwards")
 
     data = sub.add_parser("data", help="put datasets under DVC control")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

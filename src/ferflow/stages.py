@@ -65,7 +65,7 @@ class StageSpec:
 
     name: str
     params: tuple[str, ...]  # params keys or whole sections it reads
-    code: tuple[str, ...]  # source files under src/ferflow it runs
+    code: tuple[str, ...]  # source files (or packages) under src/ferflow it runs
     inputs: tuple[str, ...]  # Paths attributes it reads (raw, prepared, models)
     outputs: tuple[str, ...]  # files it writes, as "<Paths attribute>/<name>"
 
@@ -86,7 +86,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             "validate",
             params=("base.classes", "base.image_size", "validate"),
-            code=("validation.py", *_DATA_CODE),
+            code=("validation.py", "contract", *_DATA_CODE),
             inputs=("prepared",),
             outputs=("reports/validation.json",),
         ),
@@ -111,6 +111,13 @@ STAGES: dict[str, StageSpec] = {
             code=("evaluate.py", "registry.py", "data/dataset.py", "config.py"),
             inputs=("prepared", "models/model.keras", "models/history.json"),
             outputs=("reports/metrics.json",),
+        ),
+        StageSpec(
+            "register",
+            params=("register", "tracking"),
+            code=("registry.py", "stages.py"),
+            inputs=("models/model.keras", "models/run.json", "reports/metrics.json"),
+            outputs=("reports/promotion.json",),
         ),
     )
 }
@@ -246,3 +253,23 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise FerflowError(f"{path} does not hold a JSON object; rerun the stage that writes it")
     return value
+
+
+def run_stage(name: str, params: Params, paths: Paths) -> Any:
+    """One stage by its CLI name (`ferflow run --stage NAME`); validate raises on failure."""
+    if name == "validate":
+        report = validate(params, paths)
+        require_valid(report)
+        return report.to_dict()
+    runners = {
+        "pull-data": pull_data,
+        "ingest": ingest,
+        "train": train,
+        "finetune": finetune,
+        "evaluate": evaluate,
+        "register": register,
+        "push-data": push_data,
+    }
+    if name not in runners:
+        raise FerflowError(f"unknown stage {name!r}; choose one of {sorted([*runners, 'validate'])}")
+    return runners[name](params, paths)
