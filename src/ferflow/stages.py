@@ -182,12 +182,17 @@ def validate(params: Params, paths: Paths) -> Any:
 def require_valid(report: Any) -> None:
     """Raise `DataContractError` when the validation report has error-level failures."""
     if not report.passed:
-        problems = "; ".join(str(error) for error in report.errors[:5]) or "see the report"
+        problems = "; ".join(_check_line(error) for error in report.errors[:5]) or "see the report"
         raise DataContractError(
             f"the prepared dataset broke the data contract ({len(report.errors)} error(s): "
             f"{problems}); training did not start. Fix the data or the contract "
             "(validate.* in params.yaml) and rerun"
         )
+
+
+def _check_line(check: Any) -> str:
+    """A failed check as one line (CheckResult.line() when it has one)."""
+    return check.line() if hasattr(check, "line") else str(check)
 
 
 def train(params: Params, paths: Paths) -> Path:

@@ -1,0 +1,199 @@
+"""The orchestration policies without running a flow: cache keys, retries, timeouts,
+the re-registration guard, the run report and the Prefect reachability check."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ferflow import stages
+from ferflow.stages import STAGES, DataContractError, Paths
+from tasks import caching, reports
+from tasks.pipeline import for_params
+from tests.conftest import small_params
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A repository layout with a tiny raw dataset and a prepared one."""
+    params = small_params()
+    paths = Paths.from_params(params, tmp_path)
+    (paths.raw / "train" / "happy").mkdir(parents=True)
+    (paths.raw / "train" / "happy" / "a.jpg").write_bytes(b"pixels")
+    paths.prepared.mkdir(parents=True)
+    (paths.prepared / "manifest.csv").write_text("id\n1\n")
+    return params, paths
+
+
+def key(stage, params, paths):
+    return caching.stage_key(STAGES[stage], params, paths)
+
+
+# --- cache keys -------------------------------------------------------------------------
+
+
+def test_unchanged_inputs_give_the_same_key(workspace):
+    params, paths = workspace
+
+    assert key("train", params, paths) == key("train", small_params(), paths)
+
+
+def test_a_training_param_changes_training_keys_but_not_ingest_or_validation(workspace):
+    params, paths = workspace
+    changed = small_params("train.epochs=3")
+
+    assert key("train", changed, paths) != key("train", params, paths)
+    assert key("finetune", changed, paths) != key("finetune", params, paths)
+    assert key("ingest", changed, paths) == key("ingest", params, paths)
+    assert key("validate", changed, paths) == key("validate", params, paths)
+
+
+def test_new_raw_data_changes_the_ingest_key(workspace):
+    params, paths = workspace
+    before = key("ingest", params, paths)
+
+    (paths.raw / "train" / "happy" / "a.jpg").write_bytes(b"other pixels")
+
+    assert key("ingest", params, paths) != before
+
+
+def test_a_code_change_changes_the_key(workspace, tmp_path, monkeypatch):
+    params, paths = workspace
+    package = tmp_path / "package"
+    for name in STAGES["ingest"].code:
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text("x = 1\n")
+    monkeypatch.setattr(caching, "PACKAGE_DIR", package)
+    before = key("ingest", params, paths)
+
+    (package / "data" / "ingest.py").write_text("x = 2\n")
+
+    assert key("ingest", params, paths) != before
+
+
+def test_cache_off_gives_no_key(workspace):
+    _, paths = workspace
+    cache_key = caching.cache_key_for("train")
+
+    assert cache_key(None, {"params": small_params("flow.cache=false"), "paths": paths}) is None
+    assert cache_key(None, {"params": small_params(), "paths": paths}).startswith("ferflow-train-")
+
+
+def test_a_cached_result_whose_files_changed_is_not_intact(workspace):
+    _, paths = workspace
+    paths.models.mkdir()
+    (paths.models / "head.keras").write_bytes(b"weights")
+    result = {"outputs": caching.output_hashes("train", paths)}
+    assert caching.outputs_intact("train", paths, result)
+
+    (paths.models / "head.keras").write_bytes(b"other weights")
+
+    assert not caching.outputs_intact("train", paths, result)
+
+
+# --- task options -----------------------------------------------------------------------
+
+
+def test_only_network_tasks_retry_with_exponential_backoff():
+    params = small_params("flow.network_retries=3", "flow.retry_delay_seconds=2")
+
+    tasks = for_params(params)
+
+    for network in (tasks.pull_data, tasks.push_data, tasks.register):
+        assert network.retries == 3
+        assert network.retry_delay_seconds == [2.0, 4.0, 8.0]
+    for local in (tasks.validate_data, tasks.train, tasks.finetune):
+        assert local.retries == 0
+
+
+def test_task_timeouts_come_from_params():
+    params = small_params("flow.timeouts.train=123", "flow.timeouts.validate_data=45")
+
+    tasks = for_params(params)
+
+    assert tasks.train.timeout_seconds == 123
+    assert tasks.validate_data.timeout_seconds == 45
+
+
+# --- registration guard -----------------------------------------------------------------
+
+
+def test_a_model_already_decided_is_not_registered_again(workspace, monkeypatch):
+    params, paths = workspace
+    paths.models.mkdir()
+    paths.reports.mkdir()
+    (paths.models / "run.json").write_text(json.dumps({"run_id": "abc"}))
+    decided = {"run_id": "abc", "decision": "promoted", "version": "3"}
+    (paths.reports / "promotion.json").write_text(json.dumps(decided))
+
+    def must_not_register(*_args, **_kwargs):
+        raise AssertionError("registered twice")
+
+    monkeypatch.setattr("ferflow.registry.register_stage", must_not_register)
+
+    assert stages.register(params, paths) == decided
+
+
+def test_a_new_model_is_registered(workspace, monkeypatch):
+    params, paths = workspace
+    paths.models.mkdir()
+    paths.reports.mkdir()
+    (paths.models / "run.json").write_text(json.dumps({"run_id": "new"}))
+    (paths.reports / "promotion.json").write_text(json.dumps({"run_id": "old", "decision": "promoted"}))
+    calls = []
+    monkeypatch.setattr("ferflow.registry.register_stage", lambda *args: calls.append(args) or {"ok": 1})
+
+    assert stages.register(params, paths) == {"ok": 1}
+    assert len(calls) == 1
+
+
+def test_a_failed_contract_stops_with_the_reason():
+    class Report:
+        passed = False
+        errors = ("train: class disgust has 3 images, fewer than 10",)
+
+    with pytest.raises(DataContractError, match="class disgust has 3 images"):
+        stages.require_valid(Report())
+
+
+# --- run report -------------------------------------------------------------------------
+
+
+def test_run_report_shows_contract_metrics_decision_and_mlflow_link():
+    run = {"run_id": "r1", "experiment_id": "7", "tracking_uri": "http://mlflow:5000"}
+    decision = {"decision": "not-promoted", "reason": "macro_f1 0.40 < champion 0.45", "version": "4"}
+
+    text = reports.run_report_markdown(
+        {"summary": "all 12 checks passed"}, {"accuracy": 0.5}, decision, run, "d41d"
+    )
+
+    assert "all 12 checks passed" in text
+    assert "| accuracy | 0.5000 |" in text
+    assert "not-promoted" in text and "macro_f1 0.40 < champion 0.45" in text
+    assert "http://mlflow:5000/#/experiments/7/runs/r1" in text
+
+
+def test_per_class_rows_read_flat_metrics():
+    metrics = {"recall.happy": 0.9, "precision.happy": 0.8, "recall.sad": 0.1, "accuracy": 0.5}
+
+    rows = reports.per_class_rows(metrics)
+
+    assert [row["class"] for row in rows] == ["happy", "sad"]
+    assert rows[0]["precision"] == 0.8
+
+
+# --- Prefect server reachability --------------------------------------------------------
+
+
+def test_an_unreachable_prefect_server_is_a_clear_error():
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.retrain import PrefectUnreachableError, check_prefect_api
+    from tests.servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/api"
+    with temporary_settings({PREFECT_API_URL: url}), pytest.raises(PrefectUnreachableError) as err:
+        check_prefect_api(timeout_s=2)
+
+    assert url in str(err.value) and "nothing was run" in str(err.value)
