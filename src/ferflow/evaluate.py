@@ -465,7 +465,7 @@ def evaluate_source(params: Params, model: str, source: Path, out_dir: Path) -> 
     """
     from ferflow import registry
 
-    predict_fn = registry.load_predict_fn(model, params.evaluate.batch_size)
+    predict_fn = registry.load_predict_fn(model, params)
     images, labels, digest = _images_from_source(Path(source), params)
     evaluation = evaluate_model(predict_fn, images, labels, params)
     write_reports(

@@ -349,14 +349,18 @@ def register_stage(
     smoke_batch = images[:SMOKE_SIZE].astype(np.float32)
     expected = local_fn(smoke_batch)
 
-    run = read_run_info(model_dir)
+    run_info = read_run_info(model_dir)
     client = _client(tracking_uri(params))
-    model_uri = _model_uri_of(run)
+    model_uri = _model_uri_of(run_info)
     if model_uri is None:
-        model_uri, run_id = log_keras_model(params, model_dir / "model.keras", run and run["run_id"])
-        run = {**(run or {}), "run_id": run_id, "model_uri": model_uri}
+        # Training did not log the model (or ran without MLflow): log model.keras now.
+        parent = run_info["run_id"] if run_info else None
+        model_uri, run_id = log_keras_model(params, model_dir / "model.keras", parent)
+    else:
+        run_id = run_info["run_id"]  # type: ignore[index]  # a model_uri implies run.json
+    run = {"run_id": run_id, "model_uri": model_uri}
     provenance = _provenance(client, params, run, data_dir)
-    version = _register_version(client, name, model_uri, run["run_id"], metrics, provenance)
+    version = _register_version(client, name, model_uri, run_id, metrics, provenance)
     try:
         _publish_model_card(client, params, version, run["run_id"], metrics, provenance, data_dir, report_dir)
         decision = _gate_and_promote(client, params, version, metrics, images, labels, smoke_batch, expected)

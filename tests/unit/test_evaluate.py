@@ -261,3 +261,25 @@ def test_a_dataset_without_test_images_is_an_error(tmp_path):
 
     with pytest.raises(ev.EvaluationError, match="no test images"):
         ev.evaluate_stage(small_params(), data_dir, tmp_path / "models", tmp_path / "reports")
+
+
+def test_the_cli_evaluates_any_model_file_on_a_class_folder(tmp_path, capsys):
+    # given: a `<class>/*.png` folder without a split level, and a perfect model file
+    from PIL import Image
+
+    from ferflow.cli import main
+
+    for index, name in enumerate(FER_CLASSES):
+        for i in range(2):
+            (tmp_path / "faces" / name).mkdir(parents=True, exist_ok=True)
+            Image.new("L", (SIZE, SIZE), int(CENTRES[index])).save(tmp_path / "faces" / name / f"{i}.png")
+    centre_model(path=tmp_path / "model.keras")
+
+    status = main(
+        ["evaluate", "--model", str(tmp_path / "model.keras"), "--data", str(tmp_path / "faces"),
+         "--out", str(tmp_path / "out")]
+    )  # fmt: skip
+
+    assert status == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["accuracy"] == 1.0
+    assert json.loads((tmp_path / "out" / ev.METRICS_FILE).read_text())["n_test"] == 2 * len(FER_CLASSES)
