@@ -2,8 +2,9 @@
 
 A flow run that fails after training started must not leave its MLflow run RUNNING (it
 looks alive forever) nor FINISHED (it looks like a good run). Only the run this flow run
-started is touched: the one in models/run.json whose start time is after the flow run's.
-A cached run from an earlier, successful flow run keeps its status.
+trained is touched: the one in models/run.json when training (train or finetune) wrote
+that file after the flow run started. A run from an earlier flow run whose training was
+cached keeps its status.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from ferflow.config import Params
 from ferflow.errors import FerflowError
-from ferflow.stages import Paths
+from ferflow.stages import RUN_FILE, Paths
 from tasks.reports import mlflow_run_info
 
 log = logging.getLogger(__name__)
@@ -24,24 +25,24 @@ TERMINAL_FAILURES = ("FAILED", "KILLED")
 
 
 def fail_mlflow_run(params: Params, paths: Paths, since: float, status: str) -> str | None:
-    """Mark the MLflow run of models/run.json `status` if it started after `since` (epoch s).
+    """Mark the MLflow run of models/run.json `status` if training wrote it after `since` (epoch s).
 
     Returns the run id it marked, or None. Never raises: it runs while a failure is
     already being reported, and must not hide it.
     """
     if status not in TERMINAL_FAILURES:
         raise ValueError(f"status must be one of {TERMINAL_FAILURES}, got {status!r}")
+    run_file = paths.models / RUN_FILE
     run = mlflow_run_info(paths)
-    if not run.get("run_id"):
+    if not run.get("run_id") or run_file.stat().st_mtime < since:
         return None
     try:
-        marked = _terminate_if_started_after(_tracking_uri(params, run), run["run_id"], status, since)
+        _set_status(_tracking_uri(params, run), run["run_id"], status)
     except Exception as err:  # reporting a failure must not raise another one
         log.warning("could not mark MLflow run %s %s: %s", run.get("run_id"), status, err)
         return None
-    if marked:
-        log.info("marked MLflow run %s %s", run["run_id"], status)
-    return run["run_id"] if marked else None
+    log.info("marked MLflow run %s %s", run["run_id"], status)
+    return str(run["run_id"])
 
 
 def _tracking_uri(params: Params, run: dict[str, Any]) -> str:
@@ -49,21 +50,14 @@ def _tracking_uri(params: Params, run: dict[str, Any]) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or run.get("tracking_uri") or params.tracking.tracking_uri
 
 
-def _terminate_if_started_after(uri: str, run_id: str, status: str, since: float) -> bool:
-    """Set the run's status unless it started before `since` (an earlier flow run's).
-
-    The architecture keeps mlflow imports in tracking.py/registry.py; this small status
-    change lives here until tracking.py offers it.
-    """
+def _set_status(uri: str, run_id: str, status: str) -> None:
+    """The architecture keeps mlflow imports in tracking.py/registry.py; this small status
+    change lives here until tracking.py offers it."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    info = client.get_run(run_id).info
-    if info.start_time / 1000.0 < since - 1.0:
-        return False
-    if info.status != status:
+    if client.get_run(run_id).info.status != status:
         client.set_terminated(run_id, status=status)
-    return True
 
 
 def fail_mlflow_run_of(flow_run: Any, status: str) -> str | None:

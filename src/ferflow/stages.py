@@ -145,7 +145,7 @@ def pull_data(params: Params, paths: Paths) -> str:
     """Fetch the raw data version git points at from the DVC remote; returns its version."""
     from ferflow.data import versioning
 
-    versioning.pull(params, paths.root)
+    versioning.pull(params, paths.root, targets=_raw_pointer(paths))
     return data_version(paths)
 
 
@@ -153,8 +153,17 @@ def push_data(params: Params, paths: Paths) -> str:
     """Upload the raw data version to the DVC remote; returns its version."""
     from ferflow.data import versioning
 
-    versioning.push(params, paths.root)
+    versioning.push(params, paths.root, targets=_raw_pointer(paths))
     return data_version(paths)
+
+
+def _raw_pointer(paths: Paths) -> list[str]:
+    """The raw data's .dvc file (folder, .zip or .csv), or [] for everything DVC tracks."""
+    for suffix in ("", ".zip", ".csv"):
+        pointer = paths.raw.with_name(f"{paths.raw.name}{suffix}.dvc")
+        if pointer.exists():
+            return [str(pointer)]
+    return []
 
 
 def data_version(paths: Paths) -> str:
