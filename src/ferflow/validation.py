@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 
 from ferflow.config import Params
-from ferflow.contract.checks import CHECKS, severities
+from ferflow.contract.checks import CHECKS, Check, severities
 from ferflow.contract.expectations import expectations_for, explain
-from ferflow.contract.report import CheckResult, ContractViolation, ValidationReport
-from ferflow.contract.tables import build_tables
+from ferflow.contract.gx_runner import ExpectationOutcome, run_expectations
+from ferflow.contract.report import CheckResult, ContractViolation, Severity, ValidationReport
+from ferflow.contract.tables import ContractTables, build_tables
 from ferflow.data.dataset import DatasetError, PreparedData, load_prepared
 from ferflow.errors import FerflowError
 
@@ -87,8 +88,6 @@ def validate_dataset(
     Returns the report; it does not raise on failed checks (call `report.raise_for_errors()`
     in a pipeline stage). Raises `FerflowError` when the dataset cannot be read at all.
     """
-    from ferflow.contract.gx_runner import run_expectations
-
     data_dir, report_dir = Path(data_dir), Path(report_dir)
     started = time.perf_counter()
     reference = load_reference(reference_profile)
@@ -101,7 +100,6 @@ def validate_dataset(
         len(prepared.manifest),
         time.perf_counter() - started,
     )
-    enabled = {check_id for check_id, level in severity.items() if level != "off"}
     frames = {
         "images": tables.images,
         "classes": tables.classes,
@@ -110,11 +108,11 @@ def validate_dataset(
     }
     outcomes, docs_index = run_expectations(
         frames,
-        expectations_for(params, enabled, has_reference=reference is not None),
+        expectations_for(params, severity, has_reference=reference is not None),
         report_dir / DOCS_DIR,
         params.validation.max_examples,
     )
-    checks = [_check_result(c.id, c.description, severity[c.id], outcomes, tables, params) for c in CHECKS]
+    checks = [_check_result(c, severity[c.id], outcomes, tables, params) for c in CHECKS]
     report = ValidationReport(
         data_dir=data_dir,
         checks=checks,
@@ -130,18 +128,26 @@ def validate_dataset(
     return report
 
 
-def _check_result(check_id, description, level, outcomes, tables, params) -> CheckResult:  # type: ignore[no-untyped-def]
-    mine = [o for o in outcomes if o.check_id == check_id]
-    observed, examples = explain(check_id, tables, params)
+def _check_result(
+    check: Check,
+    level: Severity,
+    outcomes: list[ExpectationOutcome],
+    tables: ContractTables,
+    params: Params,
+) -> CheckResult:
+    """Merge a check's GX outcomes (pass/fail) with its explanation (observed, examples)."""
     if level == "off":
-        return CheckResult(check_id, description, "off", True, "off", [], [])
+        return CheckResult(check.id, check.description, "off", True, "off")
+    mine = [o for o in outcomes if o.check_id == check.id]
+    success = all(o.success for o in mine)
+    observed, examples = explain(check.id, tables, params)
     return CheckResult(
-        id=check_id,
-        description=description,
+        id=check.id,
+        description=check.description,
         severity=level,
-        success=all(o.success for o in mine),
+        success=success,
         observed=observed,
-        examples=examples if not all(o.success for o in mine) else [],
+        examples=[] if success else examples,
         expectations=[o.to_dict() for o in mine],
     )
 

@@ -8,7 +8,7 @@ same tables: GX decides pass/fail, the explanation tells a person where to look.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -58,7 +58,9 @@ def _table_expectations(params: Params, gxe: Any) -> dict[str, list[tuple[str, A
     }
 
 
-def expectations_for(params: Params, severity: dict[str, str], has_reference: bool) -> dict[str, list[Any]]:
+def expectations_for(
+    params: Params, severity: Mapping[str, str], has_reference: bool
+) -> dict[str, list[Any]]:
     """Expectations per table name ("images", "classes", "splits", "rejected").
 
     Checks whose severity is "off" get none; each expectation carries its check id in

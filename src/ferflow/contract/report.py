@@ -26,7 +26,7 @@ class CheckResult:
     success: bool
     observed: Any
     examples: list[str] = field(default_factory=list)
-    expectations: list[str] = field(default_factory=list)
+    expectations: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
