@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,8 @@ def run_expectations(
                     observed=_observed(item.result),
                 )
             )
+    # Rebuild from scratch: pages of an earlier run in the same folder would mislead a reader.
+    shutil.rmtree(docs_dir, ignore_errors=True)
     context.build_data_docs()
     return outcomes, _docs_index(context)
 
