@@ -197,3 +197,53 @@ def mlflow_server(
     uri = f"http://{LOCALHOST}:{port}"
     with background_server(command, f"{uri}/health", env=env, timeout=timeout):
         yield uri
+
+
+# --- Prefect server and worker (orchestration helper) -----------------------------------
+
+
+def prefect_env(home: Path, api_url: str) -> dict[str, str]:
+    """Environment of a Prefect process: its own PREFECT_HOME (SQLite), quiet, this API."""
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
+
+
+@contextmanager
+def prefect_server(home: Path, timeout: float = 600.0) -> Iterator[str]:
+    """A real `prefect server start` on 127.0.0.1 (SQLite under `home`); yields its API URL."""
+    port = free_port()
+    script = console_script("prefect")
+    program = [str(script)] if script else [sys.executable, "-m", "prefect"]
+    api_url = f"http://{LOCALHOST}:{port}/api"
+    command = [*program, "server", "start", "--host", LOCALHOST, "--port", str(port)]
+    with background_server(command, f"{api_url}/health", env=prefect_env(home, api_url), timeout=timeout):
+        yield api_url
+
+
+@contextmanager
+def prefect_worker(
+    pool: str, home: Path, api_url: str, env: Mapping[str, str] | None = None, timeout: float = 300.0
+) -> Iterator[subprocess.Popen]:
+    """A process worker polling `pool` every 2 s; ready when its health endpoint answers.
+
+    Flow runs start in the directory of the deployment's pull step (`prefect deploy`'s).
+    """
+    port = free_port()
+    script = console_script("prefect")
+    program = [str(script)] if script else [sys.executable, "-m", "prefect"]
+    command = [*program, "worker", "start", "--pool", pool, "--type", "process", "--with-healthcheck"]
+    worker_env = {
+        **prefect_env(home, api_url),
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_WORKER_WEBSERVER_HOST": LOCALHOST,
+        "PREFECT_WORKER_WEBSERVER_PORT": str(port),
+        **(env or {}),
+    }
+    ready_url = f"http://{LOCALHOST}:{port}/health"
+    with background_server(command, ready_url, env=worker_env, timeout=timeout) as process:
+        yield process
