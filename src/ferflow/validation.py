@@ -113,15 +113,15 @@ def validate_dataset(
         params.validation.max_examples,
     )
     checks = [_check_result(c, severity[c.id], outcomes, tables, params) for c in CHECKS]
+    accepted = not any(c.failed and c.severity == "error" for c in checks)
     report = ValidationReport(
         data_dir=data_dir,
         checks=checks,
         profile=tables.profile,
         data_docs_index=docs_index,
         report_path=report_dir / REPORT_FILE,
-        profile_path=report_dir / PROFILE_FILE
-        if not any(c.failed and c.severity == "error" for c in checks)
-        else None,
+        # only an accepted dataset becomes the reference for the next one's drift check
+        profile_path=report_dir / PROFILE_FILE if accepted else None,
     )
     _write(report, report_dir)
     _log_summary(report, time.perf_counter() - started)
