@@ -412,3 +412,10 @@ def test_cli_exits_0_on_a_passing_dataset(clean, tmp_path, capsys):
 
     assert status == 0
     assert "**Data contract passed**" in capsys.readouterr().out
+
+
+def test_rejected_dataset_does_not_become_the_drift_reference(shrunk):
+    report, _ = shrunk
+
+    assert report.profile_path is None
+    assert not (report.report_path.parent / "profile.json").exists()
