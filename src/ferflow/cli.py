@@ -177,6 +177,9 @@ def _run(args: argparse.Namespace, params: Params) -> None:
         result = run_stage(args.stage, params, Paths.from_params(params))
         print(json.dumps(result, default=str))
         return
+    from ferflow.demo import quiet_prefect_defaults
+
+    quiet_prefect_defaults()
     from flows.retrain import check_prefect_api, retrain
 
     check_prefect_api()

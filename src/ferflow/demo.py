@@ -64,6 +64,11 @@ PREFECT_DEFAULTS = {
 def configure_local_prefect(root: Path) -> None:
     """Point Prefect at .prefect/ under `root` unless the user chose a home or a server."""
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    quiet_prefect_defaults()
+
+
+def quiet_prefect_defaults() -> None:
+    """No telemetry, a patient local-server start; values the user set win. Call before importing prefect."""
     for name, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
 
@@ -77,11 +82,12 @@ def run_demo(root: Path, params_file: str = "params.yaml", extra: Sequence[str] 
     from ferflow import stages
     from ferflow.data.versioning import add_dataset
 
-    staging = root / "demo-workdir" / "synthetic"
-    _step(1, f"drawing synthetic faces into {staging}")
-    stages.synthesize(params, staging)
-    _step(2, f"versioning them with DVC as {DEMO_RAW}")
-    add_dataset(staging, params, dest=root / DEMO_RAW)
+    raw = root / DEMO_RAW
+    _step(1, f"drawing synthetic faces into {DEMO_RAW}")
+    # Same seed, same bytes: a rerun leaves the folder (and its DVC version) unchanged.
+    stages.synthesize(params, raw)
+    _step(2, f"versioning {DEMO_RAW} with DVC")
+    add_dataset(raw, params, dest=raw, repo_root=root)
 
     _step(3, "running the Prefect retraining flow (local mode; first start takes a while)")
     from flows.retrain import retrain
