@@ -37,7 +37,7 @@ class ContractTables:
 def read_rejected(data_dir: Path) -> pd.DataFrame:
     """rejected.csv (quarantined inputs) or an empty table when ingest rejected nothing."""
     path = data_dir / REJECTED_FILE
-    if not path.exists():
+    if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame({"source": pd.Series(dtype=str), "reason": pd.Series(dtype=str)})
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
