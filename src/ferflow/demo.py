@@ -57,7 +57,8 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
     "PREFECT_LOGGING_LOG_PRINTS": "true",
     "PREFECT_UI_ENABLED": "false",
-    "TF_CPP_MIN_LOG_LEVEL": "2",
+    # TensorFlow C++ messages (level 2 still lets harmless graph "errors" through)
+    "TF_CPP_MIN_LOG_LEVEL": "3",
 }
 
 

@@ -197,3 +197,32 @@ def test_an_unreachable_prefect_server_is_a_clear_error():
         check_prefect_api(timeout_s=2)
 
     assert url in str(err.value) and "nothing was run" in str(err.value)
+
+
+# --- the demo ---------------------------------------------------------------------------
+
+
+def test_demo_configuration_is_valid_and_laptop_sized():
+    from ferflow.config import load_params
+    from ferflow.demo import DEMO_MODEL_NAME, DEMO_OVERRIDES
+    from tests.conftest import PARAMS_FILE
+
+    params = load_params(PARAMS_FILE, DEMO_OVERRIDES)
+
+    assert params.model.weights == "none" and params.model.input_size == 48
+    assert params.train.epochs + params.finetune.epochs <= 5
+    assert params.registry.model_name == DEMO_MODEL_NAME != load_params(PARAMS_FILE).registry.model_name
+
+
+def test_demo_says_what_to_open_next(tmp_path):
+    from ferflow.demo import DEMO_RAW, next_steps
+
+    (tmp_path / DEMO_RAW / "test" / "happy").mkdir(parents=True)
+    (tmp_path / DEMO_RAW / "test" / "happy" / "PublicTest_1.jpg").write_bytes(b"x")
+
+    text = next_steps(tmp_path, None, {"decision": "promoted", "reason": "first model", "version": "1"})
+
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db" in text
+    assert "reports/metrics.json" in text
+    sample = f"{DEMO_RAW}/test/happy/PublicTest_1.jpg"
+    assert f"ferflow predict models:/fer-densenet-demo@champion {sample}" in text
