@@ -51,30 +51,34 @@ def read_validation(report_dir: Path) -> dict[str, Any] | None:
 
 
 def data_issues(validation: dict[str, Any] | None) -> list[str]:
-    """One line per failed or warned check; the validation format is read defensively."""
+    """One line per failed check (severity error or warning) of validation.json.
+
+    The format is ferflow.validation's (`checks: [{id, description, severity, success,
+    observed, examples}]`), read defensively: unknown shapes give no lines, not an error.
+    """
     if validation is None:
         return []
-    checks = validation.get("checks") or validation.get("results") or []
-    if isinstance(checks, dict):
-        checks = [
-            {"name": key, **value} if isinstance(value, dict) else {"name": key}
-            for key, value in checks.items()
-        ]
+    checks = validation.get("checks") or []
     issues = []
-    for check in checks:
-        if not isinstance(check, dict):
+    for check in checks if isinstance(checks, list) else []:
+        if not isinstance(check, dict) or check.get("success", True) is not False:
             continue
-        status = str(check.get("status") or check.get("outcome") or "").lower()
-        success = check.get("success", check.get("passed"))
-        if success is True or status in ("passed", "pass", "ok", "success", "off"):
+        severity = str(check.get("severity") or "failed")
+        if severity == "off":
             continue
-        if success is None and not status:
-            continue
-        name = check.get("name") or check.get("check") or check.get("expectation") or "check"
-        detail = check.get("message") or check.get("detail") or check.get("summary") or ""
-        severity = check.get("severity") or status or "failed"
-        issues.append(f"{name} ({severity}){': ' + str(detail) if detail else ''}")
+        name = check.get("id") or check.get("name") or "check"
+        detail = str(check.get("description") or check.get("message") or "")
+        if "observed" in check:
+            detail += f"{'; ' if detail else ''}observed {_short(check['observed'])}"
+        if check.get("examples"):
+            detail += f"; e.g. {', '.join(map(str, check['examples'][:3]))}"
+        issues.append(f"{name} ({severity}){': ' + detail if detail else ''}")
     return issues
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def split_counts(manifest: pd.DataFrame) -> pd.DataFrame:

@@ -109,28 +109,22 @@ def test_the_card_has_a_per_class_table_with_every_class():
 
 
 def test_the_card_lists_failed_validation_checks(tmp_path):
-    (tmp_path / "validation.json").write_text(
-        json.dumps(
-            {
-                "checks": [
-                    {
-                        "name": "blank_images",
-                        "success": False,
-                        "severity": "warning",
-                        "message": "12 blank images in train",
-                    },
-                    {"name": "row_counts", "success": True},
-                ]
-            }
-        )
-    )
+    # given: validation.json as ferflow.validation writes it
+    checks = [
+        {"id": "blank_images", "description": "share of blank images", "severity": "warning",
+         "success": False, "observed": 0.02, "examples": ["train/happy/1.jpg"]},
+        {"id": "row_counts", "description": "rows per split", "severity": "error", "success": True},
+        {"id": "drift", "description": "class shares", "severity": "off", "success": False},
+    ]  # fmt: skip
+    (tmp_path / "validation.json").write_text(json.dumps({"passed": True, "checks": checks}))
 
     card = model_card.build_model_card(
         small_params(), metrics(), validation=model_card.read_validation(tmp_path)
     )
 
-    assert "blank_images (warning): 12 blank images in train" in card
+    assert "blank_images (warning): share of blank images; observed 0.02; e.g. train/happy/1.jpg" in card
     assert "row_counts" not in card
+    assert "drift" not in card
 
 
 def test_an_unreadable_validation_report_is_skipped(tmp_path):
