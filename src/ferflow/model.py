@@ -162,8 +162,19 @@ def backbone_of(model: keras.Model) -> keras.Model:
 
 
 def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
-    """Freeze (phase 1) or unfreeze (phase 2) the backbone. Recompile afterwards."""
-    backbone_of(model).trainable = trainable
+    """Freeze (phase 1) or unfreeze (phase 2) the backbone. Recompile afterwards.
+
+    BatchNorm layers stay frozen when the backbone is unfrozen: in Keras 3 a functional
+    model passes fit's `training=True` down to nested layers even where the graph was built
+    with `training=False`, but a non-trainable BatchNormalization always runs in inference
+    mode (keras-io transfer-learning guide), so its moving statistics never change.
+    """
+    backbone = backbone_of(model)
+    backbone.trainable = trainable
+    if trainable:
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:
