@@ -1,0 +1,426 @@
+"""What a person sees: the MLflow UI and the Great Expectations Data Docs in headless Chromium.
+
+A real `mlflow server` on 127.0.0.1 holds two pipeline runs that differ in one param and a
+registered model whose versions carry the `champion` / `challenger` aliases and the gate
+decision. Chromium (Debian's `chromium` + `chromium-driver`, driven by Selenium) opens the
+experiment's runs, the compare view of the two runs and the registered model page, and
+checks that the metric names, the alias and the gate decision are on screen. It also opens
+the Data Docs of a validation that fails one expectation. Screenshots go to
+test-output/browser/ (git-ignored) for a person to look at.
+
+By default the runs are logged per the MLflow naming conventions (seconds); with
+`-m slow` the same checks also run against two real tiny pipeline runs (ferflow.stages:
+synth, ingest, validate, train, finetune, evaluate, register), which take minutes on a CPU.
+
+The MLflow 3 UI is a React single-page app with hash routes (`#/experiments/<id>/runs`,
+`#/compare-runs?runs=[...]&experiments=[...]`, `#/models/<name>`): every check waits for
+its text to render instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, small_params
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SCREENSHOTS = REPO / "test-output" / "browser"
+MODEL_NAME = "fer-densenet169"
+# Generous: the first render of the SPA compiles a lot of JavaScript on a busy 2-core machine.
+RENDER_TIMEOUT_S = 90
+SERVER_START_TIMEOUT_S = 300
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1600,1800",
+)
+# The metrics a person compares first; the conventions name them on every evaluated run.
+SHOWN_METRICS = ("test.accuracy", "test.macro_f1", "test.recall.disgust")
+
+
+def _require_browser() -> None:
+    """Skip, saying what to install, when Chromium, its driver or Selenium is missing."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        pytest.skip(
+            f"{', '.join(missing)} not found: `apt-get install -y chromium chromium-driver` "
+            "to run the browser tests"
+        )
+    pytest.importorskip("selenium", reason="selenium is not installed (uv sync --extra dev)")
+
+
+# --- the MLflow server -----------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_health(url: str, process: subprocess.Popen[bytes], log_file: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"mlflow server exited with {process.returncode}:\n{log_file.read_text()[-3000:]}"
+            )
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(f"{url}/health", timeout=2) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"mlflow server at {url} not healthy after {SERVER_START_TIMEOUT_S}s; see {log_file}")
+
+
+@contextlib.contextmanager
+def mlflow_ui_server(root: Path) -> Iterator[str]:
+    """`mlflow server` on 127.0.0.1 with a SQLite store and proxied artifacts under `root`."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # The job runner (huey consumers) serves GenAI features only: seven idle processes here.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"  # no network here, and none wanted from a test
+    command = [
+        str(REPO / ".venv" / "bin" / "mlflow")
+        if (REPO / ".venv" / "bin" / "mlflow").exists()
+        else shutil.which("mlflow") or "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+    ]
+    log_file = root / "server.log"
+    with log_file.open("wb") as log:
+        # Its own session, so the whole process group (uvicorn workers too) can be stopped.
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        _wait_for_health(url, process, log_file)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+# --- what the server holds -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackedRuns:
+    url: str
+    experiment_id: str
+    run_ids: tuple[str, str]  # (champion's run, challenger's run)
+    run_names: tuple[str, str]
+    decisions: tuple[str, str]  # ferflow.gate.decision of each
+
+
+def _log_conventional_runs(url: str) -> TrackedRuns:
+    """Two parent runs and two registered versions exactly as the pipeline names them."""
+    import mlflow
+    from tests.unit.test_compare import (
+        BASELINE_RECALL,
+        CLASSES,
+        TUNED_RECALL,
+        conventional_metrics,
+        diagonal_confusion,
+        log_conventional_run,
+    )
+
+    client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
+    experiment_id = client.create_experiment(
+        "ferflow", tags={"mlflow.experimentKind": "custom_model_development"}
+    )
+    names = ("20261130-0100-data1a2b3c4d-p111111", "20261130-0200-data1a2b3c4d-p222222")
+    decisions = ("promoted", "not-promoted")
+    runs = []
+    for name, lr, accuracy, recall, correct, decision in (
+        (names[0], "0.0001", 0.5, BASELINE_RECALL, 4, decisions[0]),
+        (names[1], "0.001", 0.62, TUNED_RECALL, 6, decisions[1]),
+    ):
+        runs.append(
+            log_conventional_run(
+                client,
+                experiment_id,
+                name,
+                small_params(f"train.learning_rate={lr}"),
+                conventional_metrics(accuracy, recall),
+                {"ferflow.gate.decision": decision, "ferflow.data_version": "1a2b3c4d"},
+                diagonal_confusion(dict.fromkeys(CLASSES, correct)),
+            )
+        )
+    client.create_registered_model(MODEL_NAME, description="FER2013 facial emotion classifier (DenseNet)")
+    for run_id, alias, decision in zip(runs, ("champion", "challenger"), decisions, strict=True):
+        version = client.create_model_version(
+            MODEL_NAME, f"runs:/{run_id}/model", run_id=run_id, description=f"run {run_id}"
+        )
+        client.set_model_version_tag(MODEL_NAME, version.version, "ferflow.gate.decision", decision)
+        client.set_registered_model_alias(MODEL_NAME, alias, version.version)
+    return TrackedRuns(url, experiment_id, (runs[0], runs[1]), names, decisions)
+
+
+def _run_pipeline_twice(url: str, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> TrackedRuns:
+    """Two real tiny pipeline runs (the second with another learning rate) into `url`."""
+    import mlflow
+    from ferflow import stages
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.chdir(workdir)
+    tiny = ("model.backbone=densenet121", "model.input_size=32", "train.batch_size=32", "train.epochs=1")
+    decisions = []
+    for i, learning_rate in enumerate(("0.0001", "0.001")):
+        params = small_params(*tiny, f"train.learning_rate={learning_rate}")
+        paths = stages.Paths.from_params(params, workdir).with_raw(workdir / "raw")
+        if i == 0:
+            stages.synthesize(params, paths.raw)
+            stages.ingest(params, paths)
+            stages.require_valid(stages.validate(params, paths))
+        for stage in (stages.train, stages.finetune, stages.evaluate):
+            stage(params, paths)
+        decisions.append(stages.register(params, paths))
+    client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
+    run_ids = (decisions[0]["run_id"], decisions[1]["run_id"])
+    runs = [client.get_run(r) for r in run_ids]
+    return TrackedRuns(
+        url,
+        runs[0].info.experiment_id,
+        run_ids,
+        (runs[0].info.run_name, runs[1].info.run_name),
+        (decisions[0]["decision"], decisions[1]["decision"]),
+    )
+
+
+@pytest.fixture(
+    scope="module",
+    params=["logged", pytest.param("pipeline", marks=pytest.mark.slow)],
+)
+def tracked(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TrackedRuns]:
+    _require_browser()
+    root = tmp_path_factory.mktemp(f"mlflow-{request.param}")
+    with mlflow_ui_server(root) as url, pytest.MonkeyPatch.context() as patch:
+        if request.param == "pipeline":
+            yield _run_pipeline_twice(url, tmp_path_factory.mktemp("pipeline"), patch)
+        else:
+            yield _log_conventional_runs(url)
+
+
+# --- the browser -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Headless Chromium with a fresh profile, driven through Debian's chromedriver."""
+    _require_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(RENDER_TIMEOUT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _page_text(driver: Any) -> str:
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return str(driver.find_element(By.TAG_NAME, "body").text)
+    except WebDriverException:  # the SPA replaced the body mid-read: try again
+        return ""
+
+
+def open_and_wait(driver: Any, url: str, texts: tuple[str, ...], screenshot: str) -> str:
+    """Open `url`, wait until every one of `texts` is rendered, save a screenshot; return the text.
+
+    On timeout the screenshot is saved anyway and the failure names the missing texts.
+    """
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver.get(url)
+    try:
+        WebDriverWait(driver, RENDER_TIMEOUT_S, poll_frequency=0.5).until(
+            lambda d: all(text in _page_text(d) for text in texts)
+        )
+    except TimeoutException:
+        driver.save_screenshot(str(SCREENSHOTS / f"{screenshot}-FAILED.png"))
+        shown = _page_text(driver)
+        missing = [t for t in texts if t not in shown]
+        pytest.fail(f"{url}: {missing} not rendered within {RENDER_TIMEOUT_S}s; page text:\n{shown[:2000]}")
+    time.sleep(1.0)  # let charts finish their animation before the picture
+    driver.save_screenshot(str(SCREENSHOTS / f"{screenshot}.png"))
+    return _page_text(driver)
+
+
+def _shot(tracked: TrackedRuns, page: str) -> str:
+    """Screenshot name, e.g. `logged-compare-runs`."""
+    source = "pipeline" if not tracked.run_names[0].startswith("20261130-0100") else "logged"
+    return f"{source}-{page}"
+
+
+# --- MLflow UI -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(tracked: TrackedRuns, browser: Any) -> Any:
+    """The browser on the MLflow UI, with the MLflow Assistant side panel closed.
+
+    The panel would take a third of every screenshot; the UI keeps its state in
+    localStorage, read when the app loads, hence the reload.
+    """
+    browser.get(f"{tracked.url}/")
+    browser.execute_script("window.localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');")
+    browser.refresh()
+    return browser
+
+
+def test_experiment_page_lists_both_runs_by_name(tracked: TrackedRuns, mlflow_ui: Any) -> None:
+    # given two parent runs in the experiment
+    # when the experiment's runs page is opened
+    url = f"{tracked.url}/#/experiments/{tracked.experiment_id}/runs"
+    text = open_and_wait(mlflow_ui, url, ("matching runs", *tracked.run_names), _shot(tracked, "experiment"))
+    # then both readable run names are listed
+    assert all(name in text for name in tracked.run_names)
+
+
+def test_compare_view_shows_the_runs_side_by_side_with_metrics(tracked: TrackedRuns, mlflow_ui: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    # given the two runs
+    runs = json.dumps(list(tracked.run_ids), separators=(",", ":"))
+    url = f"{tracked.url}/#/compare-runs?runs={runs}&experiments={json.dumps([tracked.experiment_id])}"
+    # when their compare view is opened
+    text = open_and_wait(
+        mlflow_ui,
+        url,
+        ("Comparing 2 Runs", *tracked.run_names, *SHOWN_METRICS),
+        _shot(tracked, "compare-runs"),
+    )
+    # then the run names are side by side (same height, different columns), the metric names shown
+    cells = [
+        mlflow_ui.find_element(By.XPATH, f"//*[normalize-space(text())='{name}']")
+        for name in tracked.run_names
+    ]
+    (a, b) = (cell.rect for cell in cells)
+    assert abs(a["y"] - b["y"]) < 5 and abs(a["x"] - b["x"]) > 100, f"run names not side by side: {a} {b}"
+    assert all(metric in text for metric in SHOWN_METRICS)
+
+
+def test_compare_view_diff_only_shows_the_one_changed_param(tracked: TrackedRuns, mlflow_ui: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # given the compare view of two runs that differ only in train.learning_rate
+    runs = json.dumps(list(tracked.run_ids), separators=(",", ":"))
+    url = f"{tracked.url}/#/compare-runs?runs={runs}&experiments={json.dumps([tracked.experiment_id])}"
+    open_and_wait(
+        mlflow_ui, url, ("Comparing 2 Runs", "base.seed"), _shot(tracked, "compare-runs-all-params")
+    )
+    # when the Parameters section's "Show diff only" switch (the first switch) is turned on
+    mlflow_ui.find_elements(By.XPATH, "//*[@role='switch']")[0].click()
+    WebDriverWait(mlflow_ui, RENDER_TIMEOUT_S).until(lambda d: "base.seed" not in _page_text(d))
+    time.sleep(1.0)
+    mlflow_ui.save_screenshot(str(SCREENSHOTS / f"{_shot(tracked, 'compare-runs-diff')}.png"))
+    # then train.learning_rate is the only param left
+    assert "train.learning_rate" in _page_text(mlflow_ui)
+
+
+def test_registered_model_page_shows_champion_and_gate_decision(tracked: TrackedRuns, mlflow_ui: Any) -> None:
+    # given a registered model whose versions have aliases and gate decisions
+    # when its page is opened
+    url = f"{tracked.url}/#/models/{MODEL_NAME}"
+    text = open_and_wait(
+        mlflow_ui, url, ("Versions", "champion", "challenger", *tracked.decisions), _shot(tracked, "model")
+    )
+    # then the champion alias and each version's gate decision are visible
+    assert "champion" in text
+    assert all(decision in text for decision in tracked.decisions)
+
+
+# --- Great Expectations Data Docs ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def failed_validation(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A validation of synthetic faces that fails exactly the row-count expectation."""
+    _require_browser()
+    from ferflow import stages
+
+    root = tmp_path_factory.mktemp("validation")
+    # Far more training rows than the synthetic set has: the `row_count` check must fail.
+    params = small_params("validate.min_rows={train: 100000, val: 1, test: 1}")
+    paths = stages.Paths.from_params(params, root).with_raw(root / "raw")
+    stages.synthesize(params, paths.raw)
+    stages.ingest(params, paths)
+    return stages.validate(params, paths)
+
+
+def test_data_docs_show_the_failing_expectation(failed_validation: Any, browser: Any) -> None:
+    # given a validation whose row_count check (rows >= min_rows on the splits table) failed
+    assert [c.id for c in failed_validation.checks if c.failed] == ["row_count"]
+    index = failed_validation.data_docs_index
+    assert index is not None and index.exists()
+    open_and_wait(browser, index.as_uri(), ("Data Docs", "Validation Results"), "data-docs-index")
+    # GX's index lists its validations with JavaScript from public CDNs, which an offline
+    # browser cannot load: the splits validation page is found on disk instead.
+    (page,) = index.parent.glob("validations/*_splits/**/*.html")
+    # when that validation result page is opened
+    text = open_and_wait(
+        browser, page.as_uri(), ("Status: Failed", "min_rows"), "data-docs-failed-validation"
+    )
+    # then it shows one unsuccessful expectation, rows >= min_rows, with the offending value
+    assert "Values in rows must always be greater than or equal to those in min_rows" in text
+    assert re.search(r"Unsuccessful Expectations\s+1\b", text)
+    assert "1 unexpected values found" in text
