@@ -1,8 +1,8 @@
-"""The retraining flow: pull -> ingest -> validate -> train -> finetune -> evaluate -> register.
+"""The retraining flow: pull -> ingest -> validate -> push -> train -> finetune -> evaluate -> register.
 
 Only composition lives here: every step is a task of `tasks.pipeline` that calls one stage
 of `ferflow.stages`. Run it once with `ferflow run`, on a schedule with the deployment of
-prefect.yaml (`make deploy`), or as part of the demo (`python -m ferflow.demo`).
+prefect.yaml (`infra/deploy.sh`), or as part of the demo (`python -m ferflow.demo`).
 
 Guarantees:
 
@@ -99,12 +99,14 @@ def _run_pipeline(
             steps.pull_data(params, paths)
         run_cached(steps.ingest, "ingest", params, paths)
         validation = run_cached(steps.validate_data, "validate", params, paths)
+        # Accepted data goes to the remote before training: a registered model's data
+        # version is always fetchable.
+        if params.flow.push_data if push_data is None else push_data:
+            steps.push_data(params, paths)
         run_cached(steps.train, "train", params, paths)
         run_cached(steps.finetune, "finetune", params, paths)
         metrics = run_cached(steps.evaluate, "evaluate", params, paths)["metrics"]
         decision = steps.register(params, paths)
-        if params.flow.push_data if push_data is None else push_data:
-            steps.push_data(params, paths)
     except Exception:
         guards.fail_mlflow_run(params, paths, since=started, status="FAILED")
         raise

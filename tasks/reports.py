@@ -88,10 +88,19 @@ def run_report_markdown(
     lines += ["", "## Champion vs challenger", ""]
     lines += [f"- **Decision:** {decision.get('decision', 'unknown')}"]
     lines += [f"- **Reason:** {decision.get('reason', '')}"]
-    for key in ("model_name", "version", "alias", "champion_version", "metric", "challenger", "champion"):
-        if decision.get(key) is not None:
-            lines.append(f"- {key}: `{decision[key]}`")
+    lines += [f"- **Challenger:** `{decision.get('model_name')}` version {decision.get('version')}"]
+    lines += [f"- **Champion before this run:** {_champion_text(decision.get('champion'))}"]
     return "\n".join(lines) + "\n"
+
+
+def _champion_text(champion: Any) -> str:
+    if not isinstance(champion, dict):
+        return "none"
+    scores = champion.get("metrics") or {}
+    shown = ", ".join(
+        f"{name} {scores[name]:.4f}" for name in _SUMMARY_METRICS if isinstance(scores.get(name), int | float)
+    )
+    return f"version {champion.get('version')}" + (f" ({shown})" if shown else "")
 
 
 def publish_run_report(markdown: str, metrics: dict[str, Any]) -> None:

@@ -162,7 +162,13 @@ def test_a_failed_contract_stops_with_the_reason():
 
 def test_run_report_shows_contract_metrics_decision_and_mlflow_link():
     run = {"run_id": "r1", "experiment_id": "7", "tracking_uri": "http://mlflow:5000"}
-    decision = {"decision": "not-promoted", "reason": "macro_f1 0.40 < champion 0.45", "version": "4"}
+    decision = {
+        "decision": "not-promoted",
+        "reason": "macro_f1 0.40 < champion 0.45",
+        "model_name": "fer",
+        "version": "4",
+        "champion": {"version": "2", "metrics": {"macro_f1": 0.45}},
+    }
 
     text = reports.run_report_markdown(
         {"summary": "all 12 checks passed"}, {"accuracy": 0.5}, decision, run, "d41d"
@@ -172,6 +178,7 @@ def test_run_report_shows_contract_metrics_decision_and_mlflow_link():
     assert "| accuracy | 0.5000 |" in text
     assert "not-promoted" in text and "macro_f1 0.40 < champion 0.45" in text
     assert "http://mlflow:5000/#/experiments/7/runs/r1" in text
+    assert "`fer` version 4" in text and "version 2 (macro_f1 0.4500)" in text
 
 
 def test_per_class_rows_read_flat_metrics():
