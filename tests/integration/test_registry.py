@@ -213,3 +213,23 @@ def test_an_artifact_upload_failure_registers_nothing(tmp_path, data_dir, monkey
 
         assert MlflowClient(uri).search_model_versions("name='fer-doomed'") == []
         assert not (report_dir / "promotion.json").exists()
+
+
+def test_the_champion_serves_through_stock_pyfunc_and_ferflow_predict(params, tmp_path, data_dir):
+    import numpy as np
+    from PIL import Image
+
+    import mlflow
+    from ferflow.predict import predict
+
+    register(params, tmp_path, data_dir, PERFECT)
+    uri = f"models:/{params.registry.model_name}@champion"
+    happy = CENTRES[3]
+    Image.new("RGB", (96, 96), (int(happy),) * 3).save(tmp_path / "happy.jpg")
+
+    probs = mlflow.pyfunc.load_model(uri).predict(np.full((3, 48, 48), happy, np.float32))
+    (prediction,) = predict([tmp_path / "happy.jpg"], params)  # default model: the champion
+
+    assert probs.shape == (3, 7)
+    assert probs.argmax(axis=1).tolist() == [3, 3, 3]
+    assert (prediction.class_name, prediction.emoji) == ("happy", "😊")
