@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -131,13 +132,22 @@ def _step(number: int, text: str) -> None:
     print(f"[demo {number}/3] {text}", flush=True)
 
 
+def configure_demo_logging() -> None:
+    """ferflow's progress at INFO; other libraries (GX, httpx, MLflow) only when they warn."""
+    logging.basicConfig(
+        level="WARNING", format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    logging.getLogger("ferflow").setLevel("INFO")
+    logging.getLogger("flows").setLevel("INFO")
+    # MLflow's dataset-source ambiguity warning says nothing a demo user can act on.
+    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ferflow.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra override")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level="INFO", format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    configure_demo_logging()
     root = Path.cwd()
     if not (root / "params.yaml").exists():
         print("ferflow demo: error: run it from the repository root (no params.yaml here)", file=sys.stderr)
