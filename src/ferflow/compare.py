@@ -357,12 +357,16 @@ def _number(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
 
 
+def _or_dash(value: str | None) -> str:
+    return "-" if value is None else value
+
+
 def _signed(value: float | None) -> str:
     return "-" if value is None else ("+" if value >= 0 else "") + _number(value)
 
 
-def _side_rows(c: Comparison) -> list[tuple[str, str, str]]:
-    rows = [
+def _side_rows(c: Comparison) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = [
         ("reference", c.a.reference, c.b.reference),
         ("run name", c.a.run_name, c.b.run_name),
         ("run id", c.a.run_id, c.b.run_id),
@@ -372,37 +376,42 @@ def _side_rows(c: Comparison) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _tables(c: Comparison) -> list[tuple[str, list[str], list[tuple[str, ...]]]]:
-    """(title, header, rows) of each section, shared by the text and Markdown renderers."""
-    tables: list[tuple[str, list[str], list[tuple[str, ...]]]] = [
-        ("Runs", ["", "A", "B"], list(_side_rows(c)))
-    ]
-    param_rows = [
-        (p.key, p.a if p.a is not None else "-", p.b if p.b is not None else "-") for p in c.changed_params
-    ]
-    tables.append((f"Params that differ ({len(param_rows)})", ["param", "A", "B"], param_rows))
-    metric_header = ["metric", "A", "B", "B - A"]
-    tables.append(
-        (
+@dataclass(frozen=True)
+class _Table:
+    """One section of the report; `numeric` tables right-align their value columns."""
+
+    title: str
+    header: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    numeric: bool = True
+
+
+def _tables(c: Comparison) -> list[_Table]:
+    """The report's sections, shared by the text and Markdown renderers."""
+    return [
+        _Table("Runs", ("", "A", "B"), _side_rows(c), numeric=False),
+        _Table(
+            f"Params that differ ({len(c.changed_params)})",
+            ("param", "A", "B"),
+            [(p.key, _or_dash(p.a), _or_dash(p.b)) for p in c.changed_params],
+            numeric=False,
+        ),
+        _Table(
             "Metrics",
-            metric_header,
+            ("metric", "A", "B", "B - A"),
             [(m.key, _number(m.a), _number(m.b), _signed(m.delta)) for m in c.summary_metrics],
-        )
-    )
-    tables.append(
-        (
+        ),
+        _Table(
             "Per-class test recall",
-            ["class", "A", "B", "B - A"],
+            ("class", "A", "B", "B - A"),
             [
                 (m.key.removeprefix("test.recall."), _number(m.a), _number(m.b), _signed(m.delta))
                 for m in c.recall
             ],
-        )
-    )
-    tables.append(
-        (
+        ),
+        _Table(
             "Largest confusion-matrix changes (share of the actual class)",
-            ["actual -> predicted", "A", "B", "B - A"],
+            ("actual -> predicted", "A", "B", "B - A"),
             [
                 (
                     f"{x.actual} -> {x.predicted}",
@@ -412,24 +421,24 @@ def _tables(c: Comparison) -> list[tuple[str, list[str], list[tuple[str, ...]]]]
                 )
                 for x in c.confusion_changes
             ],
-        )
-    )
-    return tables
+        ),
+    ]
 
 
 def format_text(c: Comparison) -> str:
     """Aligned plain-text tables for a terminal."""
     lines = [f"A = {c.a.reference}   B = {c.b.reference}"]
-    for title, header, rows in _tables(c):
-        lines += ["", title, "-" * len(title)]
-        if not rows:
+    for table in _tables(c):
+        lines += ["", table.title, "-" * len(table.title)]
+        if not table.rows:
             lines.append("(none)")
             continue
-        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-        for row in [header, *rows]:
+        columns = range(len(table.header))
+        widths = [max(len(row[i]) for row in [table.header, *table.rows]) for i in columns]
+        for row in [table.header, *table.rows]:
             cells = [
-                str(v).ljust(w) if i == 0 else str(v).rjust(w)
-                for i, (v, w) in enumerate(zip(row, widths, strict=True))
+                row[i].rjust(widths[i]) if table.numeric and i > 0 else row[i].ljust(widths[i])
+                for i in columns
             ]
             lines.append("  ".join(cells).rstrip())
     lines += ["", *[f"note: {n}" for n in c.notes]] if c.notes else []
@@ -443,14 +452,15 @@ def _md_cell(value: str) -> str:
 def format_markdown(c: Comparison) -> str:
     """GitHub-flavoured Markdown tables, for a pull request or a Prefect artifact."""
     lines = [f"## Model comparison: `{c.a.reference}` (A) vs `{c.b.reference}` (B)"]
-    for title, header, rows in _tables(c):
-        lines += ["", f"### {title}", ""]
-        if not rows:
+    for table in _tables(c):
+        lines += ["", f"### {table.title}", ""]
+        if not table.rows:
             lines.append("_none_")
             continue
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
-        lines += ["| " + " | ".join(_md_cell(str(v)) for v in row) + " |" for row in rows]
+        value_align = "---:" if table.numeric else "---"
+        lines.append("| " + " | ".join(table.header) + " |")
+        lines.append("|" + "|".join(["---"] + [value_align] * (len(table.header) - 1)) + "|")
+        lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in table.rows]
     if c.notes:
         lines += ["", *[f"> {n}" for n in c.notes]]
     return "\n".join(lines) + "\n"
