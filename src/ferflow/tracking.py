@@ -23,6 +23,7 @@ import math
 import os
 import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -284,7 +285,7 @@ class EpochLogger(keras.callbacks.Callback):
 
 
 def log_model(model: keras.Model, image_size: int, num_classes: int, example: np.ndarray) -> str:
-    """Log the Keras model once on the active run, with a signature and an input example.
+    """Log the Keras model once on the active run, with a signature (and an example .npy).
 
     Loadable with stock `mlflow.pyfunc.load_model(uri).predict(batch)` for a float32
     `(n, S, S)` batch, returning `(n, num_classes)` probabilities. Returns the model URI.
@@ -298,7 +299,11 @@ def log_model(model: keras.Model, image_size: int, num_classes: int, example: np
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, image_size, image_size), "pixels")]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "probabilities")]),
     )
-    info = mlflow.keras.log_model(
-        model, name="model", signature=signature, input_example=example.astype(np.float32)
-    )
+    # No `input_example=`: MLflow 3.17's Keras flavour writes it before creating the model
+    # folder (FileNotFoundError). The example goes next to the model as a .npy instead.
+    info = mlflow.keras.log_model(model, name="model", signature=signature)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "input_example.npy"
+        np.save(path, example.astype(np.float32), allow_pickle=False)
+        mlflow.log_artifact(str(path), "model_example")
     return str(info.model_uri)
