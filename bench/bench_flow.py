@@ -104,8 +104,9 @@ def run_flow(root: Path) -> None:
 
 
 def dvc_repro(root: Path) -> None:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    dvc = str(Path(sys.executable).parent / "dvc")
+    bin_dir = str(Path(sys.executable).parent)  # dvc.yaml calls `ferflow`, as in an activated venv
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    dvc = str(Path(bin_dir) / "dvc")
     subprocess.run([dvc, "repro", "-q"], cwd=root, env=env, check=True)
 
 

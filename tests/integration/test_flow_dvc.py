@@ -39,6 +39,12 @@ TINY = [
 ]
 
 
+def venv_env() -> dict[str, str]:
+    """dvc.yaml calls `ferflow`: put this venv's bin/ first on PATH, as an activated venv does."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+
+
 def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
     """Run the real DVC CLI in `repo`; fail the test with its output when it fails."""
     result = subprocess.run(
@@ -46,7 +52,7 @@ def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
         cwd=repo,
         capture_output=True,
         text=True,
-        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+        env=venv_env(),
         timeout=3600,
     )
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
