@@ -42,7 +42,8 @@ TINY = [
 def venv_env() -> dict[str, str]:
     """dvc.yaml calls `ferflow`: put this venv's bin/ first on PATH, as an activated venv does."""
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1"}
 
 
 def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
