@@ -21,6 +21,7 @@ def _head_weights(model):
     return [np.asarray(w) for w in model.weights if w.path.startswith(("head_dense", "classification"))]
 
 
+@pytest.mark.slow  # trains through the DenseNet: minutes on a busy 2-core CPU
 def test_cached_features_train_the_same_head_as_the_frozen_backbone(tmp_path, tiny_data, fresh_tiny_model):
     # given the same initial model, data and seed, dropout 0
     train, val = _splits(tiny_data)
@@ -38,17 +39,6 @@ def test_cached_features_train_the_same_head_as_the_frozen_backbone(tmp_path, ti
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
     for a, b in zip(weights_through, _head_weights(fresh_tiny_model), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
-
-
-@pytest.mark.skip(reason="replaced by the stage test")
-def test_phase_one_learns_synthetic_faces(tmp_path, tiny_data, fresh_tiny_model):
-    # given synthetic faces and the tiny random-init model
-    train, val = _splits(tiny_data)
-    params = tiny_params("train.epochs=60", "train.early_stopping_patience=60", "train.learning_rate=0.003")
-    # when the head trains on cached features
-    records = fit_head(fresh_tiny_model, train, val, params, tmp_path / "backup")
-    # then validation accuracy is far above chance (1/7)
-    assert max(r["val_accuracy"] for r in records) > 0.5
 
 
 def test_same_seed_gives_the_same_metrics(tmp_path, tiny_data, fresh_tiny_model):
@@ -103,6 +93,7 @@ def test_interrupted_phase_resumes_at_its_last_epoch(tmp_path, tiny_data, fresh_
     assert not backup.exists()
 
 
+@pytest.mark.slow  # trains through the DenseNet: minutes on a busy 2-core CPU
 def test_fine_tuning_keeps_batchnorm_statistics(tmp_path, tiny_data, fresh_tiny_model):
     # given the tiny model and one BatchNorm layer of its backbone
     train, val = _splits(tiny_data)
