@@ -51,13 +51,16 @@ DEMO_OVERRIDES = (
     f"register.model_name={DEMO_MODEL_NAME}",
 )
 
-# Prefect's local mode, quiet: its own home under the repository, no telemetry, a start-up
-# timeout that tolerates a busy laptop.
-PREFECT_DEFAULTS = {
+# A quiet run: no Prefect telemetry, a local-server start-up timeout that tolerates a busy
+# laptop, library chatter only when it matters. Values the user set win.
+QUIET_ENVIRONMENT = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
     "PREFECT_LOGGING_LOG_PRINTS": "true",
     "PREFECT_UI_ENABLED": "false",
+    # MLflow's own handler: only errors (its INFO/WARNING lines about pip and conda specs
+    # are not for a demo user)
+    "MLFLOW_LOGGING_LEVEL": "ERROR",
     # TensorFlow C++ messages (level 2 still lets harmless graph "errors" through)
     "TF_CPP_MIN_LOG_LEVEL": "3",
 }
@@ -70,8 +73,8 @@ def configure_local_prefect(root: Path) -> None:
 
 
 def quiet_prefect_defaults() -> None:
-    """No telemetry, a patient local-server start; values the user set win. Call before importing prefect."""
-    for name, value in PREFECT_DEFAULTS.items():
+    """Set QUIET_ENVIRONMENT where the user has not; call before importing prefect."""
+    for name, value in QUIET_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
 
 
@@ -139,6 +142,8 @@ def configure_demo_logging() -> None:
     )
     logging.getLogger("ferflow").setLevel("INFO")
     logging.getLogger("flows").setLevel("INFO")
+    logging.getLogger("prefect.flow_runs").setLevel("INFO")
+    logging.getLogger("prefect.task_runs").setLevel("INFO")
     # MLflow's dataset-source ambiguity warning says nothing a demo user can act on.
     warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
 
