@@ -118,7 +118,7 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
-        record = {"epoch": self.epoch_offset + epoch, "phase": self.phase}
+        record: dict[str, Any] = {"epoch": self.epoch_offset + epoch, "phase": self.phase}
         record.update({k: float(logs[k]) for k in EPOCH_METRICS if k in logs})
         self.records = [r for r in self.records if r["epoch"] != record["epoch"]] + [record]
         self.path.parent.mkdir(parents=True, exist_ok=True)
