@@ -162,11 +162,17 @@ class _LastBatchLoss(keras.callbacks.Callback):
             self.loss = float(logs["loss"])
 
 
-def _check_finite(phase: str, history: keras.callbacks.History, last_batch: _LastBatchLoss) -> None:
-    """TerminateOnNaN stops training but returns normally: turn it into an error."""
+def _check_finite(
+    phase: str, history: keras.callbacks.History, last_batch: _LastBatchLoss, backup_dir: Path
+) -> None:
+    """TerminateOnNaN stops training but returns normally: turn it into an error.
+
+    The backup holds the diverged weights; it is removed so a rerun starts afresh.
+    """
     losses = history.history.get("loss", [])
     bad = [i for i, value in enumerate(losses) if not math.isfinite(float(value))]
     if bad or not math.isfinite(last_batch.loss):
+        _finish_backup(backup_dir)
         raise TrainingError(
             f"{phase}: the loss became NaN or infinite (epoch {bad[0] + 1 if bad else len(losses) + 1}); "
             "lower the learning rate, check the data for NaN pixels, or turn off mixed precision. "
@@ -248,7 +254,7 @@ def fit_head(
         callbacks=[*callbacks, last_batch, *extra_callbacks],
         verbose=0,
     )
-    _check_finite("phase 1 (head)", history, last_batch)
+    _check_finite("phase 1 (head)", history, last_batch, backup_dir)
     _finish_backup(backup_dir)
     return recorder.records
 
@@ -355,7 +361,7 @@ def fine_tune(
         callbacks=[*callbacks, last_batch, *extra_callbacks],
         verbose=0,
     )
-    _check_finite("phase 2 (finetune)", history, last_batch)
+    _check_finite("phase 2 (finetune)", history, last_batch, backup_dir)
     _finish_backup(backup_dir)
     return recorder.records
 

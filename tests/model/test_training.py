@@ -61,6 +61,8 @@ def test_diverging_loss_fails_phase_one(tmp_path, tiny_data, fresh_tiny_model):
     # when phase 1 runs, then it raises instead of returning a broken head
     with pytest.raises(TrainingError, match="NaN or infinite"):
         fit_head(fresh_tiny_model, train, val, params, tmp_path / "backup")
+    # and leaves no backup of the diverged weights for a rerun to resume from
+    assert not (tmp_path / "backup").exists()
 
 
 class _CrashAt(keras.callbacks.Callback):
