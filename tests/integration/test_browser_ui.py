@@ -59,6 +59,9 @@ CHROMIUM_FLAGS = (
     "--no-first-run",
     "--window-size=1600,1800",
 )
+# localStorage keys of the MLflow 3.17 UI (see its JS bundle): whether the side panel is open.
+ASSISTANT_PANEL_KEY = "mlflow.assistant.panelOpen_v1"
+ASSISTANT_OPENED_KEY = "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1"
 # The metrics a person compares first; the conventions name them on every evaluated run.
 SHOWN_METRICS = ("test.accuracy", "test.macro_f1", "test.recall.disgust")
 
@@ -154,6 +157,8 @@ class TrackedRuns:
     run_ids: tuple[str, str]  # (champion's run, challenger's run)
     run_names: tuple[str, str]
     decisions: tuple[str, str]  # ferflow.gate.decision of each
+    champion_version: str
+    champion_run_name: str
 
 
 def _log_conventional_runs(url: str) -> TrackedRuns:
@@ -197,7 +202,15 @@ def _log_conventional_runs(url: str) -> TrackedRuns:
         )
         client.set_model_version_tag(MODEL_NAME, version.version, "ferflow.gate.decision", decision)
         client.set_registered_model_alias(MODEL_NAME, alias, version.version)
-    return TrackedRuns(url, experiment_id, (runs[0], runs[1]), names, decisions)
+    return TrackedRuns(
+        url,
+        experiment_id,
+        (runs[0], runs[1]),
+        names,
+        decisions,
+        champion_version="1",
+        champion_run_name=names[0],
+    )
 
 
 def _run_pipeline_twice(url: str, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> TrackedRuns:
@@ -222,12 +235,15 @@ def _run_pipeline_twice(url: str, workdir: Path, monkeypatch: pytest.MonkeyPatch
     client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
     run_ids = (decisions[0]["run_id"], decisions[1]["run_id"])
     runs = [client.get_run(r) for r in run_ids]
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
     return TrackedRuns(
         url,
         runs[0].info.experiment_id,
         run_ids,
         (runs[0].info.run_name, runs[1].info.run_name),
         (decisions[0]["decision"], decisions[1]["decision"]),
+        champion_version=champion.version,
+        champion_run_name=client.get_run(champion.run_id).info.run_name,
     )
 
 
@@ -320,8 +336,14 @@ def mlflow_ui(tracked: TrackedRuns, browser: Any) -> Any:
     The panel would take a third of every screenshot; the UI keeps its state in
     localStorage, read when the app loads, hence the reload.
     """
+    from selenium.webdriver.support.ui import WebDriverWait
+
     browser.get(f"{tracked.url}/")
-    browser.execute_script("window.localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');")
+    # The app opens the panel on its first load and records that; close it only after that.
+    WebDriverWait(browser, RENDER_TIMEOUT_S, poll_frequency=0.5).until(
+        lambda d: d.execute_script(f"return window.localStorage.getItem('{ASSISTANT_OPENED_KEY}')")
+    )
+    browser.execute_script(f"window.localStorage.setItem('{ASSISTANT_PANEL_KEY}', 'false');")
     browser.refresh()
     return browser
 
@@ -387,6 +409,24 @@ def test_registered_model_page_shows_champion_and_gate_decision(tracked: Tracked
     # then the champion alias and each version's gate decision are visible
     assert "champion" in text
     assert all(decision in text for decision in tracked.decisions)
+
+
+def test_champion_version_page_shows_gate_decision_and_description(
+    tracked: TrackedRuns, mlflow_ui: Any
+) -> None:
+    # given the champion version, tagged with its gate decision and described by the registry
+    # when its version page is opened
+    url = f"{tracked.url}/#/models/{MODEL_NAME}/versions/{tracked.champion_version}"
+    text = open_and_wait(
+        mlflow_ui,
+        url,
+        (f"Version {tracked.champion_version}", "champion", "ferflow.gate.decision"),
+        _shot(tracked, "champion-version"),
+    )
+    # then the alias, the decision tag with its value, the source run and a description show
+    assert "promoted" in text
+    assert tracked.champion_run_name in text
+    assert "No description" not in text
 
 
 # --- Great Expectations Data Docs ------------------------------------------------------
