@@ -144,8 +144,11 @@ def configure_demo_logging() -> None:
     logging.getLogger("flows").setLevel("INFO")
     logging.getLogger("prefect.flow_runs").setLevel("INFO")
     logging.getLogger("prefect.task_runs").setLevel("INFO")
-    # MLflow's dataset-source ambiguity warning says nothing a demo user can act on.
+    # TensorFlow's retracing notes and these two library warnings say nothing a demo user
+    # can act on.
+    logging.getLogger("tensorflow").setLevel("ERROR")
     warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+    warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
