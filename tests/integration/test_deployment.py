@@ -94,6 +94,7 @@ def s3_keys(endpoint: str, bucket: str) -> list[str]:
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT_S + 1200)
 def test_deployment_runs_on_a_worker_registers_and_never_overlaps(tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import PARAMS_FILE
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(3600)]
 
 TINY = [
     "data.raw=raw",

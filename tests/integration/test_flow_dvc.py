@@ -22,7 +22,7 @@ import yaml
 
 from tests.conftest import PARAMS_FILE, REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 TINY = [
     "data.raw=data/raw/synthetic",
