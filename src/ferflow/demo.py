@@ -115,7 +115,8 @@ def next_steps(root: Path, params: object, decision: dict) -> str:
         "",
         "Demo done.",
         f"  decision:   {decision.get('decision')} - {decision.get('reason')}",
-        f"  model:      models:/{DEMO_MODEL_NAME}@champion (version {decision.get('version')})",
+        f"  registered: {DEMO_MODEL_NAME} version {decision.get('version')}",
+        f"  champion:   models:/{DEMO_MODEL_NAME}@champion (version {champion_version(decision)})",
         "",
         "Open next:",
         f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)",
@@ -129,6 +130,14 @@ def next_steps(root: Path, params: object, decision: dict) -> str:
             f"{sample.relative_to(root)}"
         )
     return "\n".join(lines) + "\n"
+
+
+def champion_version(decision: dict) -> str | None:
+    """The champion after this run: this version if promoted, else the one that stayed."""
+    if decision.get("decision") == "promoted":
+        return decision.get("version")
+    champion = decision.get("champion")
+    return champion.get("version") if isinstance(champion, dict) else None
 
 
 def _step(number: int, text: str) -> None:

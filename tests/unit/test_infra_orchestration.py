@@ -233,3 +233,12 @@ def test_demo_says_what_to_open_next(tmp_path):
     assert "reports/metrics.json" in text
     sample = f"{DEMO_RAW}/test/happy/PublicTest_1.jpg"
     assert f"ferflow predict models:/fer-densenet-demo@champion {sample}" in text
+
+
+def test_demo_names_the_champion_that_stayed_when_the_new_model_loses():
+    from ferflow.demo import champion_version
+
+    lost = {"decision": "not-promoted", "version": "2", "champion": {"version": "1"}}
+
+    assert champion_version(lost) == "1"
+    assert champion_version({"decision": "promoted", "version": "2"}) == "2"
