@@ -144,11 +144,21 @@ def _step(number: int, text: str) -> None:
     print(f"[demo {number}/3] {text}", flush=True)
 
 
+class _RunNameFormatter(logging.Formatter):
+    """Show which Prefect task or flow run a Prefect log line is about."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        run = getattr(record, "task_run_name", None) or getattr(record, "flow_run_name", None)
+        if run:
+            record = logging.makeLogRecord({**record.__dict__, "name": f"{record.name} {run}"})
+        return super().format(record)
+
+
 def configure_demo_logging() -> None:
     """ferflow's progress at INFO; other libraries (GX, httpx, MLflow) only when they warn."""
-    logging.basicConfig(
-        level="WARNING", format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(_RunNameFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level="WARNING", handlers=[handler])
     logging.getLogger("ferflow").setLevel("INFO")
     logging.getLogger("flows").setLevel("INFO")
     logging.getLogger("prefect.flow_runs").setLevel("INFO")
