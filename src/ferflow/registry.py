@@ -487,6 +487,18 @@ def _publish_model_card(
     (report_dir / MODEL_CARD_FILE).write_text(card)
     client.log_text(run_id, card, MODEL_CARD_FILE)
     client.update_model_version(params.registry.model_name, version, model_card.card_summary(params, metrics))
+    client.update_registered_model(params.registry.model_name, REGISTERED_MODEL_DESCRIPTION)
+
+
+REGISTERED_MODEL_DESCRIPTION = (
+    "Facial emotion recognition (FER2013, 7 classes) trained by ferflow: a Keras DenseNet with a "
+    "dense head, trained frozen then fine-tuned. Input: a batch of 48x48 grayscale images as "
+    "float32 (n, 48, 48) with values 0-255; output: (n, 7) probabilities in the order Anger, "
+    "Disgust, Fear, Happy, Neutral, Sadness, Surprise. Aliases: `champion` (serving), `challenger` "
+    "(latest run), `previous-champion` (rollback target). Each version's description and "
+    "model_card.md hold its data version, metrics and the promotion decision. Not for decisions "
+    "about people."
+)
 
 
 def _evaluate_version(

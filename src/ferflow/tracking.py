@@ -196,6 +196,10 @@ def pipeline_run(params: Params, data_dir: Path, model_dir: Path, *, resume: boo
         info = RunInfo(active.info.run_id, active.info.experiment_id, uri, previous.model_uri)
     else:
         experiment = mlflow.set_experiment(params.tracking.experiment)
+        # MLflow 3 opens experiments on the GenAI traces page unless told this is model training.
+        mlflow.MlflowClient().set_experiment_tag(
+            experiment.experiment_id, "mlflow.experimentKind", "custom_model_development"
+        )
         version = data_version(data_dir, params)
         active = mlflow.start_run(run_name=run_name(params, version), experiment_id=experiment.experiment_id)
         info = RunInfo(active.info.run_id, active.info.experiment_id, uri)
@@ -234,7 +238,9 @@ def phase_run(info: RunInfo, phase: str, epoch_offset: int = 0) -> Iterator[Epoc
     """A nested run for one phase under the active parent; yields the per-epoch logger."""
     import mlflow
 
-    mlflow.start_run(run_name=phase, nested=True, parent_run_id=info.run_id)
+    # The experiment must be explicit: in a fresh process (a later DVC stage) no experiment
+    # is active and the nested run would land in "Default".
+    mlflow.start_run(run_name=phase, nested=True, parent_run_id=info.run_id, experiment_id=info.experiment_id)
     active = mlflow.active_run()
     assert active is not None
     with _status_on_exit(mlflow):
