@@ -144,7 +144,7 @@ def test_deployment_runs_on_a_worker_registers_and_never_overlaps(tmp_path):
         champion = MlflowClient(tracking_uri=mlflow_uri).get_model_version_by_alias(
             "fer-deploy-test", "champion"
         )
-        assert champion.version == "1"  # the second run reused the cache: nothing new to register
+        assert str(champion.version) == "1"  # the second run reused the cache: nothing new to register
         assert any(key.startswith("dvc/") for key in s3_keys(s3, DVC_BUCKET))
         assert any(key.startswith("mlflow/") for key in s3_keys(s3, MLFLOW_BUCKET))
 

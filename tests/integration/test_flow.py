@@ -74,7 +74,7 @@ def test_flow_trains_registers_and_promotes(workspace):
     assert decision["decision"] == "promoted"  # the first model has no champion to beat
     assert promotion["version"] == decision["version"]
     champion = mlflow_client(workspace).get_model_version_by_alias("fer-flow-test", "champion")
-    assert champion.version == decision["version"]
+    assert str(champion.version) == decision["version"]
 
 
 def test_unchanged_rerun_skips_cached_stages_and_registers_nothing(workspace):
@@ -86,7 +86,7 @@ def test_unchanged_rerun_skips_cached_stages_and_registers_nothing(workspace):
     after = (model.stat().st_mtime_ns, (workspace / "models" / "head.keras").stat().st_mtime_ns)
     assert after == before  # neither training phase ran again
     versions = mlflow_client(workspace).search_model_versions("name='fer-flow-test'")
-    assert [v.version for v in versions] == [decision["version"]]
+    assert [str(v.version) for v in versions] == [decision["version"]]
 
 
 def test_failure_after_training_marks_the_mlflow_run_failed(workspace, monkeypatch):
