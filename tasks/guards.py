@@ -17,6 +17,7 @@ from typing import Any
 from ferflow.config import Params
 from ferflow.errors import FerflowError
 from ferflow.stages import RUN_FILE, Paths
+from ferflow.tracking import set_run_status
 from tasks.reports import mlflow_run_info
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def fail_mlflow_run(params: Params, paths: Paths, since: float, status: str) -> 
     if not run.get("run_id") or run_file.stat().st_mtime < since:
         return None
     try:
-        _set_status(_tracking_uri(params, run), run["run_id"], status)
+        set_run_status(_tracking_uri(params, run), run["run_id"], status)
     except Exception as err:  # reporting a failure must not raise another one
         log.warning("could not mark MLflow run %s %s: %s", run.get("run_id"), status, err)
         return None
@@ -48,16 +49,6 @@ def fail_mlflow_run(params: Params, paths: Paths, since: float, status: str) -> 
 def _tracking_uri(params: Params, run: dict[str, Any]) -> str:
     """MLFLOW_TRACKING_URI, else the URI the run was logged to, else params."""
     return os.environ.get("MLFLOW_TRACKING_URI") or run.get("tracking_uri") or params.tracking.tracking_uri
-
-
-def _set_status(uri: str, run_id: str, status: str) -> None:
-    """The architecture keeps mlflow imports in tracking.py/registry.py; this small status
-    change lives here until tracking.py offers it."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    if client.get_run(run_id).info.status != status:
-        client.set_terminated(run_id, status=status)
 
 
 def fail_mlflow_run_of(flow_run: Any, status: str) -> str | None:

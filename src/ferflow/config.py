@@ -95,9 +95,7 @@ class Validate(_Strict):
     max_rows: dict[str, int] = {"train": 1_000_000, "val": 1_000_000, "test": 1_000_000}
     blank_std_threshold: float = Field(2.0, ge=0.0)
     max_blank_share: float = Field(0.01, ge=0.0, le=1.0)
-    max_drift: float = Field(
-        0.05, ge=0.0, le=1.0, description="max absolute change of a class share"
-    )
+    max_drift: float = Field(0.05, ge=0.0, le=1.0, description="max absolute change of a class share")
     near_duplicate_distance: int = Field(4, ge=0, le=64)
     max_examples: int = Field(10, ge=1)
     severity: dict[str, Literal["error", "warning", "off"]] = {}
@@ -115,9 +113,7 @@ class Validate(_Strict):
 
 class Model(_Strict):
     backbone: Literal["densenet121", "densenet169", "densenet201"] = "densenet169"
-    input_size: int = Field(
-        48, ge=32, le=512, description="images are upscaled to this inside the model"
-    )
+    input_size: int = Field(48, ge=32, le=512, description="images are upscaled to this inside the model")
     weights: str = Field("imagenet", description="'imagenet', 'none' or a path to a weights file")
     head_units: tuple[int, ...] = (256, 1024, 512)
     dropout: tuple[float, ...] = (0.3, 0.5, 0.5)
@@ -222,9 +218,7 @@ class FlowSettings(_Strict):
 
 
 class Params(_Strict):
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, validate_default=True, populate_by_name=True
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, populate_by_name=True)
 
     base: Base = Base()
     data: Data = Data()
@@ -322,9 +316,7 @@ def parse_params(raw: Mapping[str, Any] | None, source: str = "params") -> Param
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ParamsError(
-            f"{source}: top level must be a mapping of sections, got {type(raw).__name__}"
-        )
+        raise ParamsError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
     try:
         blob = json.dumps(dict(raw))
     except TypeError as err:
@@ -340,9 +332,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS_PATH, overrides: Iterable[str]
     """Load params.yaml, apply `--set` overrides, validate strictly."""
     path = Path(path)
     if not path.exists():
-        raise ParamsError(
-            f"params file {path} not found; run from the repository root or pass --params"
-        )
+        raise ParamsError(f"params file {path} not found; run from the repository root or pass --params")
     try:
         raw = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:

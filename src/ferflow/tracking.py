@@ -179,6 +179,13 @@ def _status_on_exit(mlflow: Any) -> Iterator[None]:
     mlflow.end_run(status="FINISHED")
 
 
+def set_run_status(uri: str, run_id: str, status: str) -> None:
+    """Mark a run FAILED or KILLED from outside it (an orchestrator's crash hook)."""
+    client = _connect(uri).MlflowClient(tracking_uri=uri)
+    if client.get_run(run_id).info.status != status:
+        client.set_terminated(run_id, status=status)
+
+
 @contextlib.contextmanager
 def pipeline_run(params: Params, data_dir: Path, model_dir: Path, *, resume: bool) -> Iterator[RunInfo]:
     """The parent run, active for the `with` block.

@@ -63,9 +63,7 @@ class PreparedData:
         return self.images[mask], self.manifest["label_index"].to_numpy()[mask].astype(np.int64)
 
 
-def write_prepared(
-    out_dir: Path, images: np.ndarray, manifest: pd.DataFrame, info: dict[str, Any]
-) -> None:
+def write_prepared(out_dir: Path, images: np.ndarray, manifest: pd.DataFrame, info: dict[str, Any]) -> None:
     """Write the three files deterministically."""
     if len(images) != len(manifest):
         raise DatasetError(f"{len(images)} images but {len(manifest)} manifest rows")
