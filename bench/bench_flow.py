@@ -29,17 +29,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.conftest import TINY_PIPELINE  # noqa: E402 (after the path insert)
+
 TINY = [
     "data.raw=data/raw/synthetic",
-    "model.backbone=densenet121",
-    "model.weights=none",
-    "model.head_units=[16]",
-    "model.dropout=[0.1]",
-    "train.epochs=1",
-    "train.batch_size=32",
-    "finetune.epochs=1",
-    "synth.per_class=12",
-    "synth.test_per_class=4",
+    *TINY_PIPELINE,
     "register.model_name=fer-bench",
 ]
 

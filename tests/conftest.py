@@ -25,6 +25,20 @@ SMALL = (
     "synth.test_per_class=4",
 )
 
+# The smallest end-to-end pipeline (flow, DVC, deployment tests and the flow benchmark add
+# their own data.raw and register.model_name).
+TINY_PIPELINE = (
+    "model.backbone=densenet121",
+    "model.weights=none",
+    "model.head_units=[16]",
+    "model.dropout=[0.1]",
+    "train.epochs=1",
+    "train.batch_size=32",
+    "finetune.epochs=1",
+    "synth.per_class=12",
+    "synth.test_per_class=4",
+)
+
 
 def small_params(*overrides: str) -> Params:
     """The real params.yaml with the test shrink plus `overrides`."""

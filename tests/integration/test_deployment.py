@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PARAMS_FILE, REPO
+from tests.conftest import PARAMS_FILE, REPO, TINY_PIPELINE
 from tests.servers import (
     DUMMY_AWS_ENV,
     aws_test_credentials,
@@ -34,15 +34,7 @@ from tests.servers import (
 
 TINY = [
     "data.raw=data/raw/synthetic",
-    "model.backbone=densenet121",
-    "model.weights=none",
-    "model.head_units=[16]",
-    "model.dropout=[0.1]",
-    "train.epochs=1",
-    "train.batch_size=32",
-    "finetune.epochs=1",
-    "synth.per_class=12",
-    "synth.test_per_class=4",
+    *TINY_PIPELINE,
     "register.model_name=fer-deploy-test",
 ]
 DVC_BUCKET = "ferflow-data"

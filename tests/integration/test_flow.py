@@ -14,21 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PARAMS_FILE
+from tests.conftest import PARAMS_FILE, TINY_PIPELINE
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(3600)]
 
 TINY = [
     "data.raw=raw",
-    "model.backbone=densenet121",
-    "model.weights=none",
-    "model.head_units=[16]",
-    "model.dropout=[0.1]",
-    "train.epochs=1",
-    "train.batch_size=32",
-    "finetune.epochs=1",
-    "synth.per_class=12",
-    "synth.test_per_class=4",
+    *TINY_PIPELINE,
     "register.model_name=fer-flow-test",
 ]
 

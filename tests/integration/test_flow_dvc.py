@@ -20,21 +20,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import PARAMS_FILE, REPO
+from tests.conftest import PARAMS_FILE, REPO, TINY_PIPELINE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 TINY = [
     "data.raw=data/raw/synthetic",
-    "model.backbone=densenet121",
-    "model.weights=none",
-    "model.head_units=[16]",
-    "model.dropout=[0.1]",
-    "train.epochs=1",
-    "train.batch_size=32",
-    "finetune.epochs=1",
-    "synth.per_class=12",
-    "synth.test_per_class=4",
+    *TINY_PIPELINE,
     "register.model_name=fer-dvc-test",
 ]
 
