@@ -158,10 +158,9 @@ def log_keras_model(params: Params, model_path: Path, run_id: str | None = None)
     signature documents the serving input: float32 (n, S, S) grayscale pixels 0..255.
     """
     import keras
+    import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
-
-    import mlflow
 
     size, k = params.base.image_size, len(params.base.classes)
     signature = ModelSignature(

@@ -303,10 +303,9 @@ def log_model(model: keras.Model, image_size: int, num_classes: int, example: np
     Loadable with stock `mlflow.pyfunc.load_model(uri).predict(batch)` for a float32
     `(n, S, S)` batch, returning `(n, num_classes)` probabilities. Returns the model URI.
     """
+    import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
-
-    import mlflow
 
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, image_size, image_size), "pixels")]),

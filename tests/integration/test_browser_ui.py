@@ -166,6 +166,7 @@ class TrackedRuns:
 def _log_conventional_runs(url: str) -> TrackedRuns:
     """Two parent runs and two registered versions exactly as the pipeline names them."""
     import mlflow
+
     from tests.unit.test_compare import (
         BASELINE_RECALL,
         CLASSES,
@@ -218,6 +219,7 @@ def _log_conventional_runs(url: str) -> TrackedRuns:
 def _run_pipeline_twice(url: str, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> TrackedRuns:
     """Two real tiny pipeline runs (the second with another learning rate) into `url`."""
     import mlflow
+
     from ferflow import stages
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)

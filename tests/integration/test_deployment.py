@@ -88,11 +88,11 @@ def s3_keys(endpoint: str, bucket: str) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(RUN_TIMEOUT_S + 1200)
 def test_deployment_runs_on_a_worker_registers_and_never_overlaps(tmp_path):
+    from mlflow import MlflowClient
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from ferflow.config import load_params
-    from mlflow import MlflowClient
 
     defaults = load_params(PARAMS_FILE)
     repo = make_workspace(tmp_path)

@@ -216,10 +216,10 @@ def test_an_artifact_upload_failure_registers_nothing(tmp_path, data_dir, monkey
 
 
 def test_the_champion_serves_through_stock_pyfunc_and_ferflow_predict(params, tmp_path, data_dir):
+    import mlflow
     import numpy as np
     from PIL import Image
 
-    import mlflow
     from ferflow.predict import predict
 
     register(params, tmp_path, data_dir, PERFECT)
