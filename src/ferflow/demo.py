@@ -126,7 +126,7 @@ def next_steps(root: Path, params: object, decision: dict) -> str:
     ]
     if sample is not None:
         lines.append(
-            f"  predict:    .venv/bin/ferflow predict models:/{DEMO_MODEL_NAME}@champion "
+            f"  predict:    .venv/bin/ferflow predict --model models:/{DEMO_MODEL_NAME}@champion "
             f"{sample.relative_to(root)}"
         )
     return "\n".join(lines) + "\n"
