@@ -108,3 +108,24 @@ def tree_hashes(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and not p.is_symlink()
     }
+
+
+def manifest_row(split: str, label: str, index: int, image: np.ndarray, **extra) -> dict:
+    """A manifest row as ingest would write it for a canonical 48x48 grayscale image."""
+    source = f"{split}/{label}/{index}.jpg"
+    row = {
+        "id": source,
+        "source": source,
+        "split": split,
+        "label": label,
+        "label_index": 0,
+        "sha256": hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest(),
+        "width": image.shape[1],
+        "height": image.shape[0],
+        "mode": "L",
+        "converted": False,
+        "mean": float(image.mean()),
+        "std": float(image.std()),
+    }
+    row.update(extra)
+    return row

@@ -19,29 +19,9 @@ from ferflow.data.dataset import PreparedData, load_prepared, write_prepared
 from ferflow.data.synth import draw_faces
 from ferflow.validation import training_mask
 from tests.conftest import small_params
+from tests.data.factories import manifest_row
 
 SPLIT_SIZES = {"train": 12, "val": 3, "test": 4}
-
-
-def manifest_row(split: str, label: str, index: int, image: np.ndarray, **extra) -> dict:
-    """A manifest row as ingest would write it for a canonical 48x48 grayscale image."""
-    source = f"{split}/{label}/{index}.jpg"
-    row = {
-        "id": source,
-        "source": source,
-        "split": split,
-        "label": label,
-        "label_index": 0,
-        "sha256": hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest(),
-        "width": image.shape[1],
-        "height": image.shape[0],
-        "mode": "L",
-        "converted": False,
-        "mean": float(image.mean()),
-        "std": float(image.std()),
-    }
-    row.update(extra)
-    return row
 
 
 def synthetic_prepared(

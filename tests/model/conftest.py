@@ -15,6 +15,7 @@ import pytest
 from ferflow.config import Params
 from ferflow.data.dataset import MANIFEST_COLUMNS, write_prepared
 from tests.conftest import small_params
+from tests.data.factories import manifest_row
 
 # A DenseNet121 at 32 px with a one-layer head: small enough to build and train in seconds.
 TINY = (
@@ -59,22 +60,7 @@ def write_dataset(out: Path, params: Params, per_class: dict[str, int]) -> Path:
         pixels, labels = synthetic_faces(params, count, split)
         for index, (image, label) in enumerate(zip(pixels, labels, strict=True)):
             name = params.base.classes[label]
-            rows.append(
-                {
-                    "id": f"{split}/{name}/{index}.png",
-                    "source": f"{split}/{name}/{index}.png",
-                    "split": split,
-                    "label": name,
-                    "label_index": int(label),
-                    "sha256": f"{split}{index}",
-                    "width": image.shape[1],
-                    "height": image.shape[0],
-                    "mode": "L",
-                    "converted": False,
-                    "mean": float(image.mean()),
-                    "std": float(image.std()),
-                }
-            )
+            rows.append(manifest_row(split, name, index, image, label_index=int(label)))
             images.append(image)
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     write_prepared(out, np.stack(images), manifest, {"classes": list(params.base.classes)})
