@@ -152,11 +152,17 @@ class Train(_Strict):
 
 
 class Finetune(_Strict):
-    """Phase 2: the whole network, BatchNorm kept in inference mode."""
+    """Phase 2: the whole network, BatchNorm kept in inference mode (the study's way).
+
+    `train_batchnorm` lets BatchNorm learn too: what a backbone that was never trained
+    (`model.weights: none`) needs, with a faster `batchnorm_momentum` on small data.
+    """
 
     epochs: int = Field(20, ge=0)
     learning_rate: float = Field(1e-3, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    train_batchnorm: bool = False
+    batchnorm_momentum: float = Field(0.99, gt=0.0, lt=1.0)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     class_weights: bool = False
     augment: Augment = Augment()

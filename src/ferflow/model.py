@@ -161,20 +161,28 @@ def backbone_of(model: keras.Model) -> keras.Model:
     return model.get_layer(BACKBONE_NAME)
 
 
-def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
+def set_backbone_trainable(
+    model: keras.Model,
+    trainable: bool,
+    train_batchnorm: bool = False,
+    batchnorm_momentum: float | None = None,
+) -> None:
     """Freeze (phase 1) or unfreeze (phase 2) the backbone. Recompile afterwards.
 
-    BatchNorm layers stay frozen when the backbone is unfrozen: in Keras 3 a functional
-    model passes fit's `training=True` down to nested layers even where the graph was built
-    with `training=False`, but a non-trainable BatchNormalization always runs in inference
-    mode (keras-io transfer-learning guide), so its moving statistics never change.
+    By default BatchNorm layers stay frozen when the backbone is unfrozen: in Keras 3 a
+    functional model passes fit's `training=True` down to nested layers even where the graph
+    was built with `training=False`, but a non-trainable BatchNormalization always runs in
+    inference mode (keras-io transfer-learning guide), so its moving statistics never change.
+    With `train_batchnorm` they train (batch statistics in training, moving averages with
+    `batchnorm_momentum` for inference): what a randomly initialised backbone needs.
     """
     backbone = backbone_of(model)
     backbone.trainable = trainable
-    if trainable:
-        for layer in backbone.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = trainable and train_batchnorm
+            if batchnorm_momentum is not None:
+                layer.momentum = batchnorm_momentum
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:

@@ -7,9 +7,10 @@ layer objects with the full model). Adam, categorical cross-entropy, early stopp
 val_loss restoring the best weights.
 
 Phase 2, `fine_tune`: the backbone is unfrozen and the whole network trained with SGD,
-continuing from phase 1's weights. BatchNorm stays in inference mode because the model
-calls the backbone with training=False. Optional augmentation, label smoothing and class
-weights (all off by default, as in the study).
+continuing from phase 1's weights. BatchNorm stays in inference mode (frozen), unless
+`finetune.train_batchnorm` lets it learn (for a backbone that starts from random
+weights). Optional augmentation, label smoothing and class weights (all off by default,
+as in the study).
 
 Both phases fail loudly on a NaN/infinite loss (`TrainingError`), back up every epoch to
 `models/backup/<phase>` so a restarted run resumes where it stopped, and are repeatable
@@ -325,7 +326,7 @@ def fine_tune(
     settings, num_classes = params.finetune, len(params.base.classes)
     if settings.epochs == 0:
         return []
-    set_backbone_trainable(model, True)
+    set_backbone_trainable(model, True, settings.train_batchnorm, settings.batchnorm_momentum)
     model.compile(
         optimizer=keras.optimizers.SGD(settings.learning_rate, momentum=settings.momentum),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
