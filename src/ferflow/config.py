@@ -159,8 +159,9 @@ class Finetune(_Strict):
     """
 
     epochs: int = Field(20, ge=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
     learning_rate: float = Field(1e-3, gt=0.0)
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD only")
     train_batchnorm: bool = False
     batchnorm_momentum: float = Field(0.99, gt=0.0, lt=1.0)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)

@@ -322,13 +322,18 @@ def fine_tune(
     epoch_offset: int = 0,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> list[dict[str, Any]]:
-    """Phase 2: unfreeze the backbone and train everything with SGD; returns epoch records."""
+    """Phase 2: unfreeze the backbone and train everything (SGD, or Adam); returns epoch records."""
     settings, num_classes = params.finetune, len(params.base.classes)
     if settings.epochs == 0:
         return []
     set_backbone_trainable(model, True, settings.train_batchnorm, settings.batchnorm_momentum)
+    optimizer: keras.optimizers.Optimizer
+    if settings.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(settings.learning_rate)
+    else:
+        optimizer = keras.optimizers.SGD(settings.learning_rate, momentum=settings.momentum)
     model.compile(
-        optimizer=keras.optimizers.SGD(settings.learning_rate, momentum=settings.momentum),
+        optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
         metrics=["accuracy"],
         jit_compile=params.train.jit_compile,

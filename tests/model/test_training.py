@@ -96,18 +96,24 @@ def test_interrupted_phase_resumes_at_its_last_epoch(tmp_path, tiny_data, fresh_
 
 
 @pytest.mark.slow  # trains through the DenseNet: minutes on a busy 2-core CPU
-def test_fine_tuning_keeps_batchnorm_statistics(tmp_path, tiny_data, fresh_tiny_model):
+@pytest.mark.parametrize("train_batchnorm", [False, True])
+def test_fine_tuning_moves_batchnorm_statistics_only_when_asked(
+    tmp_path, tiny_data, fresh_tiny_model, train_batchnorm
+):
     # given the tiny model and one BatchNorm layer of its backbone
     train, val = _splits(tiny_data)
     backbone = backbone_of(fresh_tiny_model)
     norm = next(layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization))
     conv = next(layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D))
     mean_before, kernel_before = np.asarray(norm.moving_mean), np.asarray(conv.kernel)
-    # when phase 2 fine-tunes for one epoch
-    params = tiny_params("finetune.epochs=1", "finetune.learning_rate=0.01")
+    # when phase 2 fine-tunes for one epoch, BatchNorm frozen (the study) or learning
+    params = tiny_params(
+        "finetune.epochs=1", "finetune.learning_rate=0.01", f"finetune.train_batchnorm={train_batchnorm}"
+    )
     records = fine_tune(fresh_tiny_model, train, val, params, tmp_path / "backup", epoch_offset=5)
-    # then the convolutions learned but the BatchNorm moving statistics did not move
+    # then the convolutions learned, and the moving statistics moved only with train_batchnorm
     assert not np.allclose(np.asarray(conv.kernel), kernel_before)
-    np.testing.assert_array_equal(np.asarray(norm.moving_mean), mean_before)
+    moved = not np.allclose(np.asarray(norm.moving_mean), mean_before)
+    assert moved == train_batchnorm
     assert [r["epoch"] for r in records] == [5]
     assert records[0]["phase"] == "finetune"
