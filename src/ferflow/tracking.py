@@ -3,7 +3,8 @@
 Only this module and registry.py import mlflow. The naming follows docs/architecture.md:
 
 - parent run `YYYYmmdd-HHMM-data<8>-p<6>`, nested runs `head` and `finetune`;
-- every resolved param (`Params.flat()`) logged once on the parent, secrets redacted;
+- every resolved param (`Params.flat()`) logged once on the parent, secrets redacted, and
+  on each phase run the params it ran with (a stage re-run alone may differ);
 - per-epoch `loss`, `accuracy`, `val_loss`, `val_accuracy` on the phase run and the parent,
   `step` = the global epoch (phase 2 continues where phase 1 stopped);
 - tags `ferflow.git_commit`, `ferflow.data_version`, `ferflow.manifest_digest`,
@@ -241,8 +242,15 @@ def _log_parent_metadata(mlflow: Any, params: Params, data_dir: Path, version: s
 
 
 @contextlib.contextmanager
-def phase_run(info: RunInfo, phase: str, epoch_offset: int = 0) -> Iterator[EpochLogger]:
-    """A nested run for one phase under the active parent; yields the per-epoch logger."""
+def phase_run(
+    info: RunInfo, phase: str, epoch_offset: int = 0, params: Params | None = None
+) -> Iterator[EpochLogger]:
+    """A nested run for one phase under the active parent; yields the per-epoch logger.
+
+    With `params`, the phase run records the params it ran with (and their digest): the
+    parent holds those phase 1 started with, and a later stage re-run alone (`dvc repro`
+    after a `finetune.*` change) may have run with others.
+    """
     import mlflow
 
     # The experiment must be explicit: in a fresh process (a later DVC stage) no experiment
@@ -251,6 +259,9 @@ def phase_run(info: RunInfo, phase: str, epoch_offset: int = 0) -> Iterator[Epoc
     active = mlflow.active_run()
     assert active is not None
     with _status_on_exit(mlflow):
+        if params is not None:
+            mlflow.log_params(safe_params(params))
+            mlflow.set_tag("ferflow.params_digest", params.digest())
         yield EpochLogger([active.info.run_id, info.run_id], epoch_offset, info.tracking_uri)
 
 

@@ -429,7 +429,7 @@ def train_stage(params: Params, data_dir: Path, model_dir: Path) -> Path:
     train, val = _load_data(params, data_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     with tracking.pipeline_run(params, data_dir, model_dir, resume=False) as run:
-        with tracking.phase_run(run, "head") as epoch_logger, distribution_scope():
+        with tracking.phase_run(run, "head", 0, params) as epoch_logger, distribution_scope():
             model = build_model(params.model, params.base.image_size, len(params.base.classes))
             records = fit_head(model, train, val, params, model_dir / BACKUP_DIR / "head", [epoch_logger])
             tracking.log_summary("head", records)
@@ -450,7 +450,10 @@ def finetune_stage(params: Params, data_dir: Path, model_dir: Path) -> Path:
     train, val = _load_data(params, data_dir)
     head_records = [r for r in read_history(model_dir) if r["phase"] == "head"]
     with tracking.pipeline_run(params, data_dir, model_dir, resume=True) as run:
-        with tracking.phase_run(run, "finetune", len(head_records)) as epoch_logger, distribution_scope():
+        with (
+            tracking.phase_run(run, "finetune", len(head_records), params) as epoch_logger,
+            distribution_scope(),
+        ):
             model = load_model(model_dir / HEAD_FILE)
             records = fine_tune(
                 model,

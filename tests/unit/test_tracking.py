@@ -81,16 +81,22 @@ def test_a_later_stage_logs_into_the_same_parent_run(store, data_dir, tmp_path):
     models = tmp_path / "models"
     with tracking.pipeline_run(params, data_dir, models, resume=False) as first:
         pass
-    # when a later stage resumes
+    # when a later stage resumes with a changed phase-2 param (dvc repro re-runs only it)
+    changed = small_params("finetune.learning_rate=0.01")
     with (
-        tracking.pipeline_run(params, data_dir, models, resume=True) as second,
-        tracking.phase_run(second, "finetune"),
+        tracking.pipeline_run(changed, data_dir, models, resume=True) as second,
+        tracking.phase_run(second, "finetune", params=changed),
     ):
         pass
-    # then it reopened the same parent, which is finished again
+    # then it reopened the same parent, which is finished again and keeps phase 1's params
+    parent = store.get_run(first.run_id)
     assert second.run_id == first.run_id
-    assert store.get_run(first.run_id).info.status == "FINISHED"
-    assert "finetune" in _nested(store, store.get_run(first.run_id))
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["finetune.learning_rate"] == str(params.finetune.learning_rate)
+    # and the phase run records the params it actually ran with
+    phase = _nested(store, parent)["finetune"]
+    assert phase.data.params["finetune.learning_rate"] == "0.01"
+    assert phase.data.tags["ferflow.params_digest"] == changed.digest()
 
 
 @pytest.mark.parametrize(
