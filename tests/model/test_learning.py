@@ -5,8 +5,9 @@ around 0.25-0.3 on synthetic faces: random convolutions describe texture and lig
 not the brows and mouth), and fine-tuning it with BatchNorm frozen at its untrained
 statistics does not learn. So this runs ferflow's from-scratch configuration: phase 1 on
 cached features, then phase 2 with BatchNorm learning (`finetune.train_batchnorm`, faster
-moving averages) and Adam. It is the one default test that backpropagates through a
-DenseNet: a few minutes on 2 CPU cores, about 95 s of it TensorFlow tracing the step.
+moving averages) and Adam for 10 epochs. It is the one default test that backpropagates
+through a DenseNet: about 5 minutes on an idle 2-core CPU, 95 s of it TensorFlow tracing
+the training step (twice that on a busy one).
 """
 
 from __future__ import annotations
@@ -41,5 +42,7 @@ def test_short_training_on_synthetic_faces_learns(tmp_path, fresh_tiny_model):
     final = tuned[-1]["val_accuracy"]
     log.info("val accuracy: phase 1 best %.3f, after phase 2 %.3f (chance %.3f)", head_best, final, CHANCE)
     # then the fine-tuned model is far above chance and well above what phase 1 reached
-    assert final >= 3 * CHANCE, [round(r["val_accuracy"], 3) for r in head + tuned]
-    assert final >= head_best + 0.1
+    # (measured on a 2-core CPU: phase 1 best 0.143, after phase 2 0.479; seeded, repeatable)
+    curve = [round(r["val_accuracy"], 3) for r in head + tuned]
+    assert final >= 0.4, curve  # 2.8x chance
+    assert final >= head_best + 0.1, curve
