@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from ferflow.train import fine_tune, fit_head
 from tests.model.conftest import synthetic_faces, tiny_params
 
@@ -30,6 +32,7 @@ FROM_SCRATCH = (
 )
 
 
+@pytest.mark.timeout(1800)  # 10 min on a busy 2-core CPU; the suite's default is 900 s
 def test_short_training_on_synthetic_faces_learns(tmp_path, fresh_tiny_model):
     # given 200 synthetic faces per class to train on and 20 per class from another draw
     params = tiny_params(*FROM_SCRATCH)
