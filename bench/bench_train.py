@@ -10,7 +10,8 @@ Environment knobs: BENCH_PER_CLASS (images per class for phase 1, default 400; d
 436), BENCH_FT_PER_CLASS (images per class for phase 2, default 100: each phase-2 epoch
 backpropagates through the DenseNet), BENCH_BACKBONE (default densenet169), BENCH_FULL=1 to
 also time the whole phase 1 through the backbone (otherwise it is estimated from the
-measured per-epoch time and the epochs phase 1 ran).
+measured per-epoch time and the epochs phase 1 ran), BENCH_PARTS=b for part (b) only,
+BENCH_BARE_FIRST=1 to run the bare fit before ferflow's (an order check).
 
     FERFLOW_FER2013_ZIP=/work/shared/data/fer2013.zip .venv/bin/python bench/bench_train.py
 """
@@ -109,6 +110,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     model = build_model(params.model, params.base.image_size, 7, seed=params.base.seed)
     initial = model.get_weights()
+    if os.environ.get("BENCH_PARTS", "ab") == "b":
+        return phase_two(model, initial, train, val, common, ft_per_class, work)
 
     # (a) per epoch: 3 epochs each, the median of epochs 2-3 (epoch 1 includes tracing)
     three = [*common, "train.epochs=3", "train.early_stopping_patience=10"]
@@ -137,32 +140,48 @@ def main() -> int:
     print(f"    whole phase 1 on cached features incl. caching ({epochs} epochs): {cached_total:.1f}s")
     print(f"    ratio: {through_total / cached_total:.1f}x (target >= 5x)")
 
-    # (b) phase 2: ferflow's fine_tune vs a bare model.fit on the same arrays, 3 epochs each
+    return phase_two(model, initial, train, val, common, ft_per_class, work)
+
+
+def phase_two(model, initial, train, val, common, ft_per_class: int, work: Path) -> int:
+    """(b): ferflow's fine_tune vs a bare model.fit on the same arrays, 3 epochs each."""
     train, val = _per_class(train, ft_per_class), _per_class(val, max(1, ft_per_class // 4))
     tune = load_params(REPO / "params.yaml", [*common, "finetune.epochs=3"])
-    model.set_weights(initial)
-    timer = EpochTimer()
-    fine_tune(model, train, val, tune, work / "e", 0, [timer])
-    ferflow_epoch = float(np.median(timer.times[1:]))
-    model.set_weights(initial)
-    model.compile(
-        optimizer=keras.optimizers.SGD(tune.finetune.learning_rate),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    bare = EpochTimer()
-    model.fit(
-        train[0].astype("float32"),
-        keras.utils.to_categorical(train[1], 7),
-        batch_size=tune.train.batch_size,
-        epochs=3,
-        validation_data=(val[0].astype("float32"), keras.utils.to_categorical(val[1], 7)),
-        callbacks=[bare],
-        verbose=0,
-    )
-    bare_epoch = float(np.median(bare.times[1:]))
+
+    def ferflow_run() -> float:
+        model.set_weights(initial)
+        timer = EpochTimer()
+        fine_tune(model, train, val, tune, work / "e", 0, [timer])
+        return float(np.median(timer.times[1:]))
+
+    def bare_run() -> float:
+        model.set_weights(initial)
+        model.compile(
+            optimizer=keras.optimizers.SGD(tune.finetune.learning_rate),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        bare = EpochTimer()
+        model.fit(
+            train[0].astype("float32"),
+            keras.utils.to_categorical(train[1], 7),
+            batch_size=tune.train.batch_size,
+            epochs=3,
+            validation_data=(val[0].astype("float32"), keras.utils.to_categorical(val[1], 7)),
+            callbacks=[bare],
+            verbose=0,
+        )
+        return float(np.median(bare.times[1:]))
+
+    if os.environ.get("BENCH_BARE_FIRST") == "1":  # order check: the first fit of a process may differ
+        bare_epoch = bare_run()
+        ferflow_epoch = ferflow_run()
+    else:
+        ferflow_epoch = ferflow_run()
+        bare_epoch = bare_run()
     n = len(train[0])
-    print(f"(b) phase 2 on {n} train / {len(val[0])} val images, median of epochs 2-3")
+    order = "bare first" if os.environ.get("BENCH_BARE_FIRST") == "1" else "ferflow first"
+    print(f"(b) phase 2 on {n} train / {len(val[0])} val images, median of epochs 2-3, {order}")
     print(f"    phase-2 bare model.fit (baseline): {n / bare_epoch:.1f} images/s ({bare_epoch:.2f}s/ep)")
     print(
         f"    phase-2 ferflow fine_tune:         {n / ferflow_epoch:.1f} images/s ({ferflow_epoch:.2f}s/ep)"
