@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from ferflow.config import load_params
-from ferflow.model import build_model
+from ferflow.model import build_model, set_backbone_trainable
 from ferflow.train import configure_runtime, fine_tune, fit_head
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,6 +156,7 @@ def phase_two(model, initial, train, val, common, ft_per_class: int, work: Path)
 
     def bare_run() -> float:
         model.set_weights(initial)
+        set_backbone_trainable(model, True)  # the state fine_tune trains in: backbone open, BatchNorm frozen
         model.compile(
             optimizer=keras.optimizers.SGD(tune.finetune.learning_rate),
             loss="categorical_crossentropy",
