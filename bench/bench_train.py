@@ -174,14 +174,15 @@ def phase_two(model, initial, train, val, common, ft_per_class: int, work: Path)
         )
         return float(np.median(bare.times[1:]))
 
-    if os.environ.get("BENCH_BARE_FIRST") == "1":  # order check: the first fit of a process may differ
+    bare_first = os.environ.get("BENCH_BARE_FIRST") == "1"  # order check: the first fit may differ
+    if bare_first:
         bare_epoch = bare_run()
         ferflow_epoch = ferflow_run()
     else:
         ferflow_epoch = ferflow_run()
         bare_epoch = bare_run()
     n = len(train[0])
-    order = "bare first" if os.environ.get("BENCH_BARE_FIRST") == "1" else "ferflow first"
+    order = "bare first" if bare_first else "ferflow first"
     print(f"(b) phase 2 on {n} train / {len(val[0])} val images, median of epochs 2-3, {order}")
     print(f"    phase-2 bare model.fit (baseline): {n / bare_epoch:.1f} images/s ({bare_epoch:.2f}s/ep)")
     print(

@@ -95,4 +95,4 @@ def fresh_tiny_model(tiny_model):
     tiny_model.set_weights(initial)
     from ferflow.model import set_backbone_trainable
 
-    set_backbone_trainable(tiny_model, False, batchnorm_momentum=0.99)
+    set_backbone_trainable(tiny_model, False)
