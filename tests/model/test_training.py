@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -66,12 +68,17 @@ def test_diverging_loss_fails_phase_one(tmp_path, tiny_data, fresh_tiny_model):
 
 
 class _CrashAt(keras.callbacks.Callback):
-    """Simulates a killed process at the start of one epoch; records the epochs begun."""
+    """Simulates a killed process at the start of one epoch; records the epochs begun and
+    the optimizer's step counter when training began."""
 
     def __init__(self, crash_epoch: int | None) -> None:
         super().__init__()
         self.crash_epoch = crash_epoch
         self.begun: list[int] = []
+        self.steps_at_start = -1
+
+    def on_train_begin(self, logs=None):
+        self.steps_at_start = int(self.model.optimizer.iterations)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.begun.append(epoch)
@@ -89,10 +96,27 @@ def test_interrupted_phase_resumes_at_its_last_epoch(tmp_path, tiny_data, fresh_
     # when it is run again
     watcher = _CrashAt(None)
     records = fit_head(fresh_tiny_model, train, val, params, backup, [watcher])
-    # then it continues at epoch 2, keeps the earlier epochs' metrics, and cleans up
+    # then it continues at epoch 2 with the optimizer state of the first run's two epochs,
+    # keeps the earlier epochs' metrics, and cleans up
     assert watcher.begun == [2, 3]
+    assert watcher.steps_at_start == 2 * math.ceil(len(train[0]) / params.train.batch_size)
     assert [r["epoch"] for r in records] == [0, 1, 2, 3]
     assert not backup.exists()
+
+
+def test_a_backup_from_another_configuration_is_a_clear_error(tmp_path, tiny_data, fresh_tiny_model):
+    # given the backup of a phase 1 on cached features (the head's weights only), crashed
+    train, val = _splits(tiny_data)
+    backup = tmp_path / "backup" / "head"
+    cached = tiny_params("train.epochs=3", "train.cache_features=true")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit_head(fresh_tiny_model, train, val, cached, backup, [_CrashAt(1)])
+    # when phase 1 is rerun through the backbone (the whole model's weights)
+    through = tiny_params("train.epochs=3", "train.cache_features=false")
+    # then it refuses to resume from it, names the file and says how to start afresh
+    with pytest.raises(TrainingError, match=r"state\.npz.*do not match.*Delete"):
+        fit_head(fresh_tiny_model, train, val, through, backup)
+    assert (backup / "state.npz").exists()  # nothing deleted behind the user's back
 
 
 @pytest.mark.slow  # trains through the DenseNet: minutes on a busy 2-core CPU
