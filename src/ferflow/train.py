@@ -183,7 +183,8 @@ class EpochBackup(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         weights = [np.array(v, copy=True) for v in self.model.weights]
         slots = [np.array(v, copy=True) for v in self.model.optimizer.variables]
-        state = {f"w{i}": a for i, a in enumerate(weights)} | {f"o{i}": a for i, a in enumerate(slots)}
+        state: dict[str, Any] = {f"w{i}": a for i, a in enumerate(weights)}
+        state |= {f"o{i}": a for i, a in enumerate(slots)}
         state |= {"epoch": np.int64(epoch + 1), "n_weights": len(weights), "n_optimizer": len(slots)}
         self.wait()  # at most one write in flight
         self._pending = self._writer.submit(self._write, state)
