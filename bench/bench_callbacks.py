@@ -1,0 +1,103 @@
+"""What each of ferflow's training callbacks costs in a phase-2 epoch, against a bare fit.
+
+One model (the study's DenseNet169 at 48 px, random weights, backbone open, BatchNorm frozen,
+SGD 1e-3 as `fine_tune` compiles it) is compiled once, then `fit` runs 2 epochs with each
+callback set in turn, all sets twice (round-robin, so drift on the shared machine spreads
+over all of them). Printed: median wall and CPU seconds per epoch and the ratio to the bare
+fit. The model is compiled once, so no set pays for tracing.
+
+    .venv/bin/python bench/bench_callbacks.py            # 700 random 48x48 images
+    BENCH_IMAGES=2240 .venv/bin/python bench/bench_callbacks.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ferflow.config import load_params
+from ferflow.model import build_model, set_backbone_trainable
+from ferflow.train import EpochBackup, EpochRecorder, _callbacks, _LastBatchLoss, configure_runtime
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def __init__(self, wall: list[float], cpu: list[float]) -> None:
+        super().__init__()
+        self.wall, self.cpu = wall, cpu
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.wall.append(time.perf_counter() - self.started)
+        self.cpu.append(time.process_time() - self.cpu_started)
+
+
+def main() -> int:
+    n = int(os.environ.get("BENCH_IMAGES", "700"))
+    params = load_params(REPO / "params.yaml", ["model.weights=none"])
+    configure_runtime(params)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, 48, 48)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, 7, n), 7)
+    val = (rng.integers(0, 256, (n // 4, 48, 48)).astype("float32"),)
+    val += (keras.utils.to_categorical(rng.integers(0, 7, n // 4), 7),)
+    model = build_model(params.model, params.base.image_size, 7, seed=params.base.seed)
+    set_backbone_trainable(model, True)
+    model.compile(
+        optimizer=keras.optimizers.SGD(params.finetune.learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.0),
+        metrics=["accuracy"],
+    )
+    work = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
+
+    def backup(name: str) -> EpochBackup:
+        (work / name).mkdir(parents=True, exist_ok=True)
+        return EpochBackup(work / name)
+
+    def ferflow_set(name: str) -> list[keras.callbacks.Callback]:
+        callbacks, _ = _callbacks("finetune", backup(name), 0, None, False)
+        return [*callbacks, _LastBatchLoss()]
+
+    sets: dict[str, Callable[[str], list[keras.callbacks.Callback]]] = {
+        "bare": lambda name: [],
+        "TerminateOnNaN + last-batch loss": lambda name: [keras.callbacks.TerminateOnNaN(), _LastBatchLoss()],
+        "EpochBackup": lambda name: [backup(name)],
+        "EpochRecorder": lambda name: [EpochRecorder("finetune", 0, work / name)],
+        "Keras BackupAndRestore": lambda name: [keras.callbacks.BackupAndRestore(str(work / name))],
+        "ferflow's full set": ferflow_set,
+    }
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in sets}
+    model.fit(x, y, batch_size=64, epochs=1, validation_data=val, verbose=0)  # traces the step
+    for round_ in range(2):
+        for index, (name, make) in enumerate(sets.items()):
+            callbacks = make(f"r{round_}-{index}")
+            model.fit(
+                x, y, batch_size=64, epochs=2, validation_data=val, verbose=0,
+                callbacks=[*callbacks, EpochTimer(*times[name])],
+            )  # fmt: skip
+            for callback in callbacks:
+                if isinstance(callback, EpochBackup):
+                    callback.close()
+    bare_wall, bare_cpu = (float(np.median(t)) for t in times["bare"])
+    print(f"phase-2 epoch of {n} images (+{n // 4} val), DenseNet169 48 px, 4 epochs per set, median:")
+    for name, (wall, cpu) in times.items():
+        median_wall, median_cpu = float(np.median(wall)), float(np.median(cpu))
+        print(
+            f"  {name:34s} {median_wall:6.2f}s wall ({bare_wall / median_wall:.2f}x of bare) "
+            f"{median_cpu:6.2f}s CPU ({bare_cpu / median_cpu:.2f}x)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
