@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -37,19 +38,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall seconds per epoch (`times`) and this process's CPU seconds (`cpu`): the CPU time
-    is not inflated when the shared host steals cycles, so it is the steadier comparison."""
+    """Wall seconds per epoch (`times`), this process's CPU seconds (`cpu`) and major page
+    faults (`faults`: pages read back from disk). The CPU time is not inflated when the host
+    takes cycles away or code pages must be re-read, so it is the steadier comparison."""
 
     def on_train_begin(self, logs=None):
         self.times: list[float] = []
         self.cpu: list[float] = []
+        self.faults: list[int] = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started, self.cpu_started = time.perf_counter(), time.process_time()
+        self.faults_started = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
 
     def on_epoch_end(self, epoch, logs=None):
         self.times.append(time.perf_counter() - self.started)
         self.cpu.append(time.process_time() - self.cpu_started)
+        self.faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_majflt - self.faults_started)
 
 
 def fer_subset(zip_path: Path, classes: tuple[str, ...], per_class: int) -> tuple[np.ndarray, np.ndarray]:
@@ -197,9 +202,17 @@ def phase_two(model, initial, train, val, common, ft_per_class: int, work: Path)
     )
     # epoch 1 of fine_tune traces the step: drop it
     runs = {
-        "bare model.fit (baseline, both halves)": (first.times + second.times, first.cpu + second.cpu),
-        "ferflow fine_tune": (ferflow.times[1:], ferflow.cpu[1:]),
-        "bare model.fit + Keras BackupAndRestore": (keras_backup.times, keras_backup.cpu),
+        "bare model.fit (baseline, both halves)": (
+            first.times + second.times,
+            first.cpu + second.cpu,
+            first.faults + second.faults,
+        ),
+        "ferflow fine_tune": (ferflow.times[1:], ferflow.cpu[1:], ferflow.faults[1:]),
+        "bare model.fit + Keras BackupAndRestore": (
+            keras_backup.times,
+            keras_backup.cpu,
+            keras_backup.faults,
+        ),
     }
     n = len(train[0])
     print(
@@ -207,12 +220,13 @@ def phase_two(model, initial, train, val, common, ft_per_class: int, work: Path)
         f"{epochs} timed epochs per run, bare-ferflow-bare"
     )
     medians = {}
-    for name, (wall, cpu) in runs.items():
+    for name, (wall, cpu, faults) in runs.items():
         medians[name] = float(np.median(wall)), float(np.median(cpu))
         print(
             f"    {name:40s} {n / medians[name][0]:5.1f} images/s, median {medians[name][0]:.2f}s wall "
-            f"/ {medians[name][1]:.2f}s CPU per epoch; wall {' '.join(f'{t:.1f}' for t in wall)}"
+            f"/ {medians[name][1]:.2f}s CPU per epoch"
         )
+        print(f"      per epoch: wall {' '.join(f'{t:.1f}' for t in wall)}; major page faults {faults}")
     bare_wall, bare_cpu = medians["bare model.fit (baseline, both halves)"]
     ferflow_wall, ferflow_cpu = medians["ferflow fine_tune"]
     keras_wall, keras_cpu = medians["bare model.fit + Keras BackupAndRestore"]
