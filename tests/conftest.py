@@ -17,7 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO / "params.yaml"
 
 # Overrides that make the real params fast enough for a unit test.
+# Workflow tests train for a step or two: the gate's default floors (which refuse chance-level
+# models) are off there and tested on their own in tests/unit/test_evaluate_gate.py.
+NO_FLOORS = ("register.min_accuracy_over_majority=null", "register.min_macro_f1=0.0")
+
 SMALL = (
+    *NO_FLOORS,
     "model.weights=none",
     "train.epochs=2",
     "finetune.epochs=1",
@@ -28,6 +33,7 @@ SMALL = (
 # The smallest end-to-end pipeline (flow, DVC, deployment tests and the flow benchmark add
 # their own data.raw and register.model_name).
 TINY_PIPELINE = (
+    *NO_FLOORS,
     "model.backbone=densenet121",
     "model.weights=none",
     "model.head_units=[16]",

@@ -132,21 +132,30 @@ class Model(_Strict):
 
 
 class Augment(_Strict):
+    """Training-only augmentation, applied inside the compiled train step (ferflow.augment)."""
+
     horizontal_flip: bool = False
     shift: float = Field(0.0, ge=0.0, le=0.5, description="fraction of the image side")
     rotation: float = Field(0.0, ge=0.0, le=0.5, description="fraction of a full turn")
+    zoom: float = Field(0.0, ge=0.0, le=0.5, description="fraction of the image side, in or out")
+    contrast: float = Field(0.0, ge=0.0, le=1.0, description="contrast factor range 1 +- this")
+    brightness: float = Field(0.0, ge=0.0, le=1.0, description="fraction of 255 added or removed")
+    erasing: float = Field(0.0, ge=0.0, le=1.0, description="probability of one grey box per image")
+    erasing_size: float = Field(0.4, gt=0.0, le=1.0, description="largest box side, fraction of the image")
 
 
 class Train(_Strict):
     """Phase 1: the frozen backbone and a trainable head."""
 
     batch_size: int = Field(64, ge=1)
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=0, description="0 skips phase 1 (from-scratch profile)")
     learning_rate: float = Field(1e-4, gt=0.0)
     early_stopping_patience: int = Field(3, ge=0)
     restore_best_weights: bool = True
     cache_features: bool = True
-    deterministic: bool = True
+    deterministic: bool = Field(
+        False, description="op determinism: repeatable, but ~30% slower on the CPU (docs/training.md)"
+    )
     mixed_precision: bool = False
     jit_compile: bool = False
 
@@ -154,14 +163,23 @@ class Train(_Strict):
 class Finetune(_Strict):
     """Phase 2: the whole network, BatchNorm kept in inference mode (the study's way).
 
+    The learning rate follows `schedule` per optimizer step (ferflow.schedules).
+
     `train_batchnorm` lets BatchNorm learn too: what a backbone that was never trained
     (`model.weights: none`) needs, with a faster `batchnorm_momentum` on small data.
     """
 
     epochs: int = Field(20, ge=0)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    learning_rate: float = Field(1e-3, gt=0.0)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    learning_rate: float = Field(1e-3, gt=0.0, description="the peak rate of the schedule")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD only")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW only (decoupled weight decay)")
+    schedule: Literal["constant", "cosine", "onecycle"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    final_lr_fraction: float = Field(0.0, ge=0.0, le=1.0, description="cosine: last rate / peak")
+    time_budget_s: float | None = Field(
+        None, gt=0.0, description="stop before an epoch that would end past this many seconds"
+    )
     train_batchnorm: bool = False
     batchnorm_momentum: float = Field(0.99, gt=0.0, lt=1.0)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
@@ -177,7 +195,13 @@ class Evaluate(_Strict):
 class Register(_Strict):
     model_name: str = "fer-densenet169"
     min_accuracy: float = Field(0.0, ge=0.0, le=1.0)
-    min_macro_f1: float = Field(0.0, ge=0.0, le=1.0)
+    min_accuracy_over_majority: float | None = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="accuracy must exceed the test set's majority-class share by this (null: off)",
+    )
+    min_macro_f1: float = Field(0.2, ge=0.0, le=1.0, description="a one-class or chance model scores < 0.15")
     min_class_recall: float | None = Field(None, ge=0.0, le=1.0)
     metric: Literal["accuracy", "macro_f1", "weighted_f1"] = "macro_f1"
     margin: float = Field(0.0, ge=0.0, le=1.0)
@@ -335,17 +359,49 @@ def parse_params(raw: Mapping[str, Any] | None, source: str = "params") -> Param
         raise ParamsError(_format_errors(err, source)) from None
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS_PATH, overrides: Iterable[str] = ()) -> Params:
-    """Load params.yaml, apply `--set` overrides, validate strictly."""
-    path = Path(path)
+EXTENDS_KEY = "extends"
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, section by section (a mapping merges; any other value replaces)."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_params_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a params file, with `extends: other.yaml` resolved.
+
+    A profile (e.g. profiles/from-scratch.yaml) names the file it builds on, relative to
+    itself, and lists only what it changes; sections merge key by key.
+    """
     if not path.exists():
         raise ParamsError(f"params file {path} not found; run from the repository root or pass --params")
+    if path.resolve() in _seen:
+        raise ParamsError(f"{path}: `extends` makes a cycle ({' -> '.join(str(p) for p in _seen)})")
     try:
         raw = read_yaml(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from err
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ParamsError(f"{path}: not valid YAML text: {err}") from err
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping of sections")
+    parent = raw.pop(EXTENDS_KEY, None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ParamsError(f"{path}: `extends` must be the path of another params file, got {parent!r}")
+    base = read_params_file(path.parent / parent, (*_seen, path.resolve()))
+    return _merge(base, raw)
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_PATH, overrides: Iterable[str] = ()) -> Params:
+    """Load params.yaml (or a profile that extends it), apply `--set` overrides, validate strictly."""
+    path = Path(path)
+    raw = read_params_file(path)
     overrides = list(overrides)
     raw = apply_overrides(raw, overrides)
     source = f"{path}" + (f" with overrides {overrides}" if overrides else "")

@@ -185,11 +185,26 @@ class Verdict:
     reason: str
 
 
+def majority_share(metrics: dict[str, Any]) -> float:
+    """The accuracy of always answering the test set's most common class."""
+    support = [row["support"] for row in metrics["per_class"].values()]
+    return max(support) / max(1, sum(support))
+
+
 def check_floors(metrics: dict[str, Any], floors: Register) -> list[str]:
     """The floors `metrics` misses, as readable sentences (empty when all are met)."""
     misses = []
     if metrics["accuracy"] < floors.min_accuracy:
         misses.append(f"accuracy {metrics['accuracy']:.4f} < register.min_accuracy {floors.min_accuracy}")
+    if floors.min_accuracy_over_majority is not None:
+        majority = majority_share(metrics)
+        needed = majority + floors.min_accuracy_over_majority
+        if metrics["accuracy"] < needed:
+            misses.append(
+                f"accuracy {metrics['accuracy']:.4f} < {needed:.4f} (majority-class share {majority:.4f} "
+                f"+ register.min_accuracy_over_majority {floors.min_accuracy_over_majority}): "
+                "no better than always answering the most common class"
+            )
     if metrics["macro_f1"] < floors.min_macro_f1:
         misses.append(f"macro_f1 {metrics['macro_f1']:.4f} < register.min_macro_f1 {floors.min_macro_f1}")
     if floors.min_class_recall is not None:

@@ -35,7 +35,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from ferflow.config import Augment, Params
+from ferflow.augment import TrainingModel
+from ferflow.config import Params
 from ferflow.data.dataset import PreparedData, load_prepared
 from ferflow.errors import FerflowError
 from ferflow.model import (
@@ -45,6 +46,7 @@ from ferflow.model import (
     load_model,
     set_backbone_trainable,
 )
+from ferflow.schedules import make_optimizer, schedule_for
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +309,9 @@ def fit_head(
     settings = params.train
     num_classes = len(params.base.classes)
     set_backbone_trainable(model, False)
+    if settings.epochs == 0:
+        log.info("phase 1 skipped (train.epochs=0): the whole network trains in phase 2")
+        return []
     y_train, y_val = _one_hot(train[1], num_classes), _one_hot(val[1], num_classes)
     if settings.cache_features:
         trained = head_model(model)
@@ -354,49 +359,6 @@ def fit_head(
 # --- phase 2 ---------------------------------------------------------------------------
 
 
-class AugmentedBatches(keras.utils.PyDataset):
-    """Shuffled batches with random flips, shifts and rotations (training only)."""
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        targets: np.ndarray,
-        batch_size: int,
-        augment: Augment,
-        seed: int,
-        sample_weights: np.ndarray | None = None,
-    ) -> None:
-        super().__init__()
-        self.images, self.targets, self.batch_size = images, targets, batch_size
-        self.sample_weights = sample_weights
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(images))
-        layers: list[keras.layers.Layer] = []
-        if augment.horizontal_flip:
-            layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-        if augment.shift > 0:
-            layers.append(
-                keras.layers.RandomTranslation(augment.shift, augment.shift, fill_mode="nearest", seed=seed)
-            )
-        if augment.rotation > 0:
-            layers.append(keras.layers.RandomRotation(augment.rotation, fill_mode="nearest", seed=seed))
-        self.augment = keras.Sequential(layers)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.images) / self.batch_size)
-
-    def __getitem__(self, index: int) -> tuple[Any, ...]:
-        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        batch = self.images[rows].astype("float32")[..., None]
-        augmented = keras.ops.convert_to_numpy(self.augment(batch, training=True))[..., 0]
-        if self.sample_weights is None:
-            return augmented, self.targets[rows]
-        return augmented, self.targets[rows], self.sample_weights[rows]
-
-    def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.images))
-
-
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     """n / (k * count_c): rare classes (disgust, ~1.5% of FER2013) weigh more."""
     counts = np.bincount(labels, minlength=num_classes).astype("float64")
@@ -413,56 +375,90 @@ def fine_tune(
     epoch_offset: int = 0,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> list[dict[str, Any]]:
-    """Phase 2: unfreeze the backbone and train everything (SGD, or Adam); returns epoch records."""
+    """Phase 2: unfreeze the backbone and train everything; returns the epoch records.
+
+    `model` is trained through a `TrainingModel` wrapper that feeds it the uint8 arrays and
+    augments batches inside the compiled step; `model` itself stays the plain classifier.
+    The optimizer (`finetune.optimizer`) follows `finetune.schedule` per step.
+    """
     settings, num_classes = params.finetune, len(params.base.classes)
     if settings.epochs == 0:
         return []
     set_backbone_trainable(model, True, settings.train_batchnorm, settings.batchnorm_momentum)
-    optimizer: keras.optimizers.Optimizer
-    if settings.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(settings.learning_rate)
-    else:
-        optimizer = keras.optimizers.SGD(settings.learning_rate, momentum=settings.momentum)
-    model.compile(
-        optimizer=optimizer,
+    batch_size = params.train.batch_size
+    steps_per_epoch = math.ceil(len(train[0]) / batch_size)
+    learning_rate = schedule_for(
+        settings.schedule,
+        settings.learning_rate,
+        settings.epochs,
+        steps_per_epoch,
+        settings.warmup_epochs,
+        settings.final_lr_fraction,
+    )
+    trainer = TrainingModel(model, settings.augment, seed=params.base.seed)
+    trainer.compile(
+        optimizer=make_optimizer(settings.optimizer, learning_rate, settings.momentum, settings.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
         metrics=["accuracy"],
         jit_compile=params.train.jit_compile,
     )
-    y_train = _one_hot(train[1], num_classes)
     weights = balanced_class_weights(train[1], num_classes) if settings.class_weights else None
-    augment = settings.augment
-    fit_kwargs: dict[str, Any]
-    if augment.horizontal_flip or augment.shift > 0 or augment.rotation > 0:
-        per_sample = None if weights is None else np.array([weights[c] for c in train[1]], "float32")
-        fit_kwargs = {
-            "x": AugmentedBatches(
-                train[0], y_train, params.train.batch_size, augment, params.base.seed, per_sample
-            )
-        }
-    else:
-        fit_kwargs = {
-            "x": _as_float(train[0]),
-            "y": y_train,
-            "batch_size": params.train.batch_size,
-            "class_weight": weights,
-        }
     last_batch = _LastBatchLoss()
-    with _resumable_fit(model, backup_dir) as (backup, initial_epoch):
+    budget = [] if settings.time_budget_s is None else [TimeBudget(settings.time_budget_s)]
+    with _resumable_fit(trainer, backup_dir) as (backup, initial_epoch):
         callbacks, recorder = _callbacks("finetune", backup, epoch_offset, None, False)
         if params.train.deterministic:
             keras.utils.set_random_seed(params.base.seed)
-        history = model.fit(
-            **fit_kwargs,
+        history = trainer.fit(
+            _as_pixels(train[0]),
+            _one_hot(train[1], num_classes),
+            batch_size=batch_size,
+            class_weight=weights,
             epochs=settings.epochs,
             initial_epoch=initial_epoch,
-            validation_data=(_as_float(val[0]), _one_hot(val[1], num_classes)),
-            callbacks=[*callbacks, last_batch, *extra_callbacks],
+            validation_data=(_as_pixels(val[0]), _one_hot(val[1], num_classes)),
+            callbacks=[*callbacks, *budget, last_batch, *extra_callbacks],
             verbose=0,
         )
     _check_finite("phase 2 (finetune)", history, last_batch, backup_dir)
     _finish_backup(backup_dir)
     return recorder.records
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops `fit` before an epoch that would end more than `seconds` after fit started
+    (judged by the slowest epoch so far). The schedule still spans `finetune.epochs`, so
+    pick epochs that fit the budget; this is the guard for a wall-clock-boxed run."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.started = self.epoch_started = time.perf_counter()
+        self.slowest = 0.0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        now = time.perf_counter()
+        self.slowest = max(self.slowest, now - self.epoch_started)
+        if now - self.started + self.slowest > self.seconds:
+            log.warning(
+                "finetune: stopping after epoch %d: the next would end past the %.0f s budget",
+                epoch + 1,
+                self.seconds,
+            )
+            self.model.stop_training = True
+
+
+def _as_pixels(images: np.ndarray) -> np.ndarray:
+    """Images as the model reads them: uint8 stays uint8 (4x less to copy per batch; the
+    training wrapper casts inside the step), anything else becomes float32."""
+    images = np.asarray(images)
+    return images if images.dtype == np.uint8 else images.astype("float32")
 
 
 # --- data and files --------------------------------------------------------------------

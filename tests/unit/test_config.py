@@ -35,7 +35,7 @@ def test_params_yaml_spells_out_every_default():
     [
         ("train.epoch=2", "train.epoch"),
         ("train.epochs=two", "train.epochs"),
-        ("train.epochs=0", "train.epochs"),
+        ("train.epochs=-1", "train.epochs"),
         ('train.epochs="2"', "train.epochs"),
         ("finetune.learning_rate=-1", "finetune.learning_rate"),
         ("model.backbone=resnet50", "model.backbone"),
@@ -82,3 +82,59 @@ def test_flat_keys_are_stable_and_digest_changes_with_a_value():
     assert base.flat()["model.head_units"] == "256,1024,512"
     assert base.digest() != changed.digest()
     assert base.section_digest("ingest") == changed.section_digest("ingest")
+
+
+PROFILE = PARAMS_FILE.parent / "profiles" / "from-scratch.yaml"
+
+
+def test_the_from_scratch_profile_extends_params_yaml():
+    params = load_params(PROFILE)
+    study = load_params(PARAMS_FILE)
+
+    # what the profile sets
+    assert params.model.weights == "none"
+    assert params.train.epochs == 0  # phase 1 skipped
+    assert params.finetune.train_batchnorm
+    assert params.finetune.schedule == "cosine"
+    assert params.finetune.optimizer == "adamw"
+    assert params.finetune.augment.erasing > 0
+    assert params.evaluate.tta_flip
+    # what it inherits, key by key inside a section it changes
+    assert params.base == study.base
+    assert params.model.input_size == study.model.input_size
+    assert params.finetune.batchnorm_momentum != study.finetune.batchnorm_momentum
+    assert params.registry == study.registry
+
+
+def test_a_profile_merges_sections_and_overrides_still_apply(tmp_path):
+    (tmp_path / "base.yaml").write_text("train:\n  epochs: 7\n  batch_size: 16\n")
+    (tmp_path / "profile.yaml").write_text("extends: base.yaml\ntrain:\n  epochs: 3\n")
+
+    params = load_params(tmp_path / "profile.yaml", ["train.learning_rate=0.01"])
+
+    assert (params.train.epochs, params.train.batch_size) == (3, 16)
+    assert params.train.learning_rate == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"}, "cycle"),
+        ({"a.yaml": "extends: missing.yaml\n"}, "missing.yaml not found"),
+        ({"a.yaml": "extends: [b.yaml]\n"}, "`extends` must be the path"),
+    ],
+)
+def test_a_broken_extends_is_a_clear_error(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+
+    with pytest.raises(ParamsError, match=message):
+        load_params(tmp_path / "a.yaml")
+
+
+def test_a_binary_params_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+
+    with pytest.raises(ParamsError, match="params.yaml: not valid YAML text"):
+        load_params(path)

@@ -138,3 +138,24 @@ def test_the_summary_names_the_weakest_class():
     weak["per_class"]["fear"]["recall"] = 0.2
 
     assert "weakest class fear" in model_card.card_summary(small_params(), weak)
+
+
+def test_the_default_floors_refuse_a_chance_level_model():
+    from ferflow.config import load_params
+    from tests.conftest import PARAMS_FILE
+
+    defaults = load_params(PARAMS_FILE).registry
+    # FER2013 PublicTest: happy is 895 of 3,589 (24.9%); a model always answering "happy"
+    supports = dict(zip(FER_CLASSES, (467, 56, 496, 895, 607, 653, 415), strict=True))
+    one_class = metrics(accuracy=895 / 3589, macro_f1=0.057)
+    for name, support in supports.items():
+        one_class["per_class"][name]["support"] = support
+    uniform_guess = metrics(accuracy=1 / 7, macro_f1=0.13)
+    learned = metrics(accuracy=0.62, macro_f1=0.58)
+
+    one_class_verdict = decide(one_class, None, defaults)
+    assert not one_class_verdict.promoted
+    assert "majority-class share 0.2494" in one_class_verdict.reason
+    assert "register.min_macro_f1" in one_class_verdict.reason
+    assert not decide(uniform_guess, None, defaults).promoted
+    assert decide(learned, None, defaults).promoted

@@ -1,0 +1,112 @@
+"""Learning-rate schedules and optimizers, computed per step inside the optimizer.
+
+A Keras `LearningRateSchedule` is evaluated from the optimizer's own step counter inside
+the compiled train step, so every backend sees the same values at every step. (A callback
+that sets the learning rate per batch does not: the JAX trainer reads variables only at
+the start of an epoch.)
+
+Kinds (`finetune.schedule`), with `w` warmup steps, `T` total steps and peak rate `lr`:
+
+- `constant`: `lr` (after a linear warmup from `lr / w` when `w > 0`): the study's.
+- `cosine`: linear warmup from `lr / w` to `lr`, then half a cosine from `lr` to
+  `lr * final_fraction` at step `T`.
+- `onecycle`: warmup from `lr / 25` to `lr` (a cosine ramp over `w`, or the first 30% of
+  `T` when no warmup is given), then half a cosine down to `lr / 25 / 1e4`.
+
+Past `T` every schedule stays at its last value.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import keras
+from keras import ops
+
+ScheduleKind = Literal["constant", "cosine", "onecycle"]
+ONECYCLE_DIV = 25.0
+ONECYCLE_FINAL_DIV = 1e4
+ONECYCLE_DEFAULT_WARMUP = 0.3
+
+
+@keras.saving.register_keras_serializable(package="ferflow")
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Learning rate at optimizer step `step` (0-based) for one of the kinds above."""
+
+    def __init__(
+        self,
+        kind: ScheduleKind,
+        peak: float,
+        total_steps: int,
+        warmup_steps: int = 0,
+        final_fraction: float = 0.0,
+    ) -> None:
+        if kind not in ("constant", "cosine", "onecycle"):
+            raise ValueError(f"schedule kind {kind!r}: use constant, cosine or onecycle")
+        if total_steps < 1 or warmup_steps < 0:
+            raise ValueError(f"schedule needs total_steps >= 1 and warmup_steps >= 0 ({total_steps}, {warmup_steps})")
+        self.kind, self.peak = kind, float(peak)
+        self.total_steps, self.final_fraction = int(total_steps), float(final_fraction)
+        if kind == "onecycle" and warmup_steps == 0:
+            warmup_steps = max(1, int(ONECYCLE_DEFAULT_WARMUP * total_steps))
+        self.warmup_steps = min(int(warmup_steps), self.total_steps)
+
+    def __call__(self, step: Any) -> Any:
+        step = ops.cast(step, "float32")
+        peak = self.peak
+        warmup = float(self.warmup_steps)
+        if self.kind == "onecycle":
+            start, end = peak / ONECYCLE_DIV, peak / ONECYCLE_DIV / ONECYCLE_FINAL_DIV
+            ramp = ops.clip(step / max(warmup, 1.0), 0.0, 1.0)
+            rising = start + (peak - start) * 0.5 * (1.0 - ops.cos(math.pi * ramp))
+        else:
+            end = peak * self.final_fraction
+            rising = peak * ops.minimum((step + 1.0) / max(warmup, 1.0), 1.0)
+        if self.kind == "constant":
+            return rising
+        span = max(float(self.total_steps) - warmup, 1.0)
+        progress = ops.clip((step - warmup) / span, 0.0, 1.0)
+        falling = end + (peak - end) * 0.5 * (1.0 + ops.cos(math.pi * progress))
+        return ops.where(step < warmup, rising, falling)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "peak": self.peak,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "final_fraction": self.final_fraction,
+        }
+
+
+def make_optimizer(
+    name: str,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+) -> keras.optimizers.Optimizer:
+    """sgd (with momentum), adam or adamw (decoupled weight decay)."""
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=momentum)
+    raise ValueError(f"optimizer {name!r}: use sgd, adam or adamw")
+
+
+def schedule_for(
+    kind: ScheduleKind,
+    peak: float,
+    epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: float = 0.0,
+    final_fraction: float = 0.0,
+) -> float | WarmupSchedule:
+    """The optimizer's learning rate: a plain float for an unwarmed constant rate (the
+    study's optimizer exactly), else a `WarmupSchedule` over `epochs x steps_per_epoch`."""
+    if kind == "constant" and warmup_epochs == 0:
+        return peak
+    total = max(1, epochs * steps_per_epoch)
+    return WarmupSchedule(kind, peak, total, int(round(warmup_epochs * steps_per_epoch)), final_fraction)
