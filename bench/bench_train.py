@@ -2,7 +2,11 @@
 
 (a) phase 1: one epoch through the frozen backbone vs one epoch on cached features, and the
     whole phase 1 (early stopping, up to train.epochs) including the one-time caching;
-(b) phase 2: ferflow's `fine_tune` throughput vs a bare `model.fit` on in-memory arrays.
+(b) phase 2: ferflow's `fine_tune` throughput vs a bare `model.fit` on in-memory arrays;
+(c) phase 2 with the from-scratch profile (profiles/from-scratch.yaml: augmentation inside
+    the training step, AdamW on a cosine schedule, BatchNorm learning) vs a bare `model.fit`
+    of the same model on preloaded float32 arrays without augmentation;
+(d) a bare phase-2 fit with TensorFlow op determinism (`train.deterministic: true`) vs without.
 
 Data: a stratified subset of real FER2013 (FERFLOW_FER2013_ZIP), else synthetic faces.
 The model is the study's (DenseNet169 at 48 px, the default params) with random weights.
@@ -10,8 +14,8 @@ Environment knobs: BENCH_PER_CLASS (images per class for phase 1, default 400; d
 436), BENCH_FT_PER_CLASS (images per class for phase 2, default 100: each phase-2 epoch
 backpropagates through the DenseNet), BENCH_BACKBONE (default densenet169), BENCH_FULL=1 to
 also time the whole phase 1 through the backbone (otherwise it is estimated from the
-measured per-epoch time and the epochs phase 1 ran), BENCH_PARTS=b for part (b) only,
-BENCH_EPOCHS (timed phase-2 epochs per run, default 4).
+measured per-epoch time and the epochs phase 1 ran), BENCH_PARTS (the parts to run,
+default abcd; e.g. BENCH_PARTS=cd), BENCH_EPOCHS (timed phase-2 epochs per run, default 4).
 
     FERFLOW_FER2013_ZIP=/work/shared/data/fer2013.zip .venv/bin/python bench/bench_train.py
 """
@@ -120,8 +124,21 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     model = build_model(params.model, params.base.image_size, 7, seed=params.base.seed)
     initial = model.get_weights()
-    if os.environ.get("BENCH_PARTS", "ab") == "b":
-        return phase_two(model, initial, train, val, common, ft_per_class, work)
+    parts = os.environ.get("BENCH_PARTS", "abcd")
+    if "a" in parts:
+        phase_one(model, initial, train, val, common, work)
+    if "b" in parts:
+        phase_two(model, initial, train, val, common, ft_per_class, work)
+    if "c" in parts:
+        model.set_weights(initial)
+        profile_phase_two(model, initial, train, val, backbone, ft_per_class, work)
+    if "d" in parts:
+        determinism(model, initial, train, val, common, ft_per_class)
+    return 0
+
+
+def phase_one(model, initial, train, val, common, work: Path) -> None:
+    """(a): phase 1 through the frozen backbone vs on cached features."""
 
     # (a) per epoch: the median of epochs 2-3 through the backbone and of epochs 2-10 on cached
     # features (epoch 1 includes tracing; a cached epoch is short, so more of them even out noise)
@@ -151,10 +168,8 @@ def main() -> int:
     print(f"    whole phase 1 on cached features incl. caching ({epochs} epochs): {cached_total:.1f}s")
     print(f"    ratio: {through_total / cached_total:.1f}x (target >= 5x)")
 
-    return phase_two(model, initial, train, val, common, ft_per_class, work)
 
-
-def phase_two(model, initial, train, val, common, ft_per_class: int, work: Path) -> int:
+def phase_two(model, initial, train, val, common, ft_per_class: int, work: Path) -> None:
     """(b): ferflow's fine_tune vs a bare model.fit on the same arrays and trainable layers.
 
     Epoch times on this shared 2-core machine drift by +-20% over minutes, so the bare fit
@@ -236,7 +251,130 @@ def phase_two(model, initial, train, val, common, ft_per_class: int, work: Path)
         f"    bare + Keras BackupAndRestore: {bare_wall / keras_wall:.2f}x "
         f"({bare_cpu / keras_cpu:.2f}x by CPU)"
     )
-    return 0
+
+
+def _bare_fit(model, x, y, validation, batch_size: int):
+    """A timed bare `model.fit` on preloaded arrays: returns a function running `count` epochs."""
+
+    def run(count: int) -> EpochTimer:
+        timer = EpochTimer()
+        model.fit(
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=count,
+            validation_data=validation,
+            callbacks=[timer],
+            verbose=0,
+        )
+        return timer
+
+    return run
+
+
+def _report(title: str, runs: dict[str, EpochTimer | list[EpochTimer]], n: int) -> dict[str, float]:
+    print(title)
+    medians = {}
+    for name, timers in runs.items():
+        timers = timers if isinstance(timers, list) else [timers]
+        wall = [t for timer in timers for t in timer.times]
+        cpu = [t for timer in timers for t in timer.cpu]
+        medians[name] = float(np.median(wall))
+        print(
+            f"    {name:48s} {n / medians[name]:5.1f} images/s, median {medians[name]:.2f}s wall "
+            f"/ {float(np.median(cpu)):.2f}s CPU per epoch; wall {' '.join(f'{t:.1f}' for t in wall)}"
+        )
+    return medians
+
+
+def profile_phase_two(model, initial, train, val, backbone: str, ft_per_class: int, work: Path) -> None:
+    """(c): fine_tune with the from-scratch profile vs a bare fit without augmentation (A-B-A)."""
+    from ferflow.schedules import make_optimizer, schedule_for
+
+    epochs = int(os.environ.get("BENCH_EPOCHS", "4"))
+    train, val = _per_class(train, ft_per_class), _per_class(val, max(1, ft_per_class // 4))
+    profile = load_params(
+        REPO / "profiles" / "from-scratch.yaml",
+        [f"model.backbone={backbone}", f"finetune.epochs={epochs + 1}"],
+    )
+    tune = profile.finetune
+    bare_model = keras.models.clone_model(model)
+    bare_model.set_weights(initial)
+    set_backbone_trainable(bare_model, True, tune.train_batchnorm, tune.batchnorm_momentum)
+    steps = int(np.ceil(len(train[0]) / profile.train.batch_size))
+    bare_model.compile(
+        optimizer=make_optimizer(
+            tune.optimizer,
+            schedule_for(tune.schedule, tune.learning_rate, 2 * epochs + 1, steps, tune.warmup_epochs),
+            tune.momentum,
+            tune.weight_decay,
+        ),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=tune.label_smoothing),
+        metrics=["accuracy"],
+    )
+    bare = _bare_fit(
+        bare_model,
+        train[0].astype("float32"),
+        keras.utils.to_categorical(train[1], 7),
+        (val[0].astype("float32"), keras.utils.to_categorical(val[1], 7)),
+        profile.train.batch_size,
+    )
+    bare(1)  # traces the bare train step
+    first = bare(epochs)
+    ferflow = EpochTimer()
+    fine_tune(model, train, val, profile, work / "profile", 0, [ferflow])
+    ferflow.times, ferflow.cpu = ferflow.times[1:], ferflow.cpu[1:]  # epoch 1 traces the step
+    second = bare(epochs)
+    medians = _report(
+        f"(c) phase 2, from-scratch profile, on {len(train[0])} train images, "
+        f"{epochs} timed epochs, bare-ferflow-bare",
+        {
+            "bare model.fit, no augmentation (baseline)": [first, second],
+            "fine_tune, profile augmentation": ferflow,
+        },
+        len(train[0]),
+    )
+    ratio = medians["bare model.fit, no augmentation (baseline)"] / medians["fine_tune, profile augmentation"]
+    print(f"    ratio: {ratio:.2f}x of bare throughput (target >= 0.9x)")
+
+
+def determinism(model, initial, train, val, common, ft_per_class: int) -> None:
+    """(d): a bare phase-2 fit with op determinism off, on, off (TensorFlow only)."""
+    if keras.backend.backend() != "tensorflow":
+        print("(d) skipped: op determinism is a TensorFlow switch")
+        return
+    import tensorflow as tf
+
+    epochs = int(os.environ.get("BENCH_EPOCHS", "4"))
+    train, val = _per_class(train, ft_per_class), _per_class(val, max(1, ft_per_class // 4))
+    bare_model = keras.models.clone_model(model)
+    bare_model.set_weights(initial)
+    set_backbone_trainable(bare_model, True, True)
+    bare_model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy")
+    bare = _bare_fit(
+        bare_model,
+        train[0].astype("float32"),
+        keras.utils.to_categorical(train[1], 7),
+        (val[0].astype("float32"), keras.utils.to_categorical(val[1], 7)),
+        64,
+    )
+    bare(1)
+    off_first = bare(epochs)
+    tf.config.experimental.enable_op_determinism()
+    bare_model.make_train_function(force=True)  # retrace with the deterministic kernels
+    bare(1)
+    on = bare(epochs)
+    tf.config.experimental.disable_op_determinism()
+    bare_model.make_train_function(force=True)
+    bare(1)
+    off_second = bare(epochs)
+    medians = _report(
+        f"(d) bare phase-2 fit (BatchNorm learning) on {len(train[0])} images, determinism off-on-off",
+        {"train.deterministic: false (baseline)": [off_first, off_second], "train.deterministic: true": on},
+        len(train[0]),
+    )
+    ratio = medians["train.deterministic: true"] / medians["train.deterministic: false (baseline)"]
+    print(f"    deterministic costs {ratio:.2f}x the time per epoch")
 
 
 if __name__ == "__main__":

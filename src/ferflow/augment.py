@@ -77,7 +77,9 @@ def augmentation_layers(augment: Augment, seed: int | None = None) -> list[keras
         layers.append(keras.layers.RandomFlip("horizontal", seed=next_seed(1), name="flip"))
     if augment.rotation > 0:
         layers.append(
-            keras.layers.RandomRotation(augment.rotation, fill_mode="nearest", seed=next_seed(2), name="rotate")
+            keras.layers.RandomRotation(
+                augment.rotation, fill_mode="nearest", seed=next_seed(2), name="rotate"
+            )
         )
     if augment.shift > 0:
         layers.append(
@@ -87,11 +89,15 @@ def augmentation_layers(augment: Augment, seed: int | None = None) -> list[keras
         )
     if augment.zoom > 0:
         layers.append(
-            keras.layers.RandomZoom(augment.zoom, augment.zoom, fill_mode="nearest", seed=next_seed(4), name="zoom")
+            keras.layers.RandomZoom(
+                augment.zoom, augment.zoom, fill_mode="nearest", seed=next_seed(4), name="zoom"
+            )
         )
     if augment.contrast > 0:
         layers.append(
-            keras.layers.RandomContrast(augment.contrast, value_range=PIXEL_RANGE, seed=next_seed(5), name="contrast")
+            keras.layers.RandomContrast(
+                augment.contrast, value_range=PIXEL_RANGE, seed=next_seed(5), name="contrast"
+            )
         )
     if augment.brightness > 0:
         layers.append(
@@ -116,7 +122,9 @@ class TrainingModel(keras.Model):
     trains the classifier; save and serve `wrapper.classifier`, never the wrapper.
     """
 
-    def __init__(self, classifier: keras.Model, augment: Augment, seed: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, classifier: keras.Model, augment: Augment, seed: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(name=kwargs.pop("name", "training_model"), **kwargs)
         self.classifier = classifier
         self.augmentation = keras.Sequential(augmentation_layers(augment, seed), name="augmentation")

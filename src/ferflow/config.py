@@ -158,6 +158,11 @@ class Train(_Strict):
     )
     mixed_precision: bool = False
     jit_compile: bool = False
+    compilation_cache: str | None = Field(
+        None,
+        description="JAX: folder of the persistent XLA compilation cache "
+        "(FERFLOW_COMPILATION_CACHE overrides); a rerun skips compiling the train step",
+    )
 
 
 class Finetune(_Strict):

@@ -45,7 +45,9 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         if kind not in ("constant", "cosine", "onecycle"):
             raise ValueError(f"schedule kind {kind!r}: use constant, cosine or onecycle")
         if total_steps < 1 or warmup_steps < 0:
-            raise ValueError(f"schedule needs total_steps >= 1 and warmup_steps >= 0 ({total_steps}, {warmup_steps})")
+            raise ValueError(
+                f"schedule needs total_steps >= 1 and warmup_steps >= 0 ({total_steps}, {warmup_steps})"
+            )
         self.kind, self.peak = kind, float(peak)
         self.total_steps, self.final_fraction = int(total_steps), float(final_fraction)
         if kind == "onecycle" and warmup_steps == 0:
@@ -109,4 +111,4 @@ def schedule_for(
     if kind == "constant" and warmup_epochs == 0:
         return peak
     total = max(1, epochs * steps_per_epoch)
-    return WarmupSchedule(kind, peak, total, int(round(warmup_epochs * steps_per_epoch)), final_fraction)
+    return WarmupSchedule(kind, peak, total, round(warmup_epochs * steps_per_epoch), final_fraction)

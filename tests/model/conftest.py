@@ -33,6 +33,16 @@ def tiny_params(*overrides: str) -> Params:
     return small_params(*TINY, *overrides)
 
 
+def tiny_profile_params(*overrides: str) -> Params:
+    """profiles/from-scratch.yaml shrunk like `tiny_params` (32 px, one small dense layer)."""
+    from ferflow.config import load_params
+    from tests.conftest import NO_FLOORS, PARAMS_FILE
+
+    profile = PARAMS_FILE.parent / "profiles" / "from-scratch.yaml"
+    shrink = [o for o in TINY if not o.startswith("train.learning_rate")]
+    return load_params(profile, [*NO_FLOORS, *shrink, *overrides])
+
+
 def synthetic_faces(params: Params, per_class: int, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Faces from ferflow.data.synth when available, else simple class-coded patterns."""
     classes, size = params.base.classes, params.base.image_size

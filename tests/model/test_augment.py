@@ -84,7 +84,9 @@ def test_cutout_greys_one_box_per_image_and_is_off_at_inference():
     grey_share = (erased == 127.5).mean(axis=(1, 2, 3))
 
     assert set(np.unique(erased)) <= {0.0, 127.5}
-    assert (grey_share > 0).mean() > 0.9  # nearly every image gets a box (a tiny one may miss all pixel centres)
+    assert (
+        grey_share > 0
+    ).mean() > 0.9  # nearly every image gets a box (a tiny one may miss all pixel centres)
     assert grey_share.max() <= 0.25 + 1e-6  # at most half the side squared
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(cutout(images, training=False)), images)
     none = RandomCutout(rate=0.0, seed=3)

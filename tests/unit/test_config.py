@@ -136,5 +136,5 @@ def test_a_binary_params_file_is_a_clear_error(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
 
-    with pytest.raises(ParamsError, match="params.yaml: not valid YAML text"):
+    with pytest.raises(ParamsError, match=r"params\.yaml: not valid YAML text"):
         load_params(path)

@@ -211,14 +211,18 @@ def test_an_unreachable_prefect_server_is_a_clear_error():
 
 def test_demo_configuration_is_valid_and_laptop_sized():
     from ferflow.config import load_params
-    from ferflow.demo import DEMO_MODEL_NAME, DEMO_OVERRIDES
-    from tests.conftest import PARAMS_FILE
+    from ferflow.demo import DEMO_MODEL_NAME, DEMO_OVERRIDES, DEMO_PARAMS
+    from tests.conftest import PARAMS_FILE, REPO
 
-    params = load_params(PARAMS_FILE, DEMO_OVERRIDES)
+    params = load_params(REPO / DEMO_PARAMS, DEMO_OVERRIDES)
+    defaults = load_params(PARAMS_FILE)
 
-    assert params.model.weights == "none" and params.model.input_size == 48
-    assert params.train.epochs + params.finetune.epochs <= 5
-    assert params.registry.model_name == DEMO_MODEL_NAME != load_params(PARAMS_FILE).registry.model_name
+    # the from-scratch profile, shrunk: one phase, a handful of epochs, the default floors kept
+    assert params.model.weights == "none" and params.model.input_size <= 48
+    assert params.train.epochs == 0 and params.finetune.epochs <= 8
+    assert params.finetune.train_batchnorm and params.finetune.schedule != "constant"
+    assert params.registry.min_macro_f1 == defaults.registry.min_macro_f1 > 0
+    assert params.registry.model_name == DEMO_MODEL_NAME != defaults.registry.model_name
 
 
 def test_demo_says_what_to_open_next(tmp_path):

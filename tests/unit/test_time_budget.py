@@ -1,0 +1,44 @@
+"""The wall-clock guard of a time-boxed phase 2, and the JAX compilation cache switch."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import keras
+
+from ferflow.train import TimeBudget, configure_compilation_cache
+
+
+def run_epochs(budget: TimeBudget, seconds: list[float]) -> int:
+    """Drive the callback through epochs of the given lengths; return how many ran."""
+    model = SimpleNamespace(stop_training=False)
+    budget.set_model(model)
+    budget.on_train_begin()
+    for epoch, length in enumerate(seconds):
+        budget.on_epoch_begin(epoch)
+        time.sleep(length)
+        budget.on_epoch_end(epoch)
+        if model.stop_training:
+            return epoch + 1
+    return len(seconds)
+
+
+def test_training_stops_before_an_epoch_that_would_overrun_the_budget():
+    # 0.1 s epochs in a 0.35 s budget: after 3 epochs (0.3 s) a 4th would end at 0.4 s
+    assert run_epochs(TimeBudget(0.35), [0.1] * 10) == 3
+
+
+def test_a_budget_that_fits_every_epoch_never_stops_training():
+    assert run_epochs(TimeBudget(60.0), [0.01] * 5) == 5
+
+
+def test_the_compilation_cache_is_a_jax_switch(tmp_path, monkeypatch):
+    monkeypatch.setenv("FERFLOW_COMPILATION_CACHE", str(tmp_path / "xla"))
+
+    configured = configure_compilation_cache(None)
+
+    if keras.backend.backend() == "jax":
+        assert configured == (tmp_path / "xla").resolve() and configured.is_dir()
+    else:  # TensorFlow and PyTorch keep no persistent cache: nothing is created
+        assert configured is None and not (tmp_path / "xla").exists()
