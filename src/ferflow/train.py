@@ -247,7 +247,9 @@ def _callbacks(
     phase: str, backup: EpochBackup, epoch_offset: int, patience: int | None, restore_best: bool
 ) -> tuple[list[keras.callbacks.Callback], EpochRecorder]:
     recorder = EpochRecorder(phase, epoch_offset, backup.path.parent)
-    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN(), backup, recorder]
+    guard = DivergenceGuard(phase)
+    # the guard runs before the backup, so a diverged epoch is never saved as resumable
+    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN(), guard, backup, recorder]
     if patience is not None:
         callbacks.insert(
             1,
@@ -256,6 +258,39 @@ def _callbacks(
             ),
         )
     return callbacks, recorder
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Fails the phase at an epoch end whose weights are not all finite, or whose loss
+    exploded (over `factor` x the first epoch's loss). A huge learning rate can leave the
+    loss finite while weights overflow to NaN; TerminateOnNaN does not see that."""
+
+    def __init__(self, phase: str, factor: float = 50.0) -> None:
+        super().__init__()
+        self.phase, self.factor = phase, factor
+        self.first_loss: float | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = float((logs or {}).get("loss", 0.0))
+        bad = [
+            v.path
+            for v in self.model.trainable_weights
+            if not np.all(np.isfinite(keras.ops.convert_to_numpy(v)))
+        ]
+        if self.first_loss is None and math.isfinite(loss):
+            self.first_loss = loss
+        exploded = self.first_loss is not None and loss > self.factor * max(self.first_loss, 1e-3)
+        if bad or exploded:
+            self.model.stop_training = True
+            what = (
+                f"{len(bad)} weight tensors hold NaN or infinite values (e.g. {bad[0]})"
+                if bad
+                else f"the loss exploded to {loss:.3g} (first epoch {self.first_loss:.3g})"
+            )
+            raise TrainingError(
+                f"{self.phase}: training diverged at epoch {epoch + 1}: {what}; lower the learning "
+                "rate or turn off mixed precision. Nothing was saved or registered"
+            )
 
 
 class _LastBatchLoss(keras.callbacks.Callback):

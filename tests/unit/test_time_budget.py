@@ -42,3 +42,40 @@ def test_the_compilation_cache_is_a_jax_switch(tmp_path, monkeypatch):
         assert configured == (tmp_path / "xla").resolve() and configured.is_dir()
     else:  # TensorFlow and PyTorch keep no persistent cache: nothing is created
         assert configured is None and not (tmp_path / "xla").exists()
+
+
+def small_model() -> keras.Model:
+    inputs = keras.Input((4,))
+    return keras.Model(inputs, keras.layers.Dense(3)(inputs))
+
+
+def test_the_divergence_guard_fails_on_weights_that_are_not_finite():
+    import numpy as np
+    import pytest
+
+    from ferflow.train import DivergenceGuard, TrainingError
+
+    model = small_model()
+    guard = DivergenceGuard("phase 2 (finetune)")
+    guard.set_model(model)
+    guard.on_epoch_end(0, {"loss": 1.9})  # healthy: nothing happens
+    kernel = model.layers[-1].kernel
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+    with pytest.raises(TrainingError, match=r"epoch 2: 1 weight tensors hold NaN .*Nothing was saved"):
+        guard.on_epoch_end(1, {"loss": 1.8})  # the loss alone looks fine
+    assert model.stop_training
+
+
+def test_the_divergence_guard_fails_on_an_exploding_loss():
+    import pytest
+
+    from ferflow.train import DivergenceGuard, TrainingError
+
+    guard = DivergenceGuard("phase 2 (finetune)")
+    guard.set_model(small_model())
+    guard.on_epoch_end(0, {"loss": 2.0})
+    guard.on_epoch_end(1, {"loss": 40.0})  # 20x: noisy but under the 50x factor
+
+    with pytest.raises(TrainingError, match=r"loss exploded to 3.6e\+08 \(first epoch 2\)"):
+        guard.on_epoch_end(2, {"loss": 3.6e8})
