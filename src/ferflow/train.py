@@ -247,9 +247,12 @@ def _callbacks(
     phase: str, backup: EpochBackup, epoch_offset: int, patience: int | None, restore_best: bool
 ) -> tuple[list[keras.callbacks.Callback], EpochRecorder]:
     recorder = EpochRecorder(phase, epoch_offset, backup.path.parent)
-    guard = DivergenceGuard(phase)
-    # the guard runs before the backup, so a diverged epoch is never saved as resumable
-    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN(), guard, backup, recorder]
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.TerminateOnNaN(),
+        DivergenceGuard(),
+        backup,
+        recorder,
+    ]
     if patience is not None:
         callbacks.insert(
             1,
@@ -261,14 +264,16 @@ def _callbacks(
 
 
 class DivergenceGuard(keras.callbacks.Callback):
-    """Fails the phase at an epoch end whose weights are not all finite, or whose loss
-    exploded (over `factor` x the first epoch's loss). A huge learning rate can leave the
-    loss finite while weights overflow to NaN; TerminateOnNaN does not see that."""
+    """Stops a phase at an epoch end whose weights are not all finite, or whose loss
+    exploded (over `factor` x the first epoch's loss), and records why in `problem`; the
+    phase then fails after `fit` (`_check_finite`). A huge learning rate can leave the loss
+    finite while weights overflow to NaN: TerminateOnNaN does not see that."""
 
-    def __init__(self, phase: str, factor: float = 50.0) -> None:
+    def __init__(self, factor: float = 50.0) -> None:
         super().__init__()
-        self.phase, self.factor = phase, factor
+        self.factor = factor
         self.first_loss: float | None = None
+        self.problem: str | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         loss = float((logs or {}).get("loss", 0.0))
@@ -279,18 +284,13 @@ class DivergenceGuard(keras.callbacks.Callback):
         ]
         if self.first_loss is None and math.isfinite(loss):
             self.first_loss = loss
-        exploded = self.first_loss is not None and loss > self.factor * max(self.first_loss, 1e-3)
-        if bad or exploded:
+        if bad:
+            self.problem = f"{len(bad)} weight tensors hold NaN or infinite values (e.g. {bad[0]})"
+        elif self.first_loss is not None and loss > self.factor * max(self.first_loss, 1e-3):
+            self.problem = f"the loss exploded to {loss:.3g} (first epoch {self.first_loss:.3g})"
+        if self.problem:
+            self.problem = f"epoch {epoch + 1}: {self.problem}"
             self.model.stop_training = True
-            what = (
-                f"{len(bad)} weight tensors hold NaN or infinite values (e.g. {bad[0]})"
-                if bad
-                else f"the loss exploded to {loss:.3g} (first epoch {self.first_loss:.3g})"
-            )
-            raise TrainingError(
-                f"{self.phase}: training diverged at epoch {epoch + 1}: {what}; lower the learning "
-                "rate or turn off mixed precision. Nothing was saved or registered"
-            )
 
 
 class _LastBatchLoss(keras.callbacks.Callback):
@@ -304,7 +304,11 @@ class _LastBatchLoss(keras.callbacks.Callback):
 
 
 def _check_finite(
-    phase: str, history: keras.callbacks.History, last_batch: _LastBatchLoss, backup_dir: Path
+    phase: str,
+    history: keras.callbacks.History,
+    last_batch: _LastBatchLoss,
+    backup_dir: Path,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> None:
     """TerminateOnNaN stops training but returns normally: turn it into an error.
 
@@ -312,6 +316,13 @@ def _check_finite(
     """
     losses = history.history.get("loss", [])
     bad = [i for i, value in enumerate(losses) if not math.isfinite(float(value))]
+    guard = next((c for c in callbacks if isinstance(c, DivergenceGuard)), None)
+    if guard is not None and guard.problem and not bad and math.isfinite(last_batch.loss):
+        _finish_backup(backup_dir)
+        raise TrainingError(
+            f"{phase}: training diverged at {guard.problem}; lower the learning rate or turn off "
+            "mixed precision. Nothing was saved or registered"
+        )
     if bad or not math.isfinite(last_batch.loss):
         _finish_backup(backup_dir)
         raise TrainingError(
@@ -409,7 +420,7 @@ def fit_head(
             callbacks=[*callbacks, last_batch, *extra_callbacks],
             verbose=0,
         )
-    _check_finite("phase 1 (head)", history, last_batch, backup_dir)
+    _check_finite("phase 1 (head)", history, last_batch, backup_dir, callbacks)
     _finish_backup(backup_dir)
     return recorder.records
 
@@ -478,7 +489,7 @@ def fine_tune(
             callbacks=[*callbacks, *budget, last_batch, *extra_callbacks],
             verbose=0,
         )
-    _check_finite("phase 2 (finetune)", history, last_batch, backup_dir)
+    _check_finite("phase 2 (finetune)", history, last_batch, backup_dir, callbacks)
     _finish_backup(backup_dir)
     return recorder.records
 
