@@ -157,7 +157,11 @@ class Train(_Strict):
         False, description="op determinism: repeatable, but ~30% slower on the CPU (docs/training.md)"
     )
     mixed_precision: bool = False
-    jit_compile: bool = False
+    jit_compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="XLA-compile the train step; auto: on JAX only (where false means op-by-op "
+        "eager execution), not on TensorFlow's CPU where XLA was slower",
+    )
     compilation_cache: str | None = Field(
         None,
         description="JAX: folder of the persistent XLA compilation cache "

@@ -82,3 +82,10 @@ def test_the_divergence_guard_stops_on_an_exploding_loss():
 
     assert guard.problem == "epoch 3: the loss exploded to 3.6e+08 (first epoch 2)"
     assert model.stop_training
+
+
+def test_jit_compile_auto_means_xla_on_jax_only():
+    from ferflow.train import resolve_jit_compile
+
+    assert resolve_jit_compile("auto") is (keras.backend.backend() == "jax")
+    assert resolve_jit_compile(True) is True and resolve_jit_compile(False) is False
