@@ -107,6 +107,13 @@ def augmentation_layers(augment: Augment, seed: int | None = None) -> list[keras
         )
     if augment.erasing > 0:
         layers.append(RandomCutout(augment.erasing, augment.erasing_size, seed=next_seed(7), name="erasing"))
+    if keras.backend.backend() == "jax":
+        # RandomTranslation and RandomZoom declare `supports_jit = False` (for TensorFlow's
+        # XLA), and one such layer makes Keras run the whole JAX train step op by op:
+        # hundreds of tiny compilations and no cacheable step. On JAX their transform is
+        # `ops.image.affine_transform` (map_coordinates), which jits.
+        for layer in layers:
+            layer.supports_jit = True
     return layers
 
 
