@@ -26,6 +26,7 @@ Dry run on a CPU: `--subset 640 --budget-s 300 --set model.input_size=32 --set b
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -39,6 +40,7 @@ sys.path.insert(0, str(REPO / "src"))
 # keras is imported before ingest, as the probe did: importing it does not start JAX's
 # backend; the first device use (after ingest's worker processes are gone) does.
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 PART_BYTES = 15 * 1024 * 1024
 DEFAULT_SET = ("train.batch_size=256", "train.mixed_precision=true", "finetune.epochs=60")
@@ -70,18 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def subset(split: tuple, rows: int) -> tuple:
-    import numpy as np
-
     pick = np.random.default_rng(0).permutation(len(split[0]))[:rows]
     return tuple(a[pick] for a in split)
 
 
 def write_parts(model, out: Path) -> int:
     """model.weights as float32 arrays (one npz), split into files of PART_BYTES."""
-    import io
-
-    import numpy as np
-
     arrays = {
         f"w{i}": np.asarray(keras.ops.convert_to_numpy(v), "float32") for i, v in enumerate(model.weights)
     }

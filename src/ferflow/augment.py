@@ -117,11 +117,6 @@ def augmentation_layers(augment: Augment, seed: int | None = None) -> list[keras
     return layers
 
 
-def is_active(augment: Augment) -> bool:
-    """True when `augment` asks for at least one transformation."""
-    return bool(augmentation_layers(augment))
-
-
 class TrainingModel(keras.Model):
     """`fit`-only wrapper: uint8 pixels -> float32 -> augmentation (training only) -> classifier.
 

@@ -321,27 +321,28 @@ def _check_finite(
     history: keras.callbacks.History,
     last_batch: _LastBatchLoss,
     backup_dir: Path,
-    callbacks: Sequence[keras.callbacks.Callback] = (),
+    callbacks: Sequence[keras.callbacks.Callback],
 ) -> None:
-    """TerminateOnNaN stops training but returns normally: turn it into an error.
+    """TerminateOnNaN and DivergenceGuard stop training but `fit` returns normally: turn
+    either into an error.
 
     The backup holds the diverged weights; it is removed so a rerun starts afresh.
     """
     losses = history.history.get("loss", [])
     bad = [i for i, value in enumerate(losses) if not math.isfinite(float(value))]
-    guard = next((c for c in callbacks if isinstance(c, DivergenceGuard)), None)
-    if guard is not None and guard.problem and not bad and math.isfinite(last_batch.loss):
-        _finish_backup(backup_dir)
-        raise TrainingError(
-            f"{phase}: training diverged at {guard.problem}; lower the learning rate or turn off "
-            "mixed precision. Nothing was saved or registered"
-        )
     if bad or not math.isfinite(last_batch.loss):
         _finish_backup(backup_dir)
         raise TrainingError(
             f"{phase}: the loss became NaN or infinite (epoch {bad[0] + 1 if bad else len(losses) + 1}); "
             "lower the learning rate, check the data for NaN pixels, or turn off mixed precision. "
             "Nothing was saved or registered"
+        )
+    problems = [c.problem for c in callbacks if isinstance(c, DivergenceGuard) and c.problem]
+    if problems:
+        _finish_backup(backup_dir)
+        raise TrainingError(
+            f"{phase}: training diverged at {problems[0]}; lower the learning rate or turn off "
+            "mixed precision. Nothing was saved or registered"
         )
 
 
