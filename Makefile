@@ -28,10 +28,11 @@ test: $(STAMP) ## the default test suite (real-data tests run when FERFLOW_FER20
 test-all: $(STAMP) ## every test, slow ones included
 	$(VENV)/bin/pytest -m "" $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy on the core
+lint: $(STAMP) ## ruff (lint + format check), mypy on the core, the import-linter layer contracts
 	$(VENV)/bin/ruff check src flows tasks tests bench
 	$(VENV)/bin/ruff format --check src flows tasks tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix src flows tasks tests bench

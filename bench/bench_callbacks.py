@@ -22,9 +22,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from ferflow.callbacks import EpochBackup, EpochRecorder, LastBatchLoss, phase_callbacks
 from ferflow.config import load_params
 from ferflow.model import build_model, set_backbone_trainable
-from ferflow.train import EpochBackup, EpochRecorder, _callbacks, _LastBatchLoss, configure_runtime
+from ferflow.runtime import configure_runtime
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,12 +66,12 @@ def main() -> int:
         return EpochBackup(work / name)
 
     def ferflow_set(name: str) -> list[keras.callbacks.Callback]:
-        callbacks, _ = _callbacks("finetune", backup(name), 0, None, False)
-        return [*callbacks, _LastBatchLoss()]
+        callbacks, _ = phase_callbacks("finetune", backup(name), 0, None, False)
+        return [*callbacks, LastBatchLoss()]
 
     sets: dict[str, Callable[[str], list[keras.callbacks.Callback]]] = {
         "bare": lambda name: [],
-        "TerminateOnNaN + last-batch loss": lambda name: [keras.callbacks.TerminateOnNaN(), _LastBatchLoss()],
+        "TerminateOnNaN + last-batch loss": lambda name: [keras.callbacks.TerminateOnNaN(), LastBatchLoss()],
         "EpochBackup": lambda name: [backup(name)],
         "EpochRecorder": lambda name: [EpochRecorder("finetune", 0, work / name)],
         "Keras BackupAndRestore": lambda name: [keras.callbacks.BackupAndRestore(str(work / name))],

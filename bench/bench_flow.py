@@ -71,7 +71,7 @@ def direct_stages(root: Path) -> None:
     from ferflow.config import load_params
 
     params = load_params(root / "params.yaml")
-    paths = stages.Paths.from_params(params, root)
+    paths = stages.Layout.from_params(params, root)
     with contextlib.chdir(root):
         stages.ingest(params, paths)
         stages.require_valid(stages.validate(params, paths))

@@ -36,7 +36,8 @@ import numpy as np
 
 from ferflow.config import load_params
 from ferflow.model import build_model, set_backbone_trainable
-from ferflow.train import configure_runtime, fine_tune, fit_head
+from ferflow.runtime import configure_runtime
+from ferflow.train import fine_tune, fit_head
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from ferflow.evaluate import compute_metrics, predict_probabilities
     from ferflow.model import build_model
-    from ferflow.train import configure_compilation_cache, configure_runtime, fine_tune, training_splits
+    from ferflow.runtime import configure_compilation_cache, configure_runtime
+    from ferflow.train import fine_tune, training_splits
 
     summary.note("backend", f"{keras.backend.backend()} (keras {keras.__version__})")
     data = load_prepared(prepared)

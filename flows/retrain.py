@@ -2,7 +2,7 @@
 
 Only composition lives here: every step is a task of `tasks.pipeline` that calls one stage
 of `ferflow.stages`. Run it once with `ferflow run`, on a schedule with the deployment of
-prefect.yaml (`infra/deploy.sh`), or as part of the demo (`python -m ferflow.demo`).
+prefect.yaml (`infra/deploy.sh`), or as part of the demo (`python -m flows.demo`).
 
 Guarantees:
 
@@ -18,32 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import State
 
-from ferflow.config import Params, load_params
-from ferflow.errors import FerflowError
-from ferflow.stages import Paths
+from ferflow.config import Params
+from ferflow.stages import Layout, load_run_params
 from tasks import guards, reports
 from tasks.pipeline import PipelineTasks, for_params, run_cached
-
-
-class PrefectUnreachableError(FerflowError):
-    """PREFECT_API_URL is set but no Prefect server answers there."""
-
-
-def load_run_params(params_file: str, overrides: list[str], root: str) -> tuple[Params, Paths]:
-    """params.yaml (+ overrides) and the stage paths under `root`."""
-    root_path = Path(root).resolve()
-    params_path = Path(params_file)
-    if not params_path.is_absolute():
-        params_path = root_path / params_path
-    params = load_params(params_path, overrides)
-    return params, Paths.from_params(params, root_path)
 
 
 def _mark_mlflow_failed(_flow: Any, flow_run: FlowRun, state: State) -> None:
@@ -77,18 +61,18 @@ def retrain(
         pull_data: `dvc pull` the latest data version first (default: flow.pull_data).
         push_data: `dvc push` the data version afterwards (default: flow.push_data).
     """
-    params, paths = load_run_params(params_file, list(overrides or []), root)
+    params, layout = load_run_params(params_file, list(overrides or []), root)
     started = time.time()
     steps = for_params(params)
     # The stages resolve relative paths (data.raw, the local MLflow store) against the
     # working directory: run them in the repository they belong to.
-    with contextlib.chdir(paths.root):
-        return _run_pipeline(params, paths, steps, started, pull_data, push_data)
+    with contextlib.chdir(layout.root):
+        return _run_pipeline(params, layout, steps, started, pull_data, push_data)
 
 
 def _run_pipeline(
     params: Params,
-    paths: Paths,
+    layout: Layout,
     steps: PipelineTasks,
     started: float,
     pull_data: bool | None,
@@ -96,48 +80,27 @@ def _run_pipeline(
 ) -> dict[str, Any]:
     try:
         if params.flow.pull_data if pull_data is None else pull_data:
-            steps.pull_data(params, paths)
-        run_cached(steps.ingest, "ingest", params, paths)
-        validation = run_cached(steps.validate_data, "validate", params, paths)
+            steps.pull_data(params, layout)
+        run_cached(steps.ingest, "ingest", params, layout)
+        validation = run_cached(steps.validate, "validate", params, layout)
         # Accepted data goes to the remote before training: a registered model's data
         # version is always fetchable.
         if params.flow.push_data if push_data is None else push_data:
-            steps.push_data(params, paths)
-        run_cached(steps.train, "train", params, paths)
-        run_cached(steps.finetune, "finetune", params, paths)
-        metrics = run_cached(steps.evaluate, "evaluate", params, paths)["metrics"]
-        decision = steps.register(params, paths)
+            steps.push_data(params, layout)
+        run_cached(steps.train, "train", params, layout)
+        run_cached(steps.finetune, "finetune", params, layout)
+        metrics = run_cached(steps.evaluate, "evaluate", params, layout)["metrics"]
+        decision = steps.register(params, layout)
     except Exception:
-        guards.fail_mlflow_run(params, paths, since=started, status="FAILED")
+        guards.fail_mlflow_run(params, layout, since=started, status="FAILED")
         raise
     except BaseException:  # Ctrl-C, a timeout's cancellation
-        guards.fail_mlflow_run(params, paths, since=started, status="KILLED")
+        guards.fail_mlflow_run(params, layout, since=started, status="KILLED")
         raise
     reports.publish_run_report(
         reports.run_report_markdown(
-            validation, metrics, decision, reports.mlflow_run_info(paths), guards.data_version(paths)
+            validation, metrics, decision, reports.mlflow_run_info(layout), guards.data_version(layout)
         ),
         metrics,
     )
     return decision
-
-
-def check_prefect_api(timeout_s: float = 5.0) -> None:
-    """Fail fast, before anything runs, when PREFECT_API_URL names a server that is down.
-
-    Without PREFECT_API_URL the flow runs in Prefect's local mode and needs no server.
-    """
-    import httpx
-    from prefect.settings import PREFECT_API_URL
-
-    url = PREFECT_API_URL.value()
-    if not url:
-        return
-    try:
-        httpx.get(f"{url.rstrip('/')}/health", timeout=timeout_s).raise_for_status()
-    except httpx.HTTPError as err:
-        raise PrefectUnreachableError(
-            f"the Prefect server at PREFECT_API_URL={url} is unreachable ({err}); nothing was run. "
-            "Start it (`prefect server start`, or `docker compose -f infra/docker-compose.yml up`) "
-            "or unset PREFECT_API_URL to run in Prefect's local mode"
-        ) from err

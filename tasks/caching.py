@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ferflow.config import Params
-from ferflow.stages import PACKAGE_DIR, STAGES, Paths, StageSpec
+from ferflow.stages import PACKAGE_DIR, STAGES, Layout, StageSpec
 
 CHUNK = 1 << 20
 
@@ -68,22 +68,15 @@ def code_digest(names: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-def input_path(paths: Paths, name: str) -> Path:
-    """`raw` -> paths.raw; `models/run.json` -> paths.models / run.json."""
-    head, _, rest = name.partition("/")
-    base = Path(getattr(paths, head))
-    return base / rest if rest else base
-
-
-def stage_key(spec: StageSpec, params: Params, paths: Paths) -> str:
+def stage_key(spec: StageSpec, params: Params, layout: Layout) -> str:
     """The cache key of one stage run."""
     parts = {
         "stage": spec.name,
-        "inputs": {name: tree_digest(input_path(paths, name)) for name in spec.inputs},
+        "inputs": {name: tree_digest(layout.path(name)) for name in spec.inputs},
         "params": params_digest(params, spec.params),
         "code": code_digest(spec.code),
         # outputs go to these folders: the same key must not serve another layout
-        "outputs": [str(input_path(paths, name).resolve()) for name in spec.outputs],
+        "outputs": [str(layout.path(name).resolve()) for name in spec.outputs],
     }
     blob = json.dumps(parts, sort_keys=True).encode()
     return f"ferflow-{spec.name}-{hashlib.sha256(blob).hexdigest()[:32]}"
@@ -97,22 +90,20 @@ def cache_key_for(stage: str) -> Callable[[Any, dict[str, Any]], str | None]:
         params: Params = arguments["params"]
         if not params.flow.cache:
             return None
-        return stage_key(spec, params, arguments["paths"])
+        return stage_key(spec, params, arguments["layout"])
 
     cache_key.__name__ = f"cache_key_{stage}"
     return cache_key
 
 
-def output_hashes(stage: str, paths: Paths) -> dict[str, str]:
+def output_hashes(stage: str, layout: Layout) -> dict[str, str]:
     """Hashes of the files `stage` wrote, stored in its cached result."""
     return {
-        name: file_digest(input_path(paths, name))
-        for name in STAGES[stage].outputs
-        if input_path(paths, name).exists()
+        name: file_digest(layout.path(name)) for name in STAGES[stage].outputs if layout.path(name).exists()
     }
 
 
-def outputs_intact(stage: str, paths: Paths, result: dict[str, Any]) -> bool:
+def outputs_intact(stage: str, layout: Layout, result: dict[str, Any]) -> bool:
     """True when every file recorded in a (cached) result is still there, unchanged."""
     recorded = result.get("outputs") or {}
-    return bool(recorded) and recorded == output_hashes(stage, paths)
+    return bool(recorded) and recorded == output_hashes(stage, layout)

@@ -7,7 +7,7 @@ Policies, decided here once:
   or a failed training is not transient, so those never retry.
 - A timeout per task from `flow.timeouts`.
 - The expensive stages (ingest, validate, train, finetune, evaluate) are cached on their
-  input files, params and code (tasks/caching.py); results are small JSON dicts of paths
+  input files, params and code (tasks/caching.py); results are small JSON dicts of layout
   and hashes, never arrays.
 
 `for_params(params)` returns the tasks with these options applied.
@@ -24,7 +24,7 @@ from prefect.tasks import exponential_backoff
 
 from ferflow import stages
 from ferflow.config import Params
-from ferflow.stages import Paths
+from ferflow.stages import Layout
 from tasks import reports
 from tasks.caching import cache_key_for, output_hashes, outputs_intact
 
@@ -36,27 +36,27 @@ CACHED = {"persist_result": True, "result_serializer": "json"}
 
 
 @task(name="pull-data")
-def pull_data(params: Params, paths: Paths) -> str:
+def pull_data(params: Params, layout: Layout) -> str:
     """`dvc pull`: the data version git points at, from the S3 remote."""
-    return stages.pull_data(params, paths)
+    return stages.pull_data(params, layout)
 
 
 @task(name="push-data")
-def push_data(params: Params, paths: Paths) -> str:
+def push_data(params: Params, layout: Layout) -> str:
     """`dvc push`: the data version this run trained on, to the S3 remote."""
-    return stages.push_data(params, paths)
+    return stages.push_data(params, layout)
 
 
 @task(name="ingest", cache_key_fn=cache_key_for("ingest"), **CACHED)
-def ingest(params: Params, paths: Paths) -> dict[str, Any]:
-    stages.ingest(params, paths)
-    return {"prepared": str(paths.prepared), "outputs": output_hashes("ingest", paths)}
+def ingest(params: Params, layout: Layout) -> dict[str, Any]:
+    stages.ingest(params, layout)
+    return {"prepared": str(layout.prepared), "outputs": output_hashes("ingest", layout)}
 
 
-@task(name="validate-data", cache_key_fn=cache_key_for("validate"), **CACHED)
-def validate_data(params: Params, paths: Paths) -> dict[str, Any]:
+@task(name="validate", cache_key_fn=cache_key_for("validate"), **CACHED)
+def validate(params: Params, layout: Layout) -> dict[str, Any]:
     """The data contract. A failure attaches the report as an artifact, then raises."""
-    report = stages.validate(params, paths)
+    report = stages.validate(params, layout)
     summary = report.summary_markdown()
     if not report.passed:
         reports.publish_contract_failure(summary, report.to_dict())
@@ -66,32 +66,32 @@ def validate_data(params: Params, paths: Paths) -> dict[str, Any]:
         "warnings": len(report.warnings),
         "summary": summary,
         "data_docs": str(report.data_docs_index or ""),
-        "outputs": output_hashes("validate", paths),
+        "outputs": output_hashes("validate", layout),
     }
 
 
-@task(name="train-head", cache_key_fn=cache_key_for("train"), **CACHED)
-def train(params: Params, paths: Paths) -> dict[str, Any]:
-    stages.train(params, paths)
-    return {"model": str(paths.models / "head.keras"), "outputs": output_hashes("train", paths)}
+@task(name="train", cache_key_fn=cache_key_for("train"), **CACHED)
+def train(params: Params, layout: Layout) -> dict[str, Any]:
+    stages.train(params, layout)
+    return {"model": str(layout.head_model), "outputs": output_hashes("train", layout)}
 
 
 @task(name="finetune", cache_key_fn=cache_key_for("finetune"), **CACHED)
-def finetune(params: Params, paths: Paths) -> dict[str, Any]:
-    stages.finetune(params, paths)
-    return {"model": str(paths.models / "model.keras"), "outputs": output_hashes("finetune", paths)}
+def finetune(params: Params, layout: Layout) -> dict[str, Any]:
+    stages.finetune(params, layout)
+    return {"model": str(layout.model_file), "outputs": output_hashes("finetune", layout)}
 
 
 @task(name="evaluate", cache_key_fn=cache_key_for("evaluate"), **CACHED)
-def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
-    metrics = stages.evaluate(params, paths)
-    return {"metrics": metrics, "outputs": output_hashes("evaluate", paths)}
+def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
+    metrics = stages.evaluate(params, layout)
+    return {"metrics": metrics, "outputs": output_hashes("evaluate", layout)}
 
 
-@task(name="register-and-promote")
-def register(params: Params, paths: Paths) -> dict[str, Any]:
+@task(name="register")
+def register(params: Params, layout: Layout) -> dict[str, Any]:
     """MLflow registration and the champion/challenger gate; never cached (a side effect)."""
-    return stages.register(params, paths)
+    return stages.register(params, layout)
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class PipelineTasks:
 
     pull_data: Task
     ingest: Task
-    validate_data: Task
+    validate: Task
     train: Task
     finetune: Task
     evaluate: Task
@@ -122,19 +122,19 @@ def for_params(params: Params) -> PipelineTasks:
     return PipelineTasks(
         pull_data=configured(pull_data, timeouts.pull_data, **network),
         ingest=configured(ingest, timeouts.ingest),
-        validate_data=configured(validate_data, timeouts.validate_data, retries=0),
+        validate=configured(validate, timeouts.validation, retries=0),
         train=configured(train, timeouts.train, retries=0),
         finetune=configured(finetune, timeouts.finetune, retries=0),
         evaluate=configured(evaluate, timeouts.evaluate),
-        register=configured(register, timeouts.register_model, **network),
+        register=configured(register, timeouts.registry, **network),
         push_data=configured(push_data, timeouts.push_data, **network),
     )
 
 
-def run_cached(step: Task, stage: str, params: Params, paths: Paths) -> dict[str, Any]:
+def run_cached(step: Task, stage: str, params: Params, layout: Layout) -> dict[str, Any]:
     """Run a cached stage task; rerun it when a cache hit's files are gone or changed."""
-    result = step(params, paths)
-    if params.flow.cache and not outputs_intact(stage, paths, result):
+    result = step(params, layout)
+    if params.flow.cache and not outputs_intact(stage, layout, result):
         log.info("stage %s: cached result's files changed on disk; running it again", stage)
-        result = step.with_options(refresh_cache=True)(params, paths)
+        result = step.with_options(refresh_cache=True)(params, layout)
     return result

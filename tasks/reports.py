@@ -7,12 +7,12 @@ attach it to the current flow run.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from ferflow.stages import RUN_FILE, Paths
+from ferflow.stages import Layout
+from ferflow.stages.training import recorded_run
 
 REPORT_KEY = "retrain-report"
 TABLE_KEY = "per-class-metrics"
@@ -21,13 +21,9 @@ CONTRACT_KEY = "data-contract-failure"
 _SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_f1", "macro_auc")
 
 
-def mlflow_run_info(paths: Paths) -> dict[str, Any]:
+def mlflow_run_info(layout: Layout) -> dict[str, Any]:
     """models/run.json (run id, experiment id, tracking URI), or {} before training."""
-    run_file = paths.models / RUN_FILE
-    try:
-        return json.loads(run_file.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    return recorded_run(layout)
 
 
 def mlflow_run_link(run: dict[str, Any]) -> str:
@@ -118,8 +114,3 @@ def publish_contract_failure(summary: str, report: dict[str, Any]) -> None:
         f"{summary}\n\n<details><summary>validation.json</summary>\n\n```json\n{details}\n```\n</details>\n"
     )
     create_markdown_artifact(markdown=markdown, key=CONTRACT_KEY, description="data contract failure")
-
-
-def data_docs_path(validation: dict[str, Any]) -> Path | None:
-    value = validation.get("data_docs")
-    return Path(value) if value else None

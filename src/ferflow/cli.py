@@ -1,7 +1,8 @@
 """`ferflow ...`: the command line that DVC stages and people call.
 
 Only this module parses arguments. Each command loads params.yaml once (with `--set`
-overrides), then calls one function of the core library. Errors that are the user's to
+overrides), then calls one function of ferflow.stages (`ferflow run` without `--stage`
+starts the Prefect flow through flows.local). Errors that are the user's to
 fix (`FerflowError`) are printed as one clear line and exit with status 2.
 """
 
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from ferflow.config import Params, load_params
 from ferflow.errors import FerflowError
+from ferflow.stages.layout import Layout
+from ferflow.stages.spec import STAGE_NAMES
 
 log = logging.getLogger("ferflow")
 
@@ -38,18 +41,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
 # --- data -----------------------------------------------------------------------------
 
 
-def _ingest(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.data.ingest import ingest
+def _layout(params: Params) -> Layout:
+    return Layout.from_params(params)
 
-    ingest(Path(args.source), Path(args.out or params.data.prepared), params)
+
+def _ingest(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.stages.data import ingest
+
+    ingest(params, _layout(params).with_raw(args.source).moved(prepared=args.out))
 
 
 def _validate(args: argparse.Namespace, params: Params) -> int:
-    from ferflow.validation import validate_dataset
+    from ferflow.stages.data import validate
 
-    data_dir = Path(args.data or params.data.prepared)
-    reference = Path(args.reference) if args.reference else None
-    report = validate_dataset(data_dir, params, Path(args.report_dir), reference)
+    layout = _layout(params).moved(prepared=args.data, reports=args.report_dir)
+    report = validate(params, layout, Path(args.reference) if args.reference else None)
     print(report.summary_markdown())
     for check in report.warnings:
         print(f"warning: {check.line()}", file=sys.stderr)
@@ -60,108 +66,102 @@ def _validate(args: argparse.Namespace, params: Params) -> int:
 
 
 def _synth(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.data.synth import write_synthetic_dataset
+    from ferflow.stages.data import synthesize
 
-    write_synthetic_dataset(
-        Path(args.out),
-        classes=params.base.classes,
-        per_class=args.per_class or params.synth.per_class,
-        test_per_class=args.test_per_class or params.synth.test_per_class,
-        seed=params.base.seed if args.seed is None else args.seed,
-        size=params.base.image_size,
-    )
+    synthesize(params, Path(args.out), args.per_class, args.test_per_class, args.seed)
 
 
 def _data_add(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.data.versioning import add_dataset
+    from ferflow.stages.data import add_data
 
-    add_dataset(Path(args.path), params, dest=Path(args.dest) if args.dest else None, force=args.force)
+    add_data(params, Path(args.path), dest=Path(args.dest) if args.dest else None, force=args.force)
 
 
 def _data_remote(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.data.versioning import configure_remote
+    from ferflow.stages.data import configure_remote
 
     print(configure_remote(params))
 
 
 def _data_push(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.data.versioning import push
+    from ferflow.stages.data import push_targets
 
-    print(f"pushed {push(params, targets=args.targets)} file(s)")
+    print(f"pushed {push_targets(params, args.targets)} file(s)")
 
 
 def _data_pull(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.data.versioning import pull
+    from ferflow.stages.data import pull_targets
 
-    print(f"fetched {pull(params, targets=args.targets)} file(s)")
+    print(f"fetched {pull_targets(params, args.targets)} file(s)")
 
 
 # --- training --------------------------------------------------------------------------
 
 
 def _train(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.train import train_stage
+    from ferflow.stages.training import train
 
-    print(train_stage(params, Path(args.data or params.data.prepared), Path(args.models)))
+    print(train(params, _layout(params).moved(prepared=args.data, models=args.models)))
 
 
 def _finetune(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.train import finetune_stage
+    from ferflow.stages.training import finetune
 
-    print(finetune_stage(params, Path(args.data or params.data.prepared), Path(args.models)))
-
-
-# --- compare ---------------------------------------------------------------------------
+    print(finetune(params, _layout(params).moved(prepared=args.data, models=args.models)))
 
 
-def _compare(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.compare import compare, render
-
-    print(render(compare(args.a, args.b, params), args.format), end="")
-
-
-# --- evaluate, register, promote, predict ----------------------------------------------
+# --- evaluate, compare, predict ----------------------------------------------------------
 
 
 def _evaluate(args: argparse.Namespace, params: Params) -> None:
     import json
 
-    from ferflow.evaluate import evaluate_source, evaluate_stage
+    from ferflow.stages.evaluation import evaluate, evaluate_source
 
     if args.model or args.data:
-        model = args.model or "models/model.keras"
+        model = args.model or str(_layout(params).moved(models=args.models_dir).model_file)
         data = Path(args.data or params.data.prepared)
         metrics = evaluate_source(params, model, data, Path(args.out))
     else:
-        metrics = evaluate_stage(params, Path(params.data.prepared), Path(args.models_dir), Path(args.out))
+        metrics = evaluate(params, _layout(params).moved(models=args.models_dir, reports=args.out))
     summary = {k: round(metrics[k], 4) for k in ("accuracy", "macro_f1", "weighted_f1", "macro_auc")}
     print(json.dumps(summary))
 
 
-def _register(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.registry import register_stage
+def _compare(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.compare import render
+    from ferflow.stages.evaluation import compare
 
-    decision = register_stage(
-        params, Path(args.models_dir), Path(args.reports_dir), Path(args.data or params.data.prepared)
-    )
+    print(render(compare(args.a, args.b, params), args.format), end="")
+
+
+def _predict(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.predict import format_predictions
+    from ferflow.stages.evaluation import predict
+
+    predictions = predict(args.images, params, model=args.model, skip_bad=args.skip_bad)
+    print(format_predictions(predictions, args.format))
+
+
+# --- register, promote -----------------------------------------------------------------
+
+
+def _register(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.stages.promotion import register
+
+    layout = _layout(params).moved(prepared=args.data, models=args.models_dir, reports=args.reports_dir)
+    decision = register(params, layout)
     name = params.registry.model_name
     print(f"{name} version {decision['version']}: {decision['decision']} ({decision['reason']})")
 
 
 def _promote(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.registry import promote_version, rollback
+    from ferflow.stages.promotion import promote, rollback
 
     if args.rollback == bool(args.version):
         raise FerflowError("give exactly one of --rollback or --version N")
-    result = rollback(params) if args.rollback else promote_version(params, args.version)
+    result = rollback(params) if args.rollback else promote(params, args.version)
     print(f"{result['model_name']}: champion is now version {result['champion']} ({result['reason']})")
-
-
-def _predict(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.predict import format_predictions, predict
-
-    predictions = predict(args.images, params, model=args.model, skip_bad=args.skip_bad)
-    print(format_predictions(predictions, args.format))
 
 
 # --- orchestration ---------------------------------------------------------------------
@@ -172,20 +172,16 @@ def _run(args: argparse.Namespace, params: Params) -> None:
     if args.stage:
         import json
 
-        from ferflow.stages import Paths, run_stage
+        from ferflow.stages import run_stage
 
-        result = run_stage(args.stage, params, Paths.from_params(params))
+        result = run_stage(args.stage, params, _layout(params))
         print(json.dumps(result, default=str))
         return
-    from ferflow.demo import quiet_prefect_defaults
+    # The one import of the orchestration side from the core (allowed by name in the
+    # import-linter contracts of pyproject.toml): `ferflow run` starts the Prefect flow.
+    from flows.local import run_flow
 
-    quiet_prefect_defaults()
-    from flows.retrain import check_prefect_api, retrain
-
-    check_prefect_api()
-    decision = retrain(
-        params_file=args.params, overrides=args.overrides, pull_data=args.pull, push_data=args.push
-    )
+    decision = run_flow(args.params, args.overrides, pull_data=args.pull, push_data=args.push)
     print(f"{decision.get('model_name')} version {decision.get('version')}: {decision.get('decision')}")
 
 
@@ -258,7 +254,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p = command("run", _run, "the whole pipeline as a Prefect flow (or one stage with --stage)")
     p.add_argument(
         "--stage",
-        choices=("pull-data", "ingest", "validate", "train", "finetune", "evaluate", "register", "push-data"),
+        choices=STAGE_NAMES,
         help="run only this stage, without Prefect (what dvc.yaml's register stage calls)",
     )
     p.add_argument("--pull", action="store_true", default=None, help="dvc pull the data first")

@@ -7,9 +7,8 @@ test recall deltas and the largest changes between the two confusion matrices (r
 the `evaluation/confusion_matrix.json` artifact that `ferflow.evaluate` writes:
 `{"classes": [...], "matrix": [[...]]}`, rows = actual class, columns = predicted).
 
-It renders as aligned text for a terminal, Markdown for a pull request or a Prefect
-artifact (`compare_markdown`), or JSON for scripts. Apart from tracking.py and registry.py
-this is the only module that talks to MLflow, and only to read.
+It renders as aligned text for a terminal, Markdown for a pull request, or JSON for
+scripts. Pure: ferflow.tracking.reader reads the two sides from MLflow.
 """
 
 from __future__ import annotations
@@ -17,14 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ferflow.config import Params
 from ferflow.errors import FerflowError
 
 log = logging.getLogger(__name__)
@@ -38,7 +34,6 @@ DEFAULT_B = "challenger"
 # How many confusion-matrix cells the report shows (the largest changes first).
 TOP_CONFUSION_CHANGES = 8
 
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 # Per-class test metrics (`test.recall.happy`) are shown in their own section, not the main list.
 _PER_CLASS = re.compile(r"^test\.(precision|recall|f1|auc)\.")
 GATE_DECISION_TAG = "ferflow.gate.decision"
@@ -137,115 +132,6 @@ class Comparison:
         return [m for m in self.metrics if not _PER_CLASS.match(m.key)]
 
 
-# --- reading MLflow --------------------------------------------------------------------
-
-
-def tracking_uri(params: Params) -> str:
-    """MLFLOW_TRACKING_URI when set, else `tracking.tracking_uri` (the naming conventions)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.tracking_uri
-
-
-def _client(params: Params) -> Any:
-    import mlflow  # imported here: importing ferflow.compare stays cheap
-
-    uri = tracking_uri(params)
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def _is_missing(err: Exception) -> bool:
-    """True for MLflow's 'does not exist' errors (as opposed to a server that is down)."""
-    code = getattr(err, "error_code", "")
-    return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND") or (
-        "not found" in str(err).lower() or "does not exist" in str(err).lower()
-    )
-
-
-def resolve(reference: str, client: Any, model_name: str) -> Side:
-    """Resolve a run id, `models:/name/version`, `models:/name@alias` or a bare alias to a Side."""
-    from mlflow.exceptions import MlflowException
-
-    reference = reference.strip()
-    version = None
-    try:
-        if _RUN_ID.match(reference):
-            run_id = reference
-        else:
-            version = _model_version(reference, client, model_name)
-            if not version.run_id:
-                raise CompareError(
-                    f"model version {version.name} v{version.version} ({reference!r}) has no source "
-                    "run to read params and metrics from; compare the runs by id instead"
-                )
-            run_id = version.run_id
-        run = client.get_run(run_id)
-    except MlflowException as err:
-        if not _is_missing(err):
-            raise CompareError(f"cannot read {reference!r} from MLflow: {err}") from err
-        raise CompareError(_missing_message(reference, model_name)) from err
-    return Side(
-        reference=reference,
-        run_id=run.info.run_id,
-        run_name=run.info.run_name or run.info.run_id,
-        experiment_id=run.info.experiment_id,
-        model_version=_describe_version(version),
-        params=dict(run.data.params),
-        metrics=dict(run.data.metrics),
-        tags={k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
-        confusion=_read_confusion(client, run.info.run_id),
-    )
-
-
-def _model_version(reference: str, client: Any, model_name: str) -> Any:
-    """The ModelVersion a `models:/` URI or a bare alias names."""
-    if reference.startswith("models:/"):
-        target = reference.removeprefix("models:/")
-        name, sep, alias = target.partition("@")
-        if sep:
-            return client.get_model_version_by_alias(name, alias)
-        name, sep, number = target.rpartition("/")
-        if not sep or not number.isdigit():
-            raise CompareError(
-                f"{reference!r} is neither models:/<name>/<version> nor models:/<name>@<alias>"
-            )
-        return client.get_model_version(name, number)
-    return client.get_model_version_by_alias(model_name, reference)
-
-
-def _describe_version(version: Any) -> str | None:
-    if version is None:
-        return None
-    aliases = ", ".join(getattr(version, "aliases", []) or [])
-    return f"{version.name} v{version.version}" + (f" ({aliases})" if aliases else "")
-
-
-def _missing_message(reference: str, model_name: str) -> str:
-    if _RUN_ID.match(reference):
-        return f"run {reference} not found in the tracking store; check the id and MLFLOW_TRACKING_URI"
-    if reference.startswith("models:/"):
-        return (
-            f"{reference} not found in the model registry; list versions with "
-            f"`mlflow models` or the UI's Models page"
-        )
-    return (
-        f"{reference!r} is not a run id and registered model {model_name!r} has no alias "
-        f"{reference!r}; pass a run id, models:/{model_name}/<version>, or an alias that "
-        "`ferflow register` set (champion, challenger, previous-champion)"
-    )
-
-
-def _read_confusion(client: Any, run_id: str) -> Confusion | None:
-    """The run's confusion matrix artifact, or None when the run has none (not evaluated)."""
-    from mlflow.exceptions import MlflowException
-
-    with tempfile.TemporaryDirectory(prefix="ferflow-compare-") as tmp:
-        try:
-            local = client.download_artifacts(run_id, CONFUSION_ARTIFACT, tmp)
-        except (MlflowException, OSError) as err:
-            log.debug("run %s has no %s: %s", run_id, CONFUSION_ARTIFACT, err)
-            return None
-        return parse_confusion(Path(local))
-
-
 def parse_confusion(path: Path) -> Confusion:
     """Read `{"classes": [...], "matrix": [[...]]}`, checking that the matrix is square."""
     try:
@@ -332,18 +218,6 @@ def confusion_changes(
     changed = [c for c in cells if abs(c.share_delta) > 1e-12]
     changed.sort(key=lambda c: (-abs(c.share_delta), c.actual, c.predicted))
     return changed[:top], None
-
-
-def compare(a: str | None, b: str | None, params: Params) -> Comparison:
-    """Resolve A and B (default: champion vs challenger of register.model_name) and compare."""
-    client = _client(params)
-    model_name = params.registry.model_name
-    side_a = resolve(a or DEFAULT_A, client, model_name)
-    side_b = resolve(b or DEFAULT_B, client, model_name)
-    log.info(
-        "comparing %s (%s) with %s (%s)", side_a.reference, side_a.run_id, side_b.reference, side_b.run_id
-    )
-    return compare_sides(side_a, side_b, params.base.classes)
 
 
 # --- rendering -------------------------------------------------------------------------
@@ -504,8 +378,3 @@ def render(c: Comparison, fmt: Format = "text") -> str:
     if fmt == "json":
         return json.dumps(_json_safe(to_dict(c)), indent=2, allow_nan=False) + "\n"
     return format_text(c)
-
-
-def compare_markdown(a: str | None, b: str | None, params: Params) -> str:
-    """The comparison as Markdown: what the retraining flow publishes in its run report."""
-    return format_markdown(compare(a, b, params))

@@ -5,6 +5,9 @@ It is loaded once into these models: an unknown or misspelled key, a wrong type 
 out-of-range value is a `ParamsError` that names the key. Command-line overrides
 (`--set train.epochs=2`) are applied to the raw mapping first, so they go through exactly
 the same validation.
+
+Long on purpose: one model class per params.yaml section, each field with its bounds and
+its description: the schema of params.yaml in one place, read top to bottom.
 """
 
 from __future__ import annotations
@@ -228,15 +231,18 @@ class Tracking(_Strict):
 
 
 class TaskTimeouts(_Strict):
-    """Seconds each Prefect task may run before it is failed (flows/retrain.py)."""
+    """Seconds each Prefect task may run before it is failed (flows/retrain.py); one key
+    per stage, named like the stage (`validate` and `register` aliased as in `Params`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, populate_by_name=True)
 
     pull_data: float = Field(1800, gt=0)
     ingest: float = Field(3600, gt=0)
-    validate_data: float = Field(1800, gt=0)
+    validation: float = Field(1800, gt=0, alias="validate")
     train: float = Field(86_400, gt=0)
     finetune: float = Field(86_400, gt=0)
     evaluate: float = Field(3600, gt=0)
-    register_model: float = Field(600, gt=0)
+    registry: float = Field(600, gt=0, alias="register")
     push_data: float = Field(3600, gt=0)
 
 

@@ -4,7 +4,7 @@
 (version and counts), the params, the test metrics with a per-class table, the data issues
 validation found, and the intended use and its limits. `card_summary` is the short form
 shown as the version's description on the MLflow Models page. Pure functions of plain
-values: registry.py logs the result.
+values: the register stage (ferflow.stages.promotion) publishes the result.
 """
 
 from __future__ import annotations
@@ -37,9 +37,22 @@ INTENDED_USE = """\
 """
 
 
-def read_validation(report_dir: Path) -> dict[str, Any] | None:
-    """reports/validation.json when present and readable; None (with a warning) otherwise."""
-    path = Path(report_dir) / "validation.json"
+# The registered model's description on the MLflow Models page.
+REGISTERED_MODEL_DESCRIPTION = (
+    "Facial emotion recognition (FER2013, 7 classes) trained by ferflow: a Keras DenseNet with a "
+    "dense head, trained frozen then fine-tuned. Input: a batch of 48x48 grayscale images as "
+    "float32 (n, 48, 48) with values 0-255; output: (n, 7) probabilities in the order Anger, "
+    "Disgust, Fear, Happy, Neutral, Sadness, Surprise. Aliases: `champion` (serving), `challenger` "
+    "(latest run), `previous-champion` (rollback target). Each version's description and "
+    "model_card.md hold its data version, metrics and the promotion decision. Not for decisions "
+    "about people."
+)
+
+
+def read_validation(path: Path) -> dict[str, Any] | None:
+    """The validation report (reports/validation.json) when present and readable; None
+    (with a warning) otherwise."""
+    path = Path(path)
     if not path.exists():
         return None
     try:

@@ -165,15 +165,3 @@ def format_predictions(predictions: Sequence[Prediction], fmt: str) -> str:
         for p in predictions
     ]
     return "\n".join([header, *rows])
-
-
-def predict(
-    inputs: Sequence[str | Path], params: Params, model: str | None = None, skip_bad: bool = False
-) -> list[Prediction]:
-    """Load `model` (default: the registered champion) and predict every image under `inputs`."""
-    from ferflow import registry
-
-    paths = list_images(inputs)
-    predict_fn = registry.load_predict_fn(model or default_model(params), params)
-    log.info("predicting %d images with %s", len(paths), model or default_model(params))
-    return predict_files(paths, predict_fn, params, skip_bad=skip_bad)

@@ -1,4 +1,5 @@
-"""The two training phases of the study, and the `train` / `finetune` stages.
+"""The two training phases of the study: `fit_head` (the `train` stage) and `fine_tune`
+(the `finetune` stage). The stages themselves (files, MLflow) are ferflow.stages.training.
 
 Phase 1, `fit_head`: the backbone is frozen, so its output for an image never changes. With
 `train.cache_features` the pooled features are computed once and only the small dense head
@@ -12,23 +13,19 @@ continuing from phase 1's weights. BatchNorm stays in inference mode (frozen), u
 weights). Optional augmentation, label smoothing and class weights (all off by default,
 as in the study).
 
-Both phases fail loudly on a NaN/infinite loss (`TrainingError`), back up every epoch to
-`models/backup/<phase>` so a restarted run resumes where it stopped, and are repeatable
-with `train.deterministic`. Keras 3 APIs only: the same code runs on JAX and PyTorch.
+Both phases fail loudly on a NaN/infinite loss or diverging weights (`TrainingError`),
+back up every epoch to the `backup_dir` they are given so a restarted run resumes where it
+stopped, and are repeatable with `train.deterministic` (ferflow.callbacks, ferflow.runtime).
+Keras 3 APIs only: the same code runs on JAX and PyTorch.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
-import os
-import shutil
 import time
 import weakref
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,319 +33,25 @@ import keras
 import numpy as np
 
 from ferflow.augment import TrainingModel
+from ferflow.callbacks import (
+    LastBatchLoss,
+    TimeBudget,
+    TrainingError,
+    check_finite,
+    finish_backup,
+    phase_callbacks,
+    resumable_fit,
+)
 from ferflow.config import Params
 from ferflow.data.dataset import PreparedData, load_prepared
-from ferflow.errors import FerflowError
-from ferflow.model import (
-    build_model,
-    feature_extractor,
-    head_model,
-    load_model,
-    set_backbone_trainable,
-)
+from ferflow.model import feature_extractor, head_model, set_backbone_trainable
+from ferflow.runtime import resolve_jit_compile
 from ferflow.schedules import make_optimizer, schedule_for
 
 log = logging.getLogger(__name__)
 
-HEAD_FILE = "head.keras"
-MODEL_FILE = "model.keras"
-HISTORY_FILE = "history.json"
-BACKUP_DIR = "backup"
-EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 Split = tuple[np.ndarray, np.ndarray]  # images (n, S, S), integer labels (n,)
-
-
-class TrainingError(FerflowError, RuntimeError):
-    """Training diverged (NaN/inf loss) or its inputs are unusable."""
-
-
-# --- runtime ---------------------------------------------------------------------------
-
-
-def configure_runtime(params: Params) -> None:
-    """Seeds, op determinism and the precision policy, before any model is built.
-
-    Determinism costs speed: TensorFlow then picks deterministic (often slower) kernels.
-    """
-    train = params.train
-    if train.deterministic:
-        keras.utils.set_random_seed(params.base.seed)
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf  # only on this backend, only here
-
-            tf.config.experimental.enable_op_determinism()
-    configure_compilation_cache(train.compilation_cache)
-    if train.mixed_precision:
-        policy = "mixed_bfloat16" if keras.backend.backend() == "jax" else "mixed_float16"
-        keras.mixed_precision.set_global_policy(policy)
-    else:
-        keras.mixed_precision.set_global_policy("float32")
-
-
-def resolve_jit_compile(setting: bool | str) -> bool:
-    """`train.jit_compile` for `compile`: `auto` is XLA on JAX only.
-
-    On JAX, `jit_compile=False` makes Keras run the train step eagerly, every op its own
-    small jitted call (measured on the CPU: hundreds of op compilations and no cacheable
-    step). TensorFlow's CPU ran the DenseNet slower under XLA (16 vs 44 images/s), and
-    PyTorch's eager mode is its normal one.
-    """
-    if setting == "auto":
-        return keras.backend.backend() == "jax"
-    return bool(setting)
-
-
-COMPILATION_CACHE_ENV = "FERFLOW_COMPILATION_CACHE"
-
-
-def configure_compilation_cache(folder: str | None) -> Path | None:
-    """On JAX, keep compiled XLA programs in `folder` (or $FERFLOW_COMPILATION_CACHE) across
-    processes: a GPU worker with the folder on a volume compiles the DenseNet train step
-    once, not at every scheduled run. A no-op on the other backends (TensorFlow and
-    PyTorch have no persistent cache of their compiled steps here)."""
-    folder = os.environ.get(COMPILATION_CACHE_ENV) or folder
-    if not folder or keras.backend.backend() != "jax":
-        return None
-    import jax
-
-    path = Path(folder).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)  # the big steps only
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    log.info("JAX compilation cache: %s", path)
-    return path
-
-
-def distribution_scope() -> contextlib.AbstractContextManager[Any]:
-    """Data parallelism over all visible GPUs, chosen by the Keras backend; a no-op on one."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        gpus = keras.distribution.list_devices("gpu")
-        if len(gpus) > 1:
-            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=gpus))
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        if len(tf.config.list_logical_devices("GPU")) > 1:
-            return tf.distribute.MirroredStrategy().scope()
-    return contextlib.nullcontext()
-
-
-# --- callbacks -------------------------------------------------------------------------
-
-
-class EpochRecorder(keras.callbacks.Callback):
-    """Collects per-epoch metrics (global epoch, phase) and keeps them in the backup folder.
-
-    Keras' History only sees the epochs of the current `fit`; after a resume the earlier
-    epochs come back from `epochs.json` next to the `EpochBackup` snapshot.
-    """
-
-    def __init__(self, phase: str, epoch_offset: int, backup_dir: Path) -> None:
-        super().__init__()
-        self.phase = phase
-        self.epoch_offset = epoch_offset
-        self.path = backup_dir / "epochs.json"
-        self.records: list[dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else []
-        self.started = time.perf_counter()
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs or {}
-        record: dict[str, Any] = {"epoch": self.epoch_offset + epoch, "phase": self.phase}
-        record.update({k: float(logs[k]) for k in EPOCH_METRICS if k in logs})
-        self.records = [r for r in self.records if r["epoch"] != record["epoch"]] + [record]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.records))
-        log.info(
-            "%s epoch %d: %s (%.1fs)",
-            self.phase,
-            record["epoch"] + 1,
-            " ".join(f"{k}={record[k]:.4f}" for k in EPOCH_METRICS if k in record),
-            time.perf_counter() - self.started,
-        )
-
-
-class EpochBackup(keras.callbacks.Callback):
-    """Resumable training: the weights and optimizer state after every epoch, in
-    `backup_dir/state.npz`; `restore` (before `fit`) returns the epoch to continue from.
-
-    The snapshot is copied in the training loop (milliseconds) and written by a background
-    thread, so training does not wait for the disk: Keras' BackupAndRestore writes
-    DenseNet169's ~1,200 variables to HDF5 inside the loop, ~2 s per epoch on this CPU.
-    The file is written under a temporary name and renamed, so a process killed mid-write
-    leaves the previous epoch's backup intact (at most the last epoch is redone).
-    """
-
-    FILE = "state.npz"
-
-    def __init__(self, backup_dir: Path) -> None:
-        super().__init__()
-        self.path = backup_dir / self.FILE
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferflow-backup")
-        self._pending: Future[None] | None = None
-
-    def restore(self, model: keras.Model) -> int:
-        """Loads the backup into `model` (compiled) and returns its epoch; 0 if there is none."""
-        if not self.path.exists():
-            return 0
-        with np.load(self.path) as state:
-            epoch = int(state["epoch"])
-            weights = [state[f"w{i}"] for i in range(int(state["n_weights"]))]
-            slots = [state[f"o{i}"] for i in range(int(state["n_optimizer"]))]
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        for kind, variables, values in (
-            ("weights", model.weights, weights),
-            ("optimizer state", model.optimizer.variables, slots),
-        ):
-            shapes = [tuple(v.shape) for v in variables]
-            if shapes != [a.shape for a in values]:
-                raise TrainingError(
-                    f"{self.path}: the backup's {kind} do not match this model and optimizer "
-                    f"({len(values)} arrays, {len(variables)} expected); it belongs to another "
-                    f"configuration. Delete {self.path.parent} to start this phase afresh"
-                )
-            for variable, value in zip(variables, values, strict=True):
-                variable.assign(value)
-        log.info("resuming from %s at epoch %d", self.path, epoch + 1)
-        return epoch
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        weights = [np.array(v, copy=True) for v in self.model.weights]
-        slots = [np.array(v, copy=True) for v in self.model.optimizer.variables]
-        state: dict[str, Any] = {f"w{i}": a for i, a in enumerate(weights)}
-        state |= {f"o{i}": a for i, a in enumerate(slots)}
-        state |= {"epoch": np.int64(epoch + 1), "n_weights": len(weights), "n_optimizer": len(slots)}
-        self.wait()  # at most one write in flight
-        self._pending = self._writer.submit(self._write, state)
-
-    def _write(self, state: dict[str, Any]) -> None:
-        temporary = self.path.with_name(f".{self.FILE}.partial")
-        with temporary.open("wb") as handle:
-            np.savez(handle, **state)
-        os.replace(temporary, self.path)
-
-    def wait(self) -> None:
-        """Blocks until the last snapshot is on disk (re-raising a failed write)."""
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
-
-    def close(self) -> None:
-        self.wait()
-        self._writer.shutdown()
-
-
-@contextlib.contextmanager
-def _resumable_fit(model: keras.Model, backup_dir: Path) -> Iterator[tuple[EpochBackup, int]]:
-    """(backup callback, epoch to start at); every backup write has finished on exit,
-    whether `fit` returned or raised, so a rerun resumes from the last completed epoch."""
-    backup_dir.mkdir(parents=True, exist_ok=True)
-    backup = EpochBackup(backup_dir)
-    try:
-        yield backup, backup.restore(model)
-    finally:
-        backup.close()
-
-
-def _callbacks(
-    phase: str, backup: EpochBackup, epoch_offset: int, patience: int | None, restore_best: bool
-) -> tuple[list[keras.callbacks.Callback], EpochRecorder]:
-    recorder = EpochRecorder(phase, epoch_offset, backup.path.parent)
-    callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.TerminateOnNaN(),
-        DivergenceGuard(),
-        backup,
-        recorder,
-    ]
-    if patience is not None:
-        callbacks.insert(
-            1,
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=patience, restore_best_weights=restore_best
-            ),
-        )
-    return callbacks, recorder
-
-
-class DivergenceGuard(keras.callbacks.Callback):
-    """Stops a phase at an epoch end whose weights are not all finite, or whose loss
-    exploded (over `factor` x the first epoch's loss), and records why in `problem`; the
-    phase then fails after `fit` (`_check_finite`). A huge learning rate can leave the loss
-    finite while weights overflow to NaN: TerminateOnNaN does not see that."""
-
-    def __init__(self, factor: float = 50.0) -> None:
-        super().__init__()
-        self.factor = factor
-        self.first_loss: float | None = None
-        self.problem: str | None = None
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        loss = float((logs or {}).get("loss", 0.0))
-        bad = [
-            v.path
-            for v in self.model.trainable_weights
-            if not np.all(np.isfinite(keras.ops.convert_to_numpy(v)))
-        ]
-        if self.first_loss is None and math.isfinite(loss):
-            self.first_loss = loss
-        if bad:
-            self.problem = f"{len(bad)} weight tensors hold NaN or infinite values (e.g. {bad[0]})"
-        elif self.first_loss is not None and loss > self.factor * max(self.first_loss, 1e-3):
-            self.problem = f"the loss exploded to {loss:.3g} (first epoch {self.first_loss:.3g})"
-        if self.problem:
-            self.problem = f"epoch {epoch + 1}: {self.problem}"
-            self.model.stop_training = True
-
-
-class _LastBatchLoss(keras.callbacks.Callback):
-    """Remembers the last batch loss: TerminateOnNaN stops mid-epoch, before History sees it."""
-
-    loss = 0.0
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if logs and "loss" in logs:
-            self.loss = float(logs["loss"])
-
-
-def _check_finite(
-    phase: str,
-    history: keras.callbacks.History,
-    last_batch: _LastBatchLoss,
-    backup_dir: Path,
-    callbacks: Sequence[keras.callbacks.Callback],
-) -> None:
-    """TerminateOnNaN and DivergenceGuard stop training but `fit` returns normally: turn
-    either into an error.
-
-    The backup holds the diverged weights; it is removed so a rerun starts afresh.
-    """
-    losses = history.history.get("loss", [])
-    bad = [i for i, value in enumerate(losses) if not math.isfinite(float(value))]
-    if bad or not math.isfinite(last_batch.loss):
-        _finish_backup(backup_dir)
-        raise TrainingError(
-            f"{phase}: the loss became NaN or infinite (epoch {bad[0] + 1 if bad else len(losses) + 1}); "
-            "lower the learning rate, check the data for NaN pixels, or turn off mixed precision. "
-            "Nothing was saved or registered"
-        )
-    problems = [c.problem for c in callbacks if isinstance(c, DivergenceGuard) and c.problem]
-    if problems:
-        _finish_backup(backup_dir)
-        raise TrainingError(
-            f"{phase}: training diverged at {problems[0]}; lower the learning rate or turn off "
-            "mixed precision. Nothing was saved or registered"
-        )
-
-
-def _finish_backup(backup_dir: Path) -> None:
-    """A completed phase needs no backup: remove the folder so a rerun starts fresh."""
-    shutil.rmtree(backup_dir, ignore_errors=True)
 
 
 # --- phase 1 ---------------------------------------------------------------------------
@@ -417,10 +120,10 @@ def fit_head(
         jit_compile=resolve_jit_compile(settings.jit_compile),
         steps_per_execution=_steps_per_execution(settings.cache_features, len(x_train), settings.batch_size),
     )
-    last_batch = _LastBatchLoss()
-    with _resumable_fit(trained, backup_dir) as (backup, initial_epoch):
-        callbacks, recorder = _callbacks(
-            "head", backup, 0, settings.early_stopping_patience, settings.restore_best_weights
+    last_batch = LastBatchLoss()
+    with resumable_fit(trained, backup_dir) as (backup, initial_epoch):
+        callbacks, recorder = phase_callbacks(
+            "train", backup, 0, settings.early_stopping_patience, settings.restore_best_weights
         )
         if settings.deterministic:
             keras.utils.set_random_seed(params.base.seed)  # same shuffling in both feature modes
@@ -434,8 +137,8 @@ def fit_head(
             callbacks=[*callbacks, last_batch, *extra_callbacks],
             verbose=0,
         )
-    _check_finite("phase 1 (head)", history, last_batch, backup_dir, callbacks)
-    _finish_backup(backup_dir)
+    check_finite("phase 1 (train)", history, last_batch, backup_dir, callbacks)
+    finish_backup(backup_dir)
     return recorder.records
 
 
@@ -486,10 +189,10 @@ def fine_tune(
         jit_compile=resolve_jit_compile(params.train.jit_compile),
     )
     weights = balanced_class_weights(train[1], num_classes) if settings.class_weights else None
-    last_batch = _LastBatchLoss()
+    last_batch = LastBatchLoss()
     budget = [] if settings.time_budget_s is None else [TimeBudget(settings.time_budget_s)]
-    with _resumable_fit(trainer, backup_dir) as (backup, initial_epoch):
-        callbacks, recorder = _callbacks("finetune", backup, epoch_offset, None, False)
+    with resumable_fit(trainer, backup_dir) as (backup, initial_epoch):
+        callbacks, recorder = phase_callbacks("finetune", backup, epoch_offset, None, False)
         if params.train.deterministic:
             keras.utils.set_random_seed(params.base.seed)
         history = trainer.fit(
@@ -503,38 +206,9 @@ def fine_tune(
             callbacks=[*callbacks, *budget, last_batch, *extra_callbacks],
             verbose=0,
         )
-    _check_finite("phase 2 (finetune)", history, last_batch, backup_dir, callbacks)
-    _finish_backup(backup_dir)
+    check_finite("phase 2 (finetune)", history, last_batch, backup_dir, callbacks)
+    finish_backup(backup_dir)
     return recorder.records
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stops `fit` before an epoch that would end more than `seconds` after fit started
-    (judged by the slowest epoch so far). The schedule still spans `finetune.epochs`, so
-    pick epochs that fit the budget; this is the guard for a wall-clock-boxed run."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.seconds = seconds
-        self.started = self.epoch_started = time.perf_counter()
-        self.slowest = 0.0
-
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.started = time.perf_counter()
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epoch_started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        now = time.perf_counter()
-        self.slowest = max(self.slowest, now - self.epoch_started)
-        if now - self.started + self.slowest > self.seconds:
-            log.warning(
-                "finetune: stopping after epoch %d: the next would end past the %.0f s budget",
-                epoch + 1,
-                self.seconds,
-            )
-            self.model.stop_training = True
 
 
 def _as_pixels(images: np.ndarray) -> np.ndarray:
@@ -571,79 +245,9 @@ def _check_splits(train: Split, val: Split, data_dir: Path) -> None:
         )
 
 
-def read_history(model_dir: Path) -> list[dict[str, Any]]:
-    path = model_dir / HISTORY_FILE
-    return json.loads(path.read_text())["epochs"] if path.exists() else []
-
-
-def write_history(model_dir: Path, records: list[dict[str, Any]]) -> Path:
-    path = model_dir / HISTORY_FILE
-    path.write_text(json.dumps({"epochs": records}, indent=2) + "\n")
-    return path
-
-
-def _load_data(params: Params, data_dir: Path) -> tuple[Split, Split]:
+def load_training_data(params: Params, data_dir: Path) -> tuple[Split, Split]:
+    """The (train, val) splits of the prepared dataset in `data_dir`; both must be non-empty."""
     data = load_prepared(data_dir)
     train, val = training_splits(data, params)
     _check_splits(train, val, data_dir)
     return train, val
-
-
-# --- stages ----------------------------------------------------------------------------
-
-
-def train_stage(params: Params, data_dir: Path, model_dir: Path) -> Path:
-    """Phase 1 as a pipeline stage: writes head.keras, history.json and run.json."""
-    from ferflow import tracking
-
-    data_dir, model_dir = Path(data_dir), Path(model_dir)
-    configure_runtime(params)
-    train, val = _load_data(params, data_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    with tracking.pipeline_run(params, data_dir, model_dir, resume=False) as run:
-        with tracking.phase_run(run, "head", 0, params) as epoch_logger, distribution_scope():
-            model = build_model(params.model, params.base.image_size, len(params.base.classes))
-            records = fit_head(model, train, val, params, model_dir / BACKUP_DIR / "head", [epoch_logger])
-            tracking.log_summary("head", records)
-        tracking.log_summary("head", records)
-        model.save(model_dir / HEAD_FILE)
-        write_history(model_dir, records)
-    log.info("phase 1 done: %s (%d epochs)", model_dir / HEAD_FILE, len(records))
-    return model_dir / HEAD_FILE
-
-
-def finetune_stage(params: Params, data_dir: Path, model_dir: Path) -> Path:
-    """Phase 2 as a pipeline stage: reads head.keras, writes model.keras and history.json,
-    logs the model to the parent run and records its URI in run.json."""
-    from ferflow import tracking
-
-    data_dir, model_dir = Path(data_dir), Path(model_dir)
-    configure_runtime(params)
-    train, val = _load_data(params, data_dir)
-    head_records = [r for r in read_history(model_dir) if r["phase"] == "head"]
-    with tracking.pipeline_run(params, data_dir, model_dir, resume=True) as run:
-        with (
-            tracking.phase_run(run, "finetune", len(head_records), params) as epoch_logger,
-            distribution_scope(),
-        ):
-            model = load_model(model_dir / HEAD_FILE)
-            records = fine_tune(
-                model,
-                train,
-                val,
-                params,
-                model_dir / BACKUP_DIR / "finetune",
-                len(head_records),
-                [epoch_logger],
-            )
-            tracking.log_summary("finetune", records)
-        tracking.log_summary("finetune", records)
-        model.save(model_dir / MODEL_FILE)
-        write_history(model_dir, head_records + records)
-        example = val[0][: min(4, len(val[0]))]
-        model_uri = tracking.log_model(model, params.base.image_size, len(params.base.classes), example)
-        tracking.write_run_info(
-            model_dir, tracking.RunInfo(run.run_id, run.experiment_id, run.tracking_uri, model_uri)
-        )
-    log.info("phase 2 done: %s (%d epochs), MLflow model %s", model_dir / MODEL_FILE, len(records), model_uri)
-    return model_dir / MODEL_FILE

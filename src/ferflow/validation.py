@@ -32,6 +32,7 @@ from ferflow.contract.report import CheckResult, ContractViolation, Severity, Va
 from ferflow.contract.tables import ContractTables, build_tables
 from ferflow.data.dataset import DatasetError, PreparedData, load_prepared
 from ferflow.errors import FerflowError
+from ferflow.files import DATA_DOCS_DIR, PROFILE_FILE, VALIDATION_FILE
 
 __all__ = [
     "ContractViolation",
@@ -43,9 +44,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "validation.json"
-PROFILE_FILE = "profile.json"
-DOCS_DIR = "data_docs"
+REPORT_FILE, PROFILE_FILE, DOCS_DIR = VALIDATION_FILE, PROFILE_FILE, DATA_DOCS_DIR
 
 
 class ReferenceProfileError(FerflowError, ValueError):

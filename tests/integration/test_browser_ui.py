@@ -228,7 +228,7 @@ def _run_pipeline_twice(url: str, workdir: Path, monkeypatch: pytest.MonkeyPatch
     decisions = []
     for i, learning_rate in enumerate(("0.0001", "0.001")):
         params = small_params(*tiny, f"train.learning_rate={learning_rate}")
-        paths = stages.Paths.from_params(params, workdir).with_raw(workdir / "raw")
+        paths = stages.Layout.from_params(params, workdir).with_raw(workdir / "raw")
         if i == 0:
             stages.synthesize(params, paths.raw)
             stages.ingest(params, paths)
@@ -476,7 +476,7 @@ def failed_validation(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("validation")
     # Far more training rows than the synthetic set has: the `row_count` check must fail.
     params = small_params("validate.min_rows={train: 100000, val: 1, test: 1}")
-    paths = stages.Paths.from_params(params, root).with_raw(root / "raw")
+    paths = stages.Layout.from_params(params, root).with_raw(root / "raw")
     stages.synthesize(params, paths.raw)
     stages.ingest(params, paths)
     return stages.validate(params, paths)

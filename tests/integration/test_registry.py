@@ -20,8 +20,11 @@ from pathlib import Path
 import pytest
 
 from ferflow import evaluate as ev
-from ferflow import registry
-from tests.conftest import small_params
+from ferflow.stages import Layout
+from ferflow.stages import promotion as registry
+from ferflow.stages.evaluation import evaluate
+from ferflow.tracking import models, store
+from tests.conftest import NO_FLOORS, small_params
 from tests.servers import (
     LOCALHOST,
     background_server,
@@ -57,19 +60,27 @@ def params(mlflow_uri, monkeypatch):
     return small_params(f"register.model_name=fer-test-{uuid.uuid4().hex[:8]}")
 
 
+def layout_of(root: Path, data_dir: Path) -> Layout:
+    return Layout(raw=data_dir, prepared=data_dir, models=root / "models", reports=root / "reports")
+
+
 def pipeline_run(params, root: Path, data_dir: Path, centres) -> tuple[Path, Path]:
     """What train + evaluate leave behind: model.keras, run.json (model logged), reports."""
-    model_dir, report_dir = root / "models", root / "reports"
-    centre_model(centres, model_dir / "model.keras")
-    model_uri, run_id = registry.log_keras_model(params, model_dir / "model.keras")
-    (model_dir / "run.json").write_text(json.dumps({"run_id": run_id, "model_uri": model_uri}))
-    ev.evaluate_stage(params, data_dir, model_dir, report_dir)
-    return model_dir, report_dir
+    where = layout_of(root, data_dir)
+    centre_model(centres, where.model_file)
+    uri = store.tracking_uri(params)
+    model_uri, run_id = models.log_model_file(
+        uri, where.model_file, params.tracking.experiment, 48, len(params.base.classes), None
+    )
+    experiment = store.client(uri).get_run(run_id).info.experiment_id
+    store.write_run_info(where.run_file, store.RunInfo(run_id, experiment, uri, model_uri))
+    evaluate(params, where)
+    return where.models, where.reports
 
 
 def register(params, root: Path, data_dir: Path, centres) -> dict:
-    model_dir, report_dir = pipeline_run(params, root, data_dir, centres)
-    return registry.register_stage(params, model_dir, report_dir, data_dir)
+    pipeline_run(params, root, data_dir, centres)
+    return registry.register(params, layout_of(root, data_dir))
 
 
 def test_the_first_run_meeting_the_floors_becomes_champion(params, tmp_path, data_dir):
@@ -121,6 +132,33 @@ def test_a_challenger_under_a_floor_is_not_promoted_without_a_champion(
     assert registry.aliases(params)["champion"] is None
 
 
+def test_ferflow_register_twice_on_the_same_model_registers_it_once(params, tmp_path, data_dir, capsys):
+    from mlflow import MlflowClient
+
+    from ferflow.cli import main
+
+    # given a trained and evaluated model
+    model_dir, report_dir = pipeline_run(params, tmp_path, data_dir, SWAPPED)
+    name = params.registry.model_name
+    args = [
+        "register",
+        "--models-dir",
+        str(model_dir),
+        "--reports-dir",
+        str(report_dir),
+        "--data",
+        str(data_dir),
+    ]
+    args += [f"--set=register.model_name={name}", *(f"--set={override}" for override in NO_FLOORS)]
+    # when `ferflow register` runs twice
+    assert main(args) == 0
+    assert main(args) == 0
+    # then one version exists, and both runs report it
+    assert len(MlflowClient().search_model_versions(f"name='{name}'")) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == out[1] and out[0].startswith(f"{name} version 1:")
+
+
 def test_rollback_restores_the_previous_champion(params, tmp_path, data_dir):
     first = register(params, tmp_path / "a", data_dir, SWAPPED)
     second = register(params, tmp_path / "b", data_dir, PERFECT)
@@ -139,7 +177,7 @@ def test_a_crash_during_registration_moves_no_alias(params, tmp_path, data_dir, 
     def crash(*args, **kwargs):
         raise RuntimeError("simulated crash while tagging")
 
-    monkeypatch.setattr(registry, "_tag_version", crash)
+    monkeypatch.setattr(models, "tag_decision", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         register(params, tmp_path / "b", data_dir, PERFECT)
 
@@ -155,9 +193,9 @@ def test_a_crash_while_evaluating_the_champion_moves_no_alias(params, tmp_path, 
     def crash(*args, **kwargs):
         raise RuntimeError("simulated crash in evaluation")
 
-    monkeypatch.setattr(registry.ev, "evaluate_model", crash)
+    monkeypatch.setattr(ev, "evaluate_model", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        registry.register_stage(params, model_dir, report_dir, data_dir)
+        registry.register(params, Layout(data_dir, data_dir, model_dir, report_dir))
 
     assert registry.aliases(params) == before
 
@@ -173,7 +211,7 @@ def test_two_racing_promotions_end_with_exactly_one_champion(params, tmp_path, d
     def promote(model_dir: Path, report_dir: Path) -> None:
         start.wait()
         try:
-            decisions.append(registry.register_stage(params, model_dir, report_dir, data_dir))
+            decisions.append(registry.register(params, Layout(data_dir, data_dir, model_dir, report_dir)))
         except BaseException as err:
             errors.append(err)
 
@@ -205,11 +243,11 @@ def test_an_artifact_upload_failure_registers_nothing(tmp_path, data_dir, monkey
         params = small_params("register.model_name=fer-doomed")
         model_dir, report_dir = tmp_path / "models", tmp_path / "reports"
         centre_model(PERFECT, model_dir / "model.keras")
-        ev.evaluate_stage(params, data_dir, model_dir, report_dir)
+        evaluate(params, Layout(data_dir, data_dir, model_dir, report_dir))
         stop_process_group(s3_process)
 
         with pytest.raises(Exception):  # noqa: B017 - whatever the transport raises
-            registry.register_stage(params, model_dir, report_dir, data_dir)
+            registry.register(params, Layout(data_dir, data_dir, model_dir, report_dir))
 
         assert MlflowClient(uri).search_model_versions("name='fer-doomed'") == []
         assert not (report_dir / "promotion.json").exists()
@@ -220,7 +258,7 @@ def test_the_champion_serves_through_stock_pyfunc_and_ferflow_predict(params, tm
     import numpy as np
     from PIL import Image
 
-    from ferflow.predict import predict
+    from ferflow.stages.evaluation import predict
 
     register(params, tmp_path, data_dir, PERFECT)
     uri = f"models:/{params.registry.model_name}@champion"

@@ -22,7 +22,8 @@ import keras
 import numpy as np
 
 from ferflow.model import build_model, load_model
-from ferflow.train import configure_runtime, fine_tune, fit_head
+from ferflow.runtime import configure_runtime
+from ferflow.train import fine_tune, fit_head
 from tests.model.conftest import synthetic_faces, tiny_params
 
 log = logging.getLogger(__name__)

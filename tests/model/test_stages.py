@@ -8,7 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from ferflow.train import TrainingError, finetune_stage, train_stage
+from ferflow.stages import Layout
+from ferflow.stages.training import finetune, train
+from ferflow.train import TrainingError
 from tests.model.conftest import tiny_params
 
 mlflow = pytest.importorskip("mlflow")
@@ -35,11 +37,15 @@ def store(tmp_path_factory):
         yield mlflow.MlflowClient(tracking_uri=uri)
 
 
+def layout(data, models) -> Layout:
+    return Layout(raw=data, prepared=data, models=models, reports=models.parent / "reports")
+
+
 @pytest.fixture(scope="module")
 def phase_one(store, tiny_data, tmp_path_factory):
     """models/ after `ferflow train` on synthetic faces."""
     models = tmp_path_factory.mktemp("models")
-    train_stage(tiny_params(*STAGE), tiny_data, models)
+    train(tiny_params(*STAGE), layout(tiny_data, models))
     return models
 
 
@@ -48,7 +54,7 @@ def test_stages_write_one_history_and_log_a_servable_model(store, phase_one, tin
     models = tmp_path / "models"
     shutil.copytree(phase_one, models)
     # when phase 2 runs
-    finetune_stage(tiny_params(*STAGE), tiny_data, models)
+    finetune(tiny_params(*STAGE), layout(tiny_data, models))
     # then the history runs on one epoch axis through both phases
     # (no accuracy bar: random-init 32 px DenseNet features did not separate the synthetic
     # faces within a test-sized budget; see docs/training.md)
@@ -77,7 +83,7 @@ def test_a_diverging_phase_two_fails_and_leaves_no_model(store, phase_one, tiny_
     )
     # when phase 2 runs, then it fails loudly
     with pytest.raises(TrainingError, match="NaN or infinite"):
-        finetune_stage(params, tiny_data, models)
+        finetune(params, layout(tiny_data, models))
     # and nothing was saved or logged as a model; the run is FAILED, not RUNNING
     assert not (models / "model.keras").exists()
     run = json.loads((models / "run.json").read_text())
@@ -85,3 +91,30 @@ def test_a_diverging_phase_two_fails_and_leaves_no_model(store, phase_one, tiny_
     assert store.get_run(run["run_id"]).info.status == "FAILED"
     logged = store.search_logged_models(experiment_ids=[run["experiment_id"]], filter_string=query)
     assert len(logged) == models_before
+
+
+def test_every_param_a_stage_reads_is_declared(store, phase_one, tiny_data, tmp_path):
+    """STAGES (and so dvc.yaml and the Prefect cache key) list every param each stage reads:
+    the reads of a real run of train, finetune, evaluate and register are recorded."""
+    from ferflow.stages import STAGES
+    from ferflow.stages.evaluation import evaluate
+    from ferflow.stages.promotion import register
+    from tests.conftest import NO_FLOORS
+    from tests.params_recorder import covered, recording
+
+    params = tiny_params(*STAGE, *NO_FLOORS, "register.model_name=fer-reads-test")
+    where = layout(tiny_data, tmp_path / "models")
+    reads = {}
+    for name, stage in (
+        ("train", train),
+        ("finetune", finetune),
+        ("evaluate", evaluate),
+        ("register", register),
+    ):
+        recorder = recording(params)
+        stage(recorder, where)
+        reads[name] = recorder.reads
+    assert "validate.drop_blank_from_train" in reads["train"]  # through training_mask
+    for name, keys in reads.items():
+        hidden = sorted(key for key in keys if not covered(key, STAGES[name].params))
+        assert not hidden, f"stage {name} reads {hidden}, which STAGES[{name!r}].params does not declare"

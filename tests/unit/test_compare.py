@@ -20,13 +20,12 @@ from ferflow.cli import main
 from ferflow.compare import (
     CompareError,
     Confusion,
-    compare,
-    compare_markdown,
     confusion_changes,
     parse_confusion,
     render,
 )
 from ferflow.config import Params
+from ferflow.stages.evaluation import compare
 from tests.conftest import small_params
 
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -40,7 +39,7 @@ def conventional_metrics(accuracy: float, recalls: Mapping[str, float]) -> dict[
         "test.macro_f1": accuracy - 0.05,
         "test.weighted_f1": accuracy - 0.02,
         "test.macro_auc": accuracy + 0.2,
-        "head.best_val_accuracy": accuracy - 0.1,
+        "train.best_val_accuracy": accuracy - 0.1,
         "finetune.best_val_accuracy": accuracy - 0.03,
     }
     metrics.update({f"test.recall.{name}": value for name, value in recalls.items()})
@@ -256,10 +255,11 @@ def test_unknown_reference_is_a_clear_error(store: Store, reference: str) -> Non
 def test_markdown_has_a_table_row_for_the_changed_param(store: Store) -> None:
     # given two runs differing in train.learning_rate
     # when rendered as Markdown
-    text = compare_markdown(store.baseline, store.tuned, store.params)
+    text = render(compare(store.baseline, store.tuned, store.params), "markdown")
     # then the params table has exactly that row
     assert "| train.learning_rate | 0.0001 | 0.001 |" in text
-    assert text.count("| train.") == 1
+    param_rows = [row for row in text.splitlines() if row.startswith("| train.") and "best_val" not in row]
+    assert param_rows == ["| train.learning_rate | 0.0001 | 0.001 |"]
 
 
 def test_text_output_shows_accuracy_delta(store: Store) -> None:

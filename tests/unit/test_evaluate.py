@@ -17,8 +17,13 @@ import pandas as pd
 import pytest
 
 from ferflow import evaluate as ev
+from ferflow import files
 from ferflow.config import FER_CLASSES
 from ferflow.data.dataset import MANIFEST_COLUMNS, write_prepared
+from ferflow.errors import FerflowError
+from ferflow.stages import Layout
+from ferflow.stages.evaluation import evaluate
+from ferflow.stages.layout import read_history
 from tests.conftest import small_params
 
 SIZE = 48
@@ -95,7 +100,7 @@ def write_history(model_dir: Path, head_epochs: int = 3, finetune_epochs: int = 
     rows = [
         {
             "epoch": e + 1,
-            "phase": "head" if e < head_epochs else "finetune",
+            "phase": "train" if e < head_epochs else "finetune",
             "loss": 2.0 - 0.1 * e,
             "accuracy": 0.3 + 0.05 * e,
             "val_loss": 2.1 - 0.08 * e,
@@ -103,7 +108,7 @@ def write_history(model_dir: Path, head_epochs: int = 3, finetune_epochs: int = 
         }
         for e in range(head_epochs + finetune_epochs)
     ]
-    (model_dir / "history.json").write_text(json.dumps(rows))
+    (model_dir / "history.json").write_text(json.dumps({"epochs": rows}))
 
 
 def one_hot(labels: np.ndarray, k: int = 7) -> np.ndarray:
@@ -178,13 +183,11 @@ def test_a_model_with_the_wrong_output_shape_is_an_error():
         ev.evaluate_predictions(np.arange(4), np.ones((4, 5)) / 5, FER_CLASSES)
 
 
-def test_history_in_keras_column_form_is_read_as_rows(tmp_path):
-    (tmp_path / "history.json").write_text(json.dumps({"loss": [1.0, 0.5], "phase": ["head", "finetune"]}))
+def test_a_history_file_in_another_format_is_a_clear_error(tmp_path):
+    (tmp_path / "history.json").write_text(json.dumps({"loss": [1.0, 0.5], "phase": ["train", "finetune"]}))
 
-    rows = ev.read_history(tmp_path)
-
-    assert [r["epoch"] for r in rows] == [1, 2]
-    assert rows[1] == {"epoch": 2, "loss": 0.5, "phase": "finetune"}
+    with pytest.raises(FerflowError, match=r"history.json is not a ferflow history file"):
+        read_history(tmp_path / "history.json")
 
 
 # --- the stage -------------------------------------------------------------------------
@@ -198,7 +201,7 @@ def evaluated(tmp_path_factory):
     swapped = (CENTRES[1], CENTRES[0], *CENTRES[2:])
     centre_model(swapped, root / "models" / "model.keras")
     write_history(root / "models")
-    metrics = ev.evaluate_stage(small_params(), data_dir, root / "models", root / "reports")
+    metrics = evaluate(small_params(), Layout(data_dir, data_dir, root / "models", root / "reports"))
     return root / "reports", metrics
 
 
@@ -213,8 +216,10 @@ def test_the_stage_scores_a_known_model_correctly(evaluated):
 def test_the_stage_writes_every_report_file(evaluated):
     reports, _ = evaluated
 
-    expected = [ev.METRICS_FILE, ev.CONFUSION_JSON, ev.EVALUATION_FILE]
-    expected += [f"plots/{name}" for name in (*ev.PNG_FILES, ev.CONFUSION_CSV, ev.ROC_CSV, ev.HISTORY_CSV)]
+    expected = [files.METRICS_FILE, files.CONFUSION_JSON, files.EVALUATION_FILE]
+    expected += [
+        f"plots/{name}" for name in (*files.PNG_FILES, files.CONFUSION_CSV, files.ROC_CSV, files.HISTORY_CSV)
+    ]
     assert [name for name in expected if not (reports / name).is_file()] == []
 
 
@@ -260,7 +265,7 @@ def test_a_dataset_without_test_images_is_an_error(tmp_path):
     centre_model(path=tmp_path / "models" / "model.keras")
 
     with pytest.raises(ev.EvaluationError, match="no test images"):
-        ev.evaluate_stage(small_params(), data_dir, tmp_path / "models", tmp_path / "reports")
+        evaluate(small_params(), Layout(data_dir, data_dir, tmp_path / "models", tmp_path / "reports"))
 
 
 def test_the_cli_evaluates_any_model_file_on_a_class_folder(tmp_path, capsys):

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ferflow import model_card
 from ferflow.config import FER_CLASSES
-from ferflow.registry import check_floors, decide
+from ferflow.gate import check_floors, decide
 from tests.conftest import small_params
 
 
@@ -119,7 +119,7 @@ def test_the_card_lists_failed_validation_checks(tmp_path):
     (tmp_path / "validation.json").write_text(json.dumps({"passed": True, "checks": checks}))
 
     card = model_card.build_model_card(
-        small_params(), metrics(), validation=model_card.read_validation(tmp_path)
+        small_params(), metrics(), validation=model_card.read_validation(tmp_path / "validation.json")
     )
 
     assert "blank_images (warning): share of blank images; observed 0.02; e.g. train/happy/1.jpg" in card
@@ -130,7 +130,7 @@ def test_the_card_lists_failed_validation_checks(tmp_path):
 def test_an_unreadable_validation_report_is_skipped(tmp_path):
     (tmp_path / "validation.json").write_text("{not json")
 
-    assert model_card.read_validation(tmp_path) is None
+    assert model_card.read_validation(tmp_path / "validation.json") is None
 
 
 def test_the_summary_names_the_weakest_class():

@@ -262,7 +262,7 @@ def test_registration_output_is_never_replayed_from_the_dvc_cache(dvc_stages):
     outs = dvc_stages["register"]["outs"]
 
     assert outs == [{"reports/promotion.json": {"cache": False}}]
-    assert "run --stage register" in dvc_stages["register"]["cmd"]
+    assert dvc_stages["register"]["cmd"] == "ferflow register"  # the guarded stage, like the flow's
 
 
 def test_demo_and_dvc_write_where_gitignore_keeps_out_of_git():

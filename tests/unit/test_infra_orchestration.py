@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ferflow import stages
-from ferflow.stages import STAGES, DataContractError, Paths
+from ferflow.stages import STAGES, DataContractError, Layout
 from tasks import caching, reports
 from tasks.pipeline import for_params
 from tests.conftest import small_params
@@ -18,12 +18,16 @@ from tests.conftest import small_params
 def workspace(tmp_path):
     """A repository layout with a tiny raw dataset and a prepared one."""
     params = small_params()
-    paths = Paths.from_params(params, tmp_path)
+    paths = Layout.from_params(params, tmp_path)
     (paths.raw / "train" / "happy").mkdir(parents=True)
     (paths.raw / "train" / "happy" / "a.jpg").write_bytes(b"pixels")
     paths.prepared.mkdir(parents=True)
     (paths.prepared / "manifest.csv").write_text("id\n1\n")
     return params, paths
+
+
+def run_file(run_id: str) -> dict:
+    return {"run_id": run_id, "experiment_id": "1", "tracking_uri": "sqlite:///x.db", "model_uri": None}
 
 
 def key(stage, params, paths):
@@ -47,6 +51,16 @@ def test_a_training_param_changes_training_keys_but_not_ingest_or_validation(wor
     assert key("finetune", changed, paths) != key("finetune", params, paths)
     assert key("ingest", changed, paths) == key("ingest", params, paths)
     assert key("validate", changed, paths) == key("validate", params, paths)
+
+
+def test_the_blank_image_policy_changes_the_training_keys(workspace):
+    # training reads validate.drop_blank_from_train through ferflow.validation.training_mask
+    params, paths = workspace
+    changed = small_params("validate.drop_blank_from_train=true")
+
+    assert key("train", changed, paths) != key("train", params, paths)
+    assert key("finetune", changed, paths) != key("finetune", params, paths)
+    assert key("evaluate", changed, paths) == key("evaluate", params, paths)
 
 
 def test_new_raw_data_changes_the_ingest_key(workspace):
@@ -76,8 +90,8 @@ def test_cache_off_gives_no_key(workspace):
     _, paths = workspace
     cache_key = caching.cache_key_for("train")
 
-    assert cache_key(None, {"params": small_params("flow.cache=false"), "paths": paths}) is None
-    assert cache_key(None, {"params": small_params(), "paths": paths}).startswith("ferflow-train-")
+    assert cache_key(None, {"params": small_params("flow.cache=false"), "layout": paths}) is None
+    assert cache_key(None, {"params": small_params(), "layout": paths}).startswith("ferflow-train-")
 
 
 def test_a_cached_result_whose_files_changed_is_not_intact(workspace):
@@ -103,17 +117,17 @@ def test_only_network_tasks_retry_with_exponential_backoff():
     for network in (tasks.pull_data, tasks.push_data, tasks.register):
         assert network.retries == 3
         assert network.retry_delay_seconds == [2.0, 4.0, 8.0]
-    for local in (tasks.validate_data, tasks.train, tasks.finetune):
+    for local in (tasks.validate, tasks.train, tasks.finetune):
         assert local.retries == 0
 
 
 def test_task_timeouts_come_from_params():
-    params = small_params("flow.timeouts.train=123", "flow.timeouts.validate_data=45")
+    params = small_params("flow.timeouts.train=123", "flow.timeouts.validate=45")
 
     tasks = for_params(params)
 
     assert tasks.train.timeout_seconds == 123
-    assert tasks.validate_data.timeout_seconds == 45
+    assert tasks.validate.timeout_seconds == 45
 
 
 # --- registration guard -----------------------------------------------------------------
@@ -123,14 +137,14 @@ def test_a_model_already_decided_is_not_registered_again(workspace, monkeypatch)
     params, paths = workspace
     paths.models.mkdir()
     paths.reports.mkdir()
-    (paths.models / "run.json").write_text(json.dumps({"run_id": "abc"}))
+    (paths.models / "run.json").write_text(json.dumps(run_file("abc")))
     decided = {"run_id": "abc", "decision": "promoted", "version": "3"}
     (paths.reports / "promotion.json").write_text(json.dumps(decided))
 
     def must_not_register(*_args, **_kwargs):
         raise AssertionError("registered twice")
 
-    monkeypatch.setattr("ferflow.registry.register_stage", must_not_register)
+    monkeypatch.setattr("ferflow.stages.promotion._register_new_version", must_not_register)
 
     assert stages.register(params, paths) == decided
 
@@ -139,10 +153,12 @@ def test_a_new_model_is_registered(workspace, monkeypatch):
     params, paths = workspace
     paths.models.mkdir()
     paths.reports.mkdir()
-    (paths.models / "run.json").write_text(json.dumps({"run_id": "new"}))
+    (paths.models / "run.json").write_text(json.dumps(run_file("new")))
     (paths.reports / "promotion.json").write_text(json.dumps({"run_id": "old", "decision": "promoted"}))
     calls = []
-    monkeypatch.setattr("ferflow.registry.register_stage", lambda *args: calls.append(args) or {"ok": 1})
+    monkeypatch.setattr(
+        "ferflow.stages.promotion._register_new_version", lambda *args: calls.append(args) or {"ok": 1}
+    )
 
     assert stages.register(params, paths) == {"ok": 1}
     assert len(calls) == 1
@@ -196,7 +212,7 @@ def test_per_class_rows_read_flat_metrics():
 def test_an_unreachable_prefect_server_is_a_clear_error():
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.retrain import PrefectUnreachableError, check_prefect_api
+    from flows.local import PrefectUnreachableError, check_prefect_api
     from tests.servers import free_port
 
     url = f"http://127.0.0.1:{free_port()}/api"
@@ -211,7 +227,7 @@ def test_an_unreachable_prefect_server_is_a_clear_error():
 
 def test_demo_configuration_is_valid_and_laptop_sized():
     from ferflow.config import load_params
-    from ferflow.demo import DEMO_MODEL_NAME, DEMO_OVERRIDES, DEMO_PARAMS
+    from flows.demo import DEMO_MODEL_NAME, DEMO_OVERRIDES, DEMO_PARAMS
     from tests.conftest import PARAMS_FILE, REPO
 
     params = load_params(REPO / DEMO_PARAMS, DEMO_OVERRIDES)
@@ -226,12 +242,15 @@ def test_demo_configuration_is_valid_and_laptop_sized():
 
 
 def test_demo_says_what_to_open_next(tmp_path):
-    from ferflow.demo import DEMO_RAW, next_steps
+    from ferflow.config import load_params
+    from flows.demo import DEMO_OVERRIDES, DEMO_PARAMS, DEMO_RAW, next_steps
+    from tests.conftest import REPO
 
     (tmp_path / DEMO_RAW / "test" / "happy").mkdir(parents=True)
     (tmp_path / DEMO_RAW / "test" / "happy" / "PublicTest_1.jpg").write_bytes(b"x")
 
-    text = next_steps(tmp_path, None, {"decision": "promoted", "reason": "first model", "version": "1"})
+    params = load_params(REPO / DEMO_PARAMS, list(DEMO_OVERRIDES))
+    text = next_steps(tmp_path, params, {"decision": "promoted", "reason": "first model", "version": "1"})
 
     assert "mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db" in text
     assert "reports/metrics.json" in text
@@ -240,7 +259,7 @@ def test_demo_says_what_to_open_next(tmp_path):
 
 
 def test_demo_names_the_champion_that_stayed_when_the_new_model_loses():
-    from ferflow.demo import champion_version
+    from flows.demo import champion_version
 
     lost = {"decision": "not-promoted", "version": "2", "champion": {"version": "1"}}
 

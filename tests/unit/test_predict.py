@@ -11,6 +11,7 @@ from PIL import Image
 from ferflow import predict as pr
 from ferflow.cli import main
 from ferflow.config import FER_CLASSES
+from ferflow.stages.evaluation import predict
 from tests.conftest import small_params
 from tests.unit.test_evaluate import CENTRES, centre_model
 
@@ -35,7 +36,7 @@ def test_each_image_gets_its_class_label_and_emoji(tmp_path, model_path):
     for name in ("happy", "sad", "angry"):
         grey_image(tmp_path / "faces" / f"{name}.png", name)
 
-    predictions = pr.predict([tmp_path / "faces"], small_params(), model=str(model_path))
+    predictions = predict([tmp_path / "faces"], small_params(), model=str(model_path))
 
     by_file = {p.path.rsplit("/", 1)[-1]: p for p in predictions}
     assert {f: p.class_name for f, p in by_file.items()} == {
@@ -50,7 +51,7 @@ def test_each_image_gets_its_class_label_and_emoji(tmp_path, model_path):
 def test_colour_and_large_images_are_converted_like_training_images(tmp_path, model_path):
     path = grey_image(tmp_path / "big.jpg", "surprise", size=200, mode="RGB")
 
-    (prediction,) = pr.predict([path], small_params(), model=str(model_path))
+    (prediction,) = predict([path], small_params(), model=str(model_path))
 
     assert prediction.class_name == "surprise"
 
@@ -58,7 +59,7 @@ def test_colour_and_large_images_are_converted_like_training_images(tmp_path, mo
 def test_probabilities_cover_all_seven_classes_and_sum_to_one(tmp_path, model_path):
     path = grey_image(tmp_path / "x.png", "fear")
 
-    (prediction,) = pr.predict([path], small_params(), model=str(model_path))
+    (prediction,) = predict([path], small_params(), model=str(model_path))
 
     assert list(prediction.probabilities) == list(FER_CLASSES)
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
@@ -70,14 +71,14 @@ def test_an_undecodable_file_is_an_error_naming_it(tmp_path, model_path):
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
 
     with pytest.raises(pr.PredictError, match=r"broken\.jpg.*--skip-bad"):
-        pr.predict([tmp_path], small_params(), model=str(model_path))
+        predict([tmp_path], small_params(), model=str(model_path))
 
 
 def test_skip_bad_predicts_the_rest(tmp_path, model_path):
     grey_image(tmp_path / "ok.png", "happy")
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
 
-    predictions = pr.predict([tmp_path], small_params(), model=str(model_path), skip_bad=True)
+    predictions = predict([tmp_path], small_params(), model=str(model_path), skip_bad=True)
 
     assert [p.path.rsplit("/", 1)[-1] for p in predictions] == ["ok.png"]
 

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ferflow import tracking
 from ferflow.data.dataset import MANIFEST_COLUMNS, write_prepared
+from ferflow.tracking import runs as tracking
+from ferflow.tracking.store import redact
 from tests.conftest import small_params
 
 mlflow = pytest.importorskip("mlflow")
@@ -55,7 +56,7 @@ def test_stage_run_logs_params_tags_and_epochs_on_one_axis(store, data_dir, tmp_
     params = small_params()
     models = tmp_path / "models"
     with (
-        tracking.pipeline_run(params, data_dir, models, resume=False) as run,
+        tracking.pipeline_run(params, data_dir, models / "run.json", resume=False) as run,
         tracking.phase_run(run, "finetune", epoch_offset=3) as logger,
     ):
         logger.on_epoch_end(0, {"loss": 1.5, "accuracy": 0.4, "val_loss": 1.6, "val_accuracy": 0.3})
@@ -79,12 +80,12 @@ def test_a_later_stage_logs_into_the_same_parent_run(store, data_dir, tmp_path):
     # given a finished phase 1 run with its run.json
     params = small_params()
     models = tmp_path / "models"
-    with tracking.pipeline_run(params, data_dir, models, resume=False) as first:
+    with tracking.pipeline_run(params, data_dir, models / "run.json", resume=False) as first:
         pass
     # when a later stage resumes with a changed phase-2 param (dvc repro re-runs only it)
     changed = small_params("finetune.learning_rate=0.01")
     with (
-        tracking.pipeline_run(changed, data_dir, models, resume=True) as second,
+        tracking.pipeline_run(changed, data_dir, models / "run.json", resume=True) as second,
         tracking.phase_run(second, "finetune", params=changed),
     ):
         pass
@@ -107,14 +108,14 @@ def test_a_crash_inside_a_stage_ends_the_runs_with_a_final_status(store, data_di
     params = small_params()
     with (
         pytest.raises(type(error)),
-        tracking.pipeline_run(params, data_dir, tmp_path / "models", resume=False) as run,
-        tracking.phase_run(run, "head"),
+        tracking.pipeline_run(params, data_dir, tmp_path / "models" / "run.json", resume=False) as run,
+        tracking.phase_run(run, "train"),
     ):
         raise error
     # then neither the parent nor the phase run is left RUNNING
     parent = store.get_run(run.run_id)
     assert parent.info.status == status
-    assert _nested(store, parent)["head"].info.status == status
+    assert _nested(store, parent)["train"].info.status == status
 
 
 def test_no_secret_reaches_params_or_tags(store, data_dir, tmp_path, monkeypatch):
@@ -125,7 +126,7 @@ def test_no_secret_reaches_params_or_tags(store, data_dir, tmp_path, monkeypatch
         "data.remote.endpoint_url=http://AKIAEXAMPLE:topsecret@127.0.0.1:9000",
     )
     # when a run is logged
-    with tracking.pipeline_run(params, data_dir, tmp_path / "models", resume=False) as run:
+    with tracking.pipeline_run(params, data_dir, tmp_path / "models" / "run.json", resume=False) as run:
         pass
     # then no secret appears in any logged param, tag or run.json, but the host does
     logged = store.get_run(run.run_id).data
@@ -138,6 +139,6 @@ def test_no_secret_reaches_params_or_tags(store, data_dir, tmp_path, monkeypatch
 def test_redact_removes_user_info_from_urls_only():
     # given URLs with and without user info, and a plain value
     # when redacted, then only the user:password part goes
-    assert tracking.redact("s3://key:secret@bucket/x") == "s3://***@bucket/x"
-    assert tracking.redact("sqlite:///mlflow/mlflow.db") == "sqlite:///mlflow/mlflow.db"
-    assert tracking.redact(3) == 3
+    assert redact("s3://key:secret@bucket/x") == "s3://***@bucket/x"
+    assert redact("sqlite:///mlflow/mlflow.db") == "sqlite:///mlflow/mlflow.db"
+    assert redact(3) == 3

@@ -11,6 +11,9 @@ antialiased when shrunk), then posed with one affine transform and shrunk to `si
 
 Everything is a function of the seed: each image has its own random generator derived from
 (seed, split, class, index), so the same call always writes byte-identical JPEGs.
+
+Long on purpose: one `Expression` and one drawing routine per facial feature; split up,
+the geometry of a face would be spread over files that always change together.
 """
 
 from __future__ import annotations

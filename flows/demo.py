@@ -1,4 +1,4 @@
-"""`make demo` (`python -m ferflow.demo`): the whole workflow on synthetic faces, offline.
+"""`make demo` (`python -m flows.demo`): the whole workflow on synthetic faces, offline.
 
 On a fresh clone, with no server and no internet, this:
 
@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from ferflow.config import load_params
+from ferflow.config import Params, load_params
 from ferflow.errors import FerflowError
+from flows.local import configure_local_prefect
 
 log = logging.getLogger(__name__)
 
@@ -49,32 +49,6 @@ DEMO_OVERRIDES = (
     f"register.model_name={DEMO_MODEL_NAME}",
 )
 
-# A quiet run: no Prefect telemetry, a local-server start-up timeout that tolerates a busy
-# laptop, library chatter only when it matters. Values the user set win.
-QUIET_ENVIRONMENT = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
-    "PREFECT_LOGGING_LOG_PRINTS": "true",
-    "PREFECT_UI_ENABLED": "false",
-    # MLflow's own handler: only errors (its INFO/WARNING lines about pip and conda specs
-    # are not for a demo user)
-    "MLFLOW_LOGGING_LEVEL": "ERROR",
-    # TensorFlow C++ messages (level 2 still lets harmless graph "errors" through)
-    "TF_CPP_MIN_LOG_LEVEL": "3",
-}
-
-
-def configure_local_prefect(root: Path) -> None:
-    """Point Prefect at .prefect/ under `root` unless the user chose a home or a server."""
-    os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
-    quiet_prefect_defaults()
-
-
-def quiet_prefect_defaults() -> None:
-    """Set QUIET_ENVIRONMENT where the user has not; call before importing prefect."""
-    for name, value in QUIET_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
-
 
 def run_demo(root: Path, params_file: str = DEMO_PARAMS, extra: Sequence[str] = ()) -> dict:
     """Synthesize, version, run the flow; returns the promotion decision."""
@@ -82,15 +56,14 @@ def run_demo(root: Path, params_file: str = DEMO_PARAMS, extra: Sequence[str] = 
     params = load_params(root / params_file, overrides)  # fail fast on a bad override
     configure_local_prefect(root)
 
-    from ferflow import stages
-    from ferflow.data.versioning import add_dataset
+    from ferflow.stages.data import add_data, synthesize
 
     raw = root / DEMO_RAW
     _step(1, f"drawing synthetic faces into {DEMO_RAW}")
     # Same seed, same bytes: a rerun leaves the folder (and its DVC version) unchanged.
-    stages.synthesize(params, raw)
+    synthesize(params, raw)
     _step(2, f"versioning {DEMO_RAW} with DVC")
-    add_dataset(raw, params, dest=raw, repo_root=root)
+    add_data(params, raw, dest=raw, root=root)
 
     _step(3, "running the Prefect retraining flow (local mode; first start takes a while)")
     from flows.retrain import retrain
@@ -102,9 +75,9 @@ def run_demo(root: Path, params_file: str = DEMO_PARAMS, extra: Sequence[str] = 
     return decision
 
 
-def next_steps(root: Path, params: object, decision: dict) -> str:
+def next_steps(root: Path, params: Params, decision: dict) -> str:
     """What to open next: MLflow UI, reports, Data Docs, a prediction."""
-    uri = "sqlite:///mlflow/mlflow.db"
+    uri, name = params.tracking.tracking_uri, params.registry.model_name
     docs = sorted((root / "reports").glob("**/data_docs/**/index.html")) or sorted(
         (root / "reports").glob("**/index.html")
     )
@@ -113,8 +86,8 @@ def next_steps(root: Path, params: object, decision: dict) -> str:
         "",
         "Demo done.",
         f"  decision:   {decision.get('decision')} - {decision.get('reason')}",
-        f"  registered: {DEMO_MODEL_NAME} version {decision.get('version')}",
-        f"  champion:   models:/{DEMO_MODEL_NAME}@champion (version {champion_version(decision)})",
+        f"  registered: {name} version {decision.get('version')}",
+        f"  champion:   models:/{name}@champion (version {champion_version(decision)})",
         "",
         "Open next:",
         f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)",
@@ -124,7 +97,7 @@ def next_steps(root: Path, params: object, decision: dict) -> str:
     ]
     if sample is not None:
         lines.append(
-            f"  predict:    .venv/bin/ferflow predict --model models:/{DEMO_MODEL_NAME}@champion "
+            f"  predict:    .venv/bin/ferflow predict --model models:/{name}@champion "
             f"{sample.relative_to(root)}"
         )
     return "\n".join(lines) + "\n"
@@ -169,7 +142,7 @@ def configure_demo_logging() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ferflow.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra override")
     args = parser.parse_args(argv)
     configure_demo_logging()

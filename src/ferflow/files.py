@@ -1,0 +1,39 @@
+"""The names of the files a ferflow workspace holds under models/ and reports/, defined once.
+
+The modules that write a file import its name from here, and `ferflow.stages.layout.Layout`
+composes every path from them; dvc.yaml declares the same paths (a test compares).
+The prepared dataset's own files (images.npy, manifest.csv, dataset.json) are named by
+ferflow.data.dataset, which reads and writes that format.
+"""
+
+# models/
+HEAD_FILE = "head.keras"  # phase 1's model (the `train` stage)
+MODEL_FILE = "model.keras"  # the trained model (the `finetune` stage)
+HISTORY_FILE = "history.json"  # per-epoch records of both phases
+RUN_FILE = "run.json"  # the MLflow parent run (ferflow.tracking.store.RunInfo)
+BACKUP_DIR = "backup"  # per-stage resumable backups
+
+# reports/: the validate stage
+VALIDATION_FILE = "validation.json"
+PROFILE_FILE = "profile.json"
+DATA_DOCS_DIR = "data_docs"
+
+# reports/: the evaluate stage
+METRICS_FILE = "metrics.json"  # flat, for `dvc metrics`
+EVALUATION_FILE = "evaluation.json"  # provenance: model sha256, data digest, tta, n
+CONFUSION_JSON = "confusion_matrix.json"
+PLOTS_DIR = "plots"
+CONFUSION_CSV = "confusion.csv"  # actual,predicted per test image (dvc confusion template)
+ROC_CSV = "roc.csv"  # class,fpr,tpr,threshold
+HISTORY_CSV = "history.csv"  # epoch,phase,loss,accuracy,val_loss,val_accuracy
+PNG_FILES = (
+    "accuracy.png",
+    "loss.png",
+    "confusion_matrix.png",
+    "confusion_matrix_normalized.png",
+    "roc.png",
+)
+
+# reports/: the register stage
+PROMOTION_FILE = "promotion.json"
+MODEL_CARD_FILE = "model_card.md"

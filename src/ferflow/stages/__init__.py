@@ -1,0 +1,67 @@
+"""The pipeline's stages: the only code that joins the domain modules (ferflow.train,
+ferflow.evaluate, ferflow.gate, ...) with the files of a `Layout` and with MLflow
+(ferflow.tracking).
+
+One module per stage group: `data` (ingest, validate and the DVC moves), `training`
+(train, finetune), `evaluation` (evaluate, and the commands that look at models),
+`promotion` (register, promote, rollback). Each stage is a function `(params, layout)`;
+the `ferflow` CLI, the DVC stages of dvc.yaml (through the CLI) and the Prefect tasks of
+tasks/ all call these, so a model trained by the scheduled flow and one trained by
+`dvc repro` come from the same code with the same params. `STAGES` (spec.py) says what
+each stage reads and writes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ferflow.config import Params
+from ferflow.errors import FerflowError
+from ferflow.stages.layout import Layout, load_run_params
+from ferflow.stages.spec import PACKAGE_DIR, STAGE_NAMES, STAGES, StageSpec
+
+# The stage functions, imported on first use: `ferflow --help` and the Layout stay cheap.
+_LAZY = {
+    "DataContractError": "data",
+    "data_version": "data",
+    "ingest": "data",
+    "pull_data": "data",
+    "push_data": "data",
+    "require_valid": "data",
+    "synthesize": "data",
+    "validate": "data",
+    "train": "training",
+    "finetune": "training",
+    "evaluate": "evaluation",
+    "register": "promotion",
+    "decided_promotion": "promotion",
+}
+
+__all__ = [
+    "PACKAGE_DIR",
+    "STAGES",
+    "STAGE_NAMES",
+    "Layout",
+    "StageSpec",
+    "load_run_params",
+    "run_stage",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"ferflow.stages.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'ferflow.stages' has no attribute {name!r}")
+
+
+def run_stage(name: str, params: Params, layout: Layout) -> Any:
+    """One stage by its CLI name (`ferflow run --stage NAME`); validate raises on failure."""
+    if name not in STAGE_NAMES:
+        raise FerflowError(f"unknown stage {name!r}; choose one of {list(STAGE_NAMES)}")
+    if name == "validate":
+        report = __getattr__("validate")(params, layout)
+        __getattr__("require_valid")(report)
+        return report.to_dict()
+    return __getattr__(name.replace("-", "_"))(params, layout)

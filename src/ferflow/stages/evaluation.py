@@ -1,0 +1,137 @@
+"""The `evaluate` stage, and the commands that look at models: evaluate any model on any
+data, predict image files, compare two runs.
+
+- `evaluate`: models/model.keras on the prepared test split -> reports/metrics.json,
+  evaluation.json, confusion_matrix.json, plots/; logged (`test.*`, `evaluation/`) to the
+  MLflow parent run of models/run.json.
+- `evaluate_source`: any model (a .keras file or an MLflow URI) on the test images of any
+  source ingest reads, into any folder; nothing logged.
+- `predict`, `compare`: `ferflow predict` and `ferflow compare`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferflow import evaluate as ev
+from ferflow.config import Params
+from ferflow.stages.layout import Layout, read_history
+
+log = logging.getLogger(__name__)
+
+
+def load_predict_fn(model: str, params: Params, batch_size: int | None = None) -> ev.PredictFn:
+    """A predict_fn for a local .keras file or an MLflow model URI."""
+    batch_size = batch_size or params.evaluate.batch_size
+    from ferflow.tracking import models, store
+
+    if not models.is_model_uri(model):
+        return ev.load_keras_predict_fn(Path(model), batch_size)
+    return models.load_predict_fn(model, store.tracking_uri(params), batch_size)
+
+
+def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
+    """The pipeline's evaluate stage; returns the metrics dict written to metrics.json."""
+    from ferflow.data.dataset import manifest_digest
+    from ferflow.tracking import runs, store
+
+    predict_fn = ev.load_keras_predict_fn(layout.model_file, params.evaluate.batch_size)
+    images, labels = ev.test_split(layout.prepared)
+    evaluation = ev.evaluate_model(predict_fn, images, labels, params)
+    provenance = {
+        "model": str(layout.model_file),
+        "model_sha256": ev.file_sha256(layout.model_file),
+        "manifest_digest": manifest_digest(layout.prepared),
+        "data_dir": str(layout.prepared),
+    }
+    history = read_history(layout.history_file) or None
+    ev.write_reports(evaluation, params, layout.reports, history, provenance)
+    run = store.read_run_info(layout.run_file)
+    if run is None:
+        log.warning("%s is missing: metrics are not logged to MLflow", layout.run_file)
+    else:
+        files = [layout.metrics_file, layout.confusion_file, layout.evaluation_file, layout.plots_dir]
+        runs.log_evaluation(store.run_uri(run), run.run_id, ev.flat_metric_names(evaluation.metrics), files)
+    _log_summary(evaluation.metrics)
+    return evaluation.metrics
+
+
+def evaluate_source(params: Params, model: str, source: Path, out_dir: Path) -> dict[str, Any]:
+    """Evaluate any model (path or MLflow URI) on the test images of any source ingest reads.
+
+    A prepared dataset folder is read as is; anything else (folder, zip, fer2013.csv, a
+    `<class>/*.jpg` folder) goes through `ferflow.data.ingest.read_source` without writing.
+    """
+    predict_fn = load_predict_fn(model, params)
+    images, labels, digest = _images_from_source(Path(source), params)
+    evaluation = ev.evaluate_model(predict_fn, images, labels, params)
+    ev.write_reports(
+        evaluation,
+        params,
+        Path(out_dir),
+        None,
+        {"model": model, "source": str(source), "manifest_digest": digest},
+    )
+    _log_summary(evaluation.metrics)
+    return evaluation.metrics
+
+
+def _images_from_source(source: Path, params: Params) -> tuple[np.ndarray, np.ndarray, str]:
+    from ferflow.data.dataset import IMAGES_FILE, manifest_digest
+
+    if (source / IMAGES_FILE).exists():
+        images, labels = ev.test_split(source)
+        return images, labels, manifest_digest(source)
+    from ferflow.data import ingest
+
+    images, manifest = ingest.read_source(source, params)
+    split = manifest["split"].to_numpy()
+    # A folder without a split level has no "test" rows: evaluate on every image then.
+    mask = split == "test" if (split == "test").any() else np.ones(len(manifest), dtype=bool)
+    digest = hashlib.sha256(manifest.to_csv(index=False).encode()).hexdigest()
+    return images[mask], manifest["label_index"].to_numpy()[mask].astype(np.int64), digest
+
+
+def _log_summary(metrics: dict[str, Any]) -> None:
+    log.info(
+        "test accuracy %.4f, macro F1 %.4f, weighted F1 %.4f, macro AUC %.4f on %d images",
+        metrics["accuracy"],
+        metrics["macro_f1"],
+        metrics["weighted_f1"],
+        metrics["macro_auc"],
+        metrics["n_test"],
+    )
+
+
+def predict(
+    inputs: Sequence[str | Path], params: Params, model: str | None = None, skip_bad: bool = False
+) -> list[Any]:
+    """`ferflow predict`: the emotion of every image under `inputs` (files or folders), by
+    `model` (default: the registered champion). The images are listed before the model loads."""
+    from ferflow import predict as prediction
+
+    paths = prediction.list_images(inputs)
+    model = model or prediction.default_model(params)
+    predict_fn = load_predict_fn(model, params)
+    log.info("predicting %d images with %s", len(paths), model)
+    return prediction.predict_files(paths, predict_fn, params, skip_bad=skip_bad)
+
+
+def compare(a: str | None, b: str | None, params: Params) -> Any:
+    """`ferflow compare`: A and B (default champion vs challenger of register.model_name)."""
+    from ferflow.compare import DEFAULT_A, DEFAULT_B, compare_sides
+    from ferflow.tracking import reader, store
+
+    side_a, side_b = reader.read_sides(
+        a or DEFAULT_A, b or DEFAULT_B, store.tracking_uri(params), params.registry.model_name
+    )
+    log.info(
+        "comparing %s (%s) with %s (%s)", side_a.reference, side_a.run_id, side_b.reference, side_b.run_id
+    )
+    return compare_sides(side_a, side_b, params.base.classes)

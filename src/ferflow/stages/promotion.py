@@ -1,0 +1,278 @@
+"""The `register` stage and the manual alias moves (`ferflow promote`).
+
+`register`: register models/model.keras as a new version of `register.model_name`, run the
+gate (ferflow.gate) and move the aliases (ferflow.tracking.models), once per trained
+model. In order:
+
+1. metrics.json must belong to this model file and this data (sha256 and manifest digest);
+2. the model is registered (logged first when training did not log it), tagged with its
+   metrics and provenance, described by its model card;
+3. the registered copy is loaded the way serving loads it and must predict like the
+   evaluated file (the smoke test); the champion is evaluated on the same test split;
+4. inside the promotion lock the champion is read again (re-evaluated if it moved), the
+   gate decides, the decision is tagged and the aliases move, last.
+
+A failure anywhere before the aliases move deletes the new version: nothing half-done
+stays behind and no alias moves. The decision goes to reports/promotion.json, on the
+version and on the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferflow import evaluate as ev
+from ferflow import gate
+from ferflow.config import Params
+from ferflow.errors import FerflowError
+from ferflow.stages.layout import Layout
+
+log = logging.getLogger(__name__)
+
+SMOKE_SIZE = 8
+
+
+class PromotionError(FerflowError, RuntimeError):
+    """The inputs of the register stage do not belong together; the message says what to rerun."""
+
+
+def register(params: Params, layout: Layout) -> dict[str, Any]:
+    """Register the model and run the promotion gate, once per trained model.
+
+    Registration moves aliases, a side effect no cache may replay: when
+    reports/promotion.json already holds the decision for the MLflow run in
+    models/run.json, that decision is returned and nothing is registered again. Both
+    `ferflow register` and the flow's register task come through here.
+    """
+    previous = decided_promotion(layout)
+    if previous is not None:
+        log.info(
+            "run %s was already decided (%s, version %s): not registering it again",
+            previous.get("run_id"),
+            previous.get("decision"),
+            previous.get("version"),
+        )
+        return previous
+    return _register_new_version(params, layout)
+
+
+def decided_promotion(layout: Layout) -> dict[str, Any] | None:
+    """The promotion decision already taken for the current model's MLflow run, if any."""
+    from ferflow.tracking import store
+
+    if not layout.promotion_file.exists():
+        return None
+    run = store.read_run_info(layout.run_file)
+    decision = read_json(layout.promotion_file)
+    return decision if run is not None and decision.get("run_id") == run.run_id else None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or a FerflowError naming the file."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise FerflowError(f"cannot read {path}: {err}; rerun the stage that writes it") from err
+    if not isinstance(value, dict):
+        raise FerflowError(f"{path} does not hold a JSON object; rerun the stage that writes it")
+    return value
+
+
+def _register_new_version(params: Params, layout: Layout) -> dict[str, Any]:
+    """Steps 1-4 of the module docstring; returns the decision (also in promotion.json)."""
+    from ferflow.tracking import models, runs, store
+
+    uri, name = store.tracking_uri(params), params.registry.model_name
+    metrics = fresh_metrics(layout)
+    images, labels = ev.test_split(layout.prepared)
+    smoke_batch = images[:SMOKE_SIZE].astype(np.float32)
+    expected = ev.load_keras_predict_fn(layout.model_file, params.evaluate.batch_size)(smoke_batch)
+
+    run_info = store.read_run_info(layout.run_file)
+    store.client(uri)
+    if run_info is not None and run_info.model_uri:
+        model_uri, run_id = run_info.model_uri, run_info.run_id
+    else:
+        # Training did not log the model (or ran without MLflow): log model.keras now.
+        model_uri, run_id = models.log_model_file(
+            uri,
+            layout.model_file,
+            params.tracking.experiment,
+            params.base.image_size,
+            len(params.base.classes),
+            run_info.run_id if run_info else None,
+        )
+    provenance = _provenance(params, runs.run_tags(uri, run_id), layout)
+    version = models.register_version(uri, name, model_uri, gate.version_tags(metrics, provenance, run_id))
+    try:
+        _publish_model_card(params, layout, version, run_id, metrics, provenance)
+        decision = _gate_and_promote(params, version, run_id, metrics, images, labels, smoke_batch, expected)
+    except BaseException:
+        # Nothing half-done stays behind: the aliases have not moved, drop the version.
+        log.error("registration of %s version %s failed; deleting the version", name, version)
+        with contextlib.suppress(Exception):
+            models.delete_version(uri, name, version)
+        raise
+    decision.update(model_uri=model_uri, run_id=run_id, **provenance)
+    _write_json(layout.promotion_file, decision)
+    models.log_file(uri, run_id, layout.promotion_file, "evaluation")
+    log.info("%s version %s: %s (%s)", name, version, decision["decision"], decision["reason"])
+    return decision
+
+
+def fresh_metrics(layout: Layout) -> dict[str, Any]:
+    """metrics.json, after checking it belongs to this model file and this data."""
+    from ferflow.data.dataset import manifest_digest
+
+    if not layout.metrics_file.exists() or not layout.evaluation_file.exists():
+        raise PromotionError(
+            f"{layout.metrics_file} is missing; run `ferflow evaluate` before `ferflow register`"
+        )
+    provenance = read_json(layout.evaluation_file)
+    if provenance.get("model_sha256") != ev.file_sha256(layout.model_file):
+        raise PromotionError(
+            f"{layout.metrics_file} was computed for another model file than {layout.model_file}; "
+            "run `ferflow evaluate` again"
+        )
+    if provenance.get("manifest_digest") != manifest_digest(layout.prepared):
+        raise PromotionError(
+            f"{layout.metrics_file} was computed on other data than {layout.prepared}; "
+            "run `ferflow evaluate` again"
+        )
+    return read_json(layout.metrics_file)
+
+
+def _provenance(params: Params, run_tags: dict[str, str], layout: Layout) -> dict[str, str]:
+    from ferflow.data.dataset import manifest_digest
+    from ferflow.tracking import store
+
+    digest = manifest_digest(layout.prepared)
+    return {
+        "data_version": run_tags.get("ferflow.data_version") or digest,
+        "manifest_digest": digest,
+        "params_digest": params.digest(),
+        "git_commit": store.git_commit(),
+    }
+
+
+def _publish_model_card(
+    params: Params,
+    layout: Layout,
+    version: str,
+    run_id: str,
+    metrics: dict[str, Any],
+    provenance: dict[str, str],
+) -> None:
+    """model_card.md in reports/ and on the run; its summary as the version description."""
+    from ferflow import model_card
+    from ferflow.data.dataset import load_prepared
+    from ferflow.tracking import models, store
+
+    card = model_card.build_model_card(
+        params,
+        metrics,
+        version=version,
+        data_version=provenance["data_version"],
+        counts=model_card.split_counts(load_prepared(layout.prepared, mmap=True).manifest),
+        validation=model_card.read_validation(layout.validation_file),
+        git_commit=provenance["git_commit"],
+    )
+    layout.reports.mkdir(parents=True, exist_ok=True)
+    layout.model_card_file.write_text(card)
+    models.describe(
+        store.tracking_uri(params),
+        params.registry.model_name,
+        version,
+        run_id,
+        card,
+        model_card.card_summary(params, metrics),
+        model_card.REGISTERED_MODEL_DESCRIPTION,
+    )
+
+
+def _gate_and_promote(
+    params: Params,
+    version: str,
+    run_id: str,
+    metrics: dict[str, Any],
+    images: np.ndarray,
+    labels: np.ndarray,
+    smoke_batch: np.ndarray,
+    expected: np.ndarray,
+) -> dict[str, Any]:
+    from ferflow.tracking import models, store
+
+    uri, name, rules = store.tracking_uri(params), params.registry.model_name, params.registry
+    version_uri = models.version_uri(name, version)
+    smoke = gate.smoke_problem(
+        version_uri,
+        models.serve_predict(version_uri, uri, smoke_batch),
+        len(smoke_batch),
+        len(params.base.classes),
+        expected,
+    )
+    # Evaluate the champion before taking the lock (slow); re-check inside it.
+    champion = models.alias_version(uri, name, models.CHAMPION)
+    champion_metrics = _evaluate_version(params, champion, images, labels)
+    with models.locked(uri, name, rules.lock_timeout_s):
+        now_champion = models.alias_version(uri, name, models.CHAMPION)
+        if now_champion != champion:
+            log.info("champion moved to version %s while this run evaluated; comparing again", now_champion)
+            champion, champion_metrics = now_champion, _evaluate_version(params, now_champion, images, labels)
+        verdict = gate.decide(metrics, champion_metrics, rules, smoke)
+        decision = gate.decision_record(name, version, metrics, champion, champion_metrics, verdict, smoke)
+        models.tag_decision(uri, name, version, run_id, decision)
+        models.move_aliases(uri, name, version, verdict.promoted)
+    return decision
+
+
+def _evaluate_version(
+    params: Params, version: str | None, images: np.ndarray, labels: np.ndarray
+) -> dict[str, Any] | None:
+    from ferflow.stages.evaluation import load_predict_fn
+    from ferflow.tracking import models
+
+    if version is None:
+        return None
+    uri = models.version_uri(params.registry.model_name, version)
+    log.info("evaluating the champion %s on the same test split", uri)
+    return ev.evaluate_model(load_predict_fn(uri, params), images, labels, params).metrics
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+# --- manual moves ------------------------------------------------------------------------
+
+
+def rollback(params: Params) -> dict[str, Any]:
+    """`ferflow promote --rollback`: previous-champion becomes champion (the two swap)."""
+    from ferflow.tracking import models, store
+
+    return models.rollback(
+        store.tracking_uri(params), params.registry.model_name, params.registry.lock_timeout_s
+    )
+
+
+def promote(params: Params, version: str) -> dict[str, Any]:
+    """`ferflow promote --version N`: make version N the champion by hand (no gate)."""
+    from ferflow.tracking import models, store
+
+    return models.promote_version(
+        store.tracking_uri(params), params.registry.model_name, str(version), params.registry.lock_timeout_s
+    )
+
+
+def aliases(params: Params) -> dict[str, str | None]:
+    """Which version each alias of register.model_name points at (None when unset)."""
+    from ferflow.tracking import models, store
+
+    return models.aliases(store.tracking_uri(params), params.registry.model_name)

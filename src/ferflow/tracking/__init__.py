@@ -1,0 +1,13 @@
+"""ferflow's MLflow wing: the only code that imports mlflow (an import-linter contract).
+
+- `store`: the tracking URI, the client, `RunInfo` and the one reader/writer of run.json,
+  provenance (git commit, data version), the model signature, secret redaction.
+- `runs`: the parent run of a pipeline run and a nested run per phase, per-epoch and
+  evaluation logging, run statuses.
+- `models`: logging and loading models, registered versions, aliases, the promotion
+  lock, the smoke test's loading, promote and rollback.
+- `reader`: what `ferflow compare` reads (runs, versions, the confusion matrix artifact).
+
+mlflow itself is imported inside the functions that need it: importing a submodule stays
+cheap (the CLI checks its arguments before any heavy import).
+"""

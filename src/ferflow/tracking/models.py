@@ -1,0 +1,301 @@
+"""Models in MLflow: logging, loading, registered versions, aliases and the promotion lock.
+
+Every successful pipeline run registers its model as a new version of
+`register.model_name`; the gate (ferflow.gate) decides whether `champion` moves to it.
+The aliases:
+
+- `champion`: what serving loads (`models:/NAME@champion`);
+- `challenger`: the latest registered version;
+- `previous-champion`: the rollback target.
+
+Aliases move only inside the promotion lock. MLflow has no compare-and-set on aliases, so
+the lock is built from registered-model tags (see `promotion_lock`): each contender writes
+its own claim tag, waits long enough for any earlier claim to become visible, and
+proceeds only if its claim is the oldest. Two racing runs therefore decide one after the
+other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferflow.errors import FerflowError
+from ferflow.tracking.store import client, experiment_id, model_signature
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
+# How long a claim waits before reading the others: longer than one tag write takes to
+# land, so any contender that stamped its claim earlier is visible by then.
+CLAIM_SETTLE_S = 0.5
+LOCK_PREFIX = "ferflow.promotion_claim."
+DECISION_TAG, REASON_TAG, ALIAS_TAG = "ferflow.gate.decision", "ferflow.gate.reason", "ferflow.alias"
+MODEL_ARTIFACT = "model"
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+class RegistryError(FerflowError, RuntimeError):
+    """The registry is not in a state this command can work with; the message says why."""
+
+
+def is_model_uri(model: str) -> bool:
+    """True for `models:/...`, `runs:/...` and other URIs; False for a local file path."""
+    return model.startswith(("models:/", "runs:/")) or "://" in model
+
+
+def version_uri(name: str, version: str) -> str:
+    return f"models:/{name}/{version}"
+
+
+# --- logging models ----------------------------------------------------------------------
+
+
+def log_model(model: Any, image_size: int, num_classes: int, example: np.ndarray) -> str:
+    """Log the Keras model once on the active run, with a signature (and an example .npy).
+
+    Loadable with stock `mlflow.pyfunc.load_model(uri).predict(batch)` for a float32
+    `(n, S, S)` batch, returning `(n, num_classes)` probabilities. Returns the model URI.
+    """
+    import mlflow
+
+    # No `input_example=`: MLflow 3.17's Keras flavour writes it before creating the model
+    # folder (FileNotFoundError). The example goes next to the model as a .npy instead.
+    info = mlflow.keras.log_model(
+        model, name=MODEL_ARTIFACT, signature=model_signature(image_size, num_classes)
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "input_example.npy"
+        np.save(path, example.astype(np.float32), allow_pickle=False)
+        mlflow.log_artifact(str(path), "model_example")
+    return str(info.model_uri)
+
+
+def log_model_file(
+    uri: str, model_path: Path, experiment: str, image_size: int, num_classes: int, run_id: str | None
+) -> tuple[str, str]:
+    """Log a .keras file as an MLflow Keras model; returns (model URI, run id).
+
+    Used when training did not log the model itself (no `model_uri` in run.json): into
+    `run_id` when given, else a new run of `experiment`.
+    """
+    import keras
+    import mlflow
+
+    tracker = client(uri)
+    model = keras.saving.load_model(model_path, compile=False)
+    experiment_ref = None if run_id else experiment_id(tracker, experiment, uri)
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_ref) as active:
+        info = mlflow.keras.log_model(
+            model, name=MODEL_ARTIFACT, signature=model_signature(image_size, num_classes)
+        )
+    return str(info.model_uri), active.info.run_id
+
+
+# --- loading models ----------------------------------------------------------------------
+
+
+def load_predict_fn(model_uri: str, uri: str, batch_size: int) -> PredictFn:
+    """A `predict_fn(batch (n,S,S) float32) -> (n,k)` for an MLflow model URI.
+
+    `models:/name@alias`, `models:/name/3`, `runs:/id/model` load the Keras flavour when
+    there is one (fast batched predict), else the generic pyfunc flavour.
+    """
+    import mlflow
+
+    client(uri)
+    try:
+        keras_model = mlflow.keras.load_model(model_uri)
+    except Exception as keras_err:  # not a Keras-flavour model: fall back to pyfunc
+        log.debug("no keras flavour for %s (%s); loading pyfunc", model_uri, keras_err)
+        try:
+            pyfunc = mlflow.pyfunc.load_model(model_uri)
+        except Exception as err:
+            raise RegistryError(
+                f"cannot load model {model_uri!r} from {uri}: {err}. Check the URI "
+                "(`models:/NAME@champion`, `models:/NAME/VERSION`, `runs:/RUN_ID/model`) and "
+                "MLFLOW_TRACKING_URI"
+            ) from err
+        return lambda batch: np.asarray(pyfunc.predict(batch))
+    return lambda batch: np.asarray(keras_model.predict(batch, batch_size=batch_size, verbose=0))
+
+
+def serve_predict(model_uri: str, uri: str, batch: np.ndarray) -> np.ndarray | str:
+    """Predict `batch` the way serving does (stock pyfunc); the probabilities, or what went
+    wrong as a sentence."""
+    import mlflow
+
+    client(uri)
+    try:
+        return np.asarray(mlflow.pyfunc.load_model(model_uri).predict(batch.astype(np.float32)))
+    except Exception as err:
+        return f"{model_uri} cannot be loaded or run with mlflow.pyfunc: {type(err).__name__}: {err}"
+
+
+# --- versions and aliases ----------------------------------------------------------------
+
+
+def register_version(uri: str, name: str, model_uri: str, tags: Mapping[str, str]) -> str:
+    """Register `model_uri` as a new version of `name`; returns the version number."""
+    import mlflow
+
+    client(uri)
+    version = mlflow.register_model(model_uri, name, tags=dict(tags))
+    log.info("registered %s as %s version %s", model_uri, name, version.version)
+    return str(version.version)
+
+
+def delete_version(uri: str, name: str, version: str) -> None:
+    client(uri).delete_model_version(name, version)
+
+
+def alias_version(uri: str, name: str, alias: str) -> str | None:
+    """The version `alias` points at, or None when unset (or the model does not exist)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client(uri).get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def aliases(uri: str, name: str) -> dict[str, str | None]:
+    """Which version each alias points at (None when unset)."""
+    return {alias: alias_version(uri, name, alias) for alias in ALIASES}
+
+
+def move_aliases(uri: str, name: str, version: str, promoted: bool) -> str | None:
+    """Set challenger (and, when promoted, previous-champion then champion); returns the old champion."""
+    tracker = client(uri)
+    old = alias_version(uri, name, CHAMPION)
+    if promoted:
+        if old is not None and old != version:
+            tracker.set_registered_model_alias(name, PREVIOUS, old)
+        tracker.set_registered_model_alias(name, CHAMPION, version)
+    tracker.set_registered_model_alias(name, CHALLENGER, version)
+    return old
+
+
+def tag_decision(uri: str, name: str, version: str, run_id: str, decision: Mapping[str, Any]) -> None:
+    """The gate's decision and reason on the version and on its run."""
+    tracker = client(uri)
+    alias = CHAMPION if decision["decision"] == "promoted" else CHALLENGER
+    for key, value in ((DECISION_TAG, decision["decision"]), (REASON_TAG, decision["reason"][:5000])):
+        tracker.set_model_version_tag(name, version, key, value)
+        tracker.set_tag(run_id, key, value)
+    tracker.set_model_version_tag(name, version, ALIAS_TAG, alias)
+    tracker.set_tag(run_id, ALIAS_TAG, alias)
+
+
+def log_file(uri: str, run_id: str, path: Path, folder: str) -> None:
+    client(uri).log_artifact(run_id, str(path), folder)
+
+
+def describe(
+    uri: str, name: str, version: str, run_id: str, card: str, summary: str, model_description: str
+) -> None:
+    """model_card.md on the run, its summary as the version's description."""
+    tracker = client(uri)
+    tracker.log_text(run_id, card, "model_card.md")
+    tracker.update_model_version(name, version, summary)
+    tracker.update_registered_model(name, model_description)
+
+
+# --- manual moves ------------------------------------------------------------------------
+
+
+def rollback(uri: str, name: str, lock_timeout_s: float) -> dict[str, Any]:
+    """Make `previous-champion` the champion again, in one step.
+
+    The two aliases swap, so a second rollback undoes the first.
+    """
+    tracker = client(uri)
+    with promotion_lock(tracker, name, lock_timeout_s):
+        current, previous = alias_version(uri, name, CHAMPION), alias_version(uri, name, PREVIOUS)
+        if previous is None:
+            raise RegistryError(f"{name!r} has no {PREVIOUS!r} alias: there is nothing to roll back to")
+        tracker.set_registered_model_alias(name, CHAMPION, previous)
+        if current is not None:
+            tracker.set_registered_model_alias(name, PREVIOUS, current)
+        reason = f"rollback: champion {current} -> {previous}"
+        tracker.set_model_version_tag(name, previous, REASON_TAG, reason)
+    log.info("%s: %s", name, reason)
+    return {"model_name": name, "champion": previous, PREVIOUS: current, "reason": reason}
+
+
+def promote_version(uri: str, name: str, version: str, lock_timeout_s: float) -> dict[str, Any]:
+    """Make `version` the champion by hand (no gate); the old one becomes previous-champion."""
+    tracker = client(uri)
+    with promotion_lock(tracker, name, lock_timeout_s):
+        old = move_aliases(uri, name, str(version), promoted=True)
+        reason = f"promoted by hand (ferflow promote --version {version}); previous champion {old}"
+        tracker.set_model_version_tag(name, str(version), REASON_TAG, reason)
+    return {"model_name": name, "champion": str(version), PREVIOUS: old, "reason": reason}
+
+
+# --- the promotion lock ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def promotion_lock(tracker: Any, name: str, timeout_s: float) -> Iterator[None]:
+    """Mutual exclusion between runs promoting versions of `name`.
+
+    Each contender writes its own tag `ferflow.promotion_claim.<token>` = wall-clock time,
+    sleeps CLAIM_SETTLE_S, then reads all claims: the oldest (time, token) goes ahead, the
+    others withdraw and retry. Distinct tag keys mean no claim overwrites another; the
+    settle wait means a claim stamped earlier but written slightly later is still seen.
+    Claims older than `timeout_s` (a crashed holder) are ignored.
+    """
+    token = uuid.uuid4().hex
+    key = LOCK_PREFIX + token
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stamp = time.time()
+        tracker.set_registered_model_tag(name, key, f"{stamp:.6f}")
+        time.sleep(CLAIM_SETTLE_S)
+        claims = _live_claims(tracker, name, timeout_s)
+        if min(claims, default=(stamp, token)) == (stamp, token):
+            break
+        tracker.delete_registered_model_tag(name, key)
+        if time.monotonic() > deadline:
+            raise RegistryError(
+                f"could not take the promotion lock of {name!r} within register.lock_timeout_s="
+                f"{timeout_s}: another run is promoting; retry, or delete stale "
+                f"`{LOCK_PREFIX}*` tags on the registered model"
+            )
+        time.sleep(random.uniform(0.1, 0.5))
+    try:
+        yield
+    finally:
+        tracker.delete_registered_model_tag(name, key)
+
+
+@contextlib.contextmanager
+def locked(uri: str, name: str, timeout_s: float) -> Iterator[None]:
+    """`promotion_lock` on the registry at `uri`."""
+    with promotion_lock(client(uri), name, timeout_s):
+        yield
+
+
+def _live_claims(tracker: Any, name: str, timeout_s: float) -> list[tuple[float, str]]:
+    tags = tracker.get_registered_model(name).tags
+    now = time.time()
+    claims = []
+    for key, value in tags.items():
+        if key.startswith(LOCK_PREFIX):
+            with contextlib.suppress(ValueError):
+                stamp = float(value)
+                if now - stamp < timeout_s:
+                    claims.append((stamp, key.removeprefix(LOCK_PREFIX)))
+    return claims

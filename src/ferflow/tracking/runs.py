@@ -1,0 +1,211 @@
+"""MLflow runs of the pipeline: one parent run per pipeline run, a nested run per phase.
+
+The naming follows docs/architecture.md:
+
+- parent run `YYYYmmdd-HHMM-data<8>-p<6>`, nested runs named after their stage (`train`,
+  `finetune`);
+- every resolved param (`Params.flat()`) logged once on the parent, secrets redacted, and
+  on each phase run the params it ran with (a stage re-run alone may differ);
+- per-epoch `loss`, `accuracy`, `val_loss`, `val_accuracy` on the phase run and the parent,
+  `step` = the global epoch (phase 2 continues where phase 1 stopped);
+- tags `ferflow.git_commit`, `ferflow.data_version`, `ferflow.manifest_digest`,
+  `ferflow.params_digest`, and the manifest as an MLflow dataset input (data lineage);
+- the evaluation: `test.*` metrics and the report files under `evaluation/`.
+
+A stage that raises marks its runs FAILED; Ctrl-C marks them KILLED: no run is left
+RUNNING by an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from ferflow.callbacks import EPOCH_METRICS
+from ferflow.config import Params
+from ferflow.tracking.store import (
+    RunInfo,
+    client,
+    data_version,
+    experiment_id,
+    git_commit,
+    read_run_info,
+    redact,
+    safe_params,
+    tracking_uri,
+    write_run_info,
+)
+
+log = logging.getLogger(__name__)
+
+
+def run_name(params: Params, data_hash: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())
+    return f"{stamp}-data{data_hash[:8]}-p{params.digest()[:6]}"
+
+
+@contextlib.contextmanager
+def _status_on_exit(mlflow: Any) -> Iterator[None]:
+    """End the active run FAILED on an exception, KILLED on Ctrl-C, FINISHED otherwise."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run(status="FINISHED")
+
+
+def set_run_status(uri: str, run_id: str, status: str) -> None:
+    """Mark a run FAILED or KILLED from outside it (an orchestrator's crash hook)."""
+    mlflow_client = client(uri)
+    if mlflow_client.get_run(run_id).info.status != status:
+        mlflow_client.set_terminated(run_id, status=status)
+
+
+@contextlib.contextmanager
+def pipeline_run(params: Params, data_dir: Path, run_file: Path, *, resume: bool) -> Iterator[RunInfo]:
+    """The parent run, active for the `with` block.
+
+    resume=False starts a new parent run (phase 1) and writes `run_file`; resume=True
+    reopens the run recorded there (later stages), or starts a new one when there is none.
+    """
+    import mlflow
+
+    uri = tracking_uri(params)
+    mlflow_client = client(uri)
+    while mlflow.active_run():  # a leftover from an earlier crash in this process
+        mlflow.end_run(status="FAILED")
+    previous = read_run_info(run_file) if resume else None
+    if previous is not None:
+        active = mlflow.start_run(run_id=previous.run_id)
+        info = RunInfo(active.info.run_id, active.info.experiment_id, uri, previous.model_uri)
+    else:
+        experiment = experiment_id(mlflow_client, params.tracking.experiment, uri)
+        version = data_version(data_dir, params)
+        active = mlflow.start_run(run_name=run_name(params, version), experiment_id=experiment)
+        info = RunInfo(active.info.run_id, active.info.experiment_id, uri)
+    log.info("MLflow run %s (experiment %s) at %s", info.run_id, info.experiment_id, redact(uri))
+    with _status_on_exit(mlflow):
+        if previous is None:
+            _log_parent_metadata(mlflow, params, data_dir, version)
+            write_run_info(run_file, info)
+        yield info
+
+
+def _log_parent_metadata(mlflow: Any, params: Params, data_dir: Path, version: str) -> None:
+    import pandas as pd
+
+    from ferflow.data.dataset import MANIFEST_FILE, manifest_digest
+
+    mlflow.log_params(safe_params(params))
+    digest = manifest_digest(data_dir)
+    mlflow.set_tags(
+        {
+            "ferflow.git_commit": git_commit(),
+            "ferflow.data_version": version,
+            "ferflow.manifest_digest": digest,
+            "ferflow.params_digest": params.digest(),
+        }
+    )
+    manifest = pd.read_csv(Path(data_dir) / MANIFEST_FILE, dtype=str)
+    dataset = mlflow.data.from_pandas(
+        manifest, source=str(Path(data_dir).resolve()), name="fer-prepared", digest=digest[:36]
+    )
+    mlflow.log_input(dataset, context="training")
+
+
+@contextlib.contextmanager
+def phase_run(
+    info: RunInfo, phase: str, epoch_offset: int = 0, params: Params | None = None
+) -> Iterator[EpochLogger]:
+    """A nested run for one phase under the active parent; yields the per-epoch logger.
+
+    With `params`, the phase run records the params it ran with (and their digest): the
+    parent holds those phase 1 started with, and a later stage re-run alone (`dvc repro`
+    after a `finetune.*` change) may have run with others.
+    """
+    import mlflow
+
+    # The experiment must be explicit: in a fresh process (a later DVC stage) no experiment
+    # is active and the nested run would land in "Default".
+    mlflow.start_run(run_name=phase, nested=True, parent_run_id=info.run_id, experiment_id=info.experiment_id)
+    active = mlflow.active_run()
+    assert active is not None
+    with _status_on_exit(mlflow):
+        if params is not None:
+            mlflow.log_params(safe_params(params))
+            mlflow.set_tag("ferflow.params_digest", params.digest())
+        yield EpochLogger([active.info.run_id, info.run_id], epoch_offset, info.tracking_uri)
+
+
+def log_summary(phase: str, records: Sequence[Mapping[str, Any]], run_ids: Sequence[str]) -> None:
+    """`<phase>.best_val_accuracy`, `<phase>.best_val_loss`, `<phase>.epochs` on each run."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    if not records:
+        return
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{phase}.best_val_accuracy", max(r["val_accuracy"] for r in records), now, 0),
+        Metric(f"{phase}.best_val_loss", min(r["val_loss"] for r in records), now, 0),
+        Metric(f"{phase}.epochs", float(len(records)), now, 0),
+    ]
+    tracker = MlflowClient()
+    for run_id in run_ids:
+        tracker.log_batch(run_id, metrics=metrics)
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Logs the epoch metrics to the phase run and the parent, at the global epoch."""
+
+    def __init__(self, run_ids: list[str], epoch_offset: int, uri: str) -> None:
+        super().__init__()
+        from mlflow import MlflowClient
+
+        self.run_ids = run_ids
+        self.epoch_offset = epoch_offset
+        self.client = MlflowClient(tracking_uri=uri)
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        step = self.epoch_offset + epoch
+        metrics = [
+            Metric(name, float(value), now, step)
+            for name, value in (logs or {}).items()
+            if name in EPOCH_METRICS and math.isfinite(float(value))
+        ]
+        for run_id in self.run_ids:
+            self.client.log_batch(run_id, metrics=metrics)
+
+
+def log_evaluation(uri: str, run_id: str, metrics: Mapping[str, float], files: Sequence[Path]) -> None:
+    """Log `test.*` metrics and the evaluation files (folders: their contents) to a run."""
+    from mlflow.entities import Metric
+
+    tracker = client(uri)
+    now = int(time.time() * 1000)
+    tracker.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in sorted(metrics.items())])
+    for path in files:
+        if path.is_dir():
+            tracker.log_artifacts(run_id, str(path), "evaluation")
+        elif path.exists():
+            tracker.log_artifact(run_id, str(path), "evaluation")
+    log.info("logged %d test metrics to MLflow run %s", len(metrics), run_id)
+
+
+def run_tags(uri: str, run_id: str) -> dict[str, str]:
+    """The tags of a run (provenance the register stage copies onto the version)."""
+    return dict(client(uri).get_run(run_id).data.tags)

@@ -1,0 +1,198 @@
+"""Where runs are tracked and what ties a stage to its run: the URI, the client, run.json.
+
+- `tracking_uri(params)`: MLFLOW_TRACKING_URI if set, else `tracking.tracking_uri`; the
+  one place this rule lives.
+- `client(uri)`: an MlflowClient on that URI for tracking and the registry; a local SQLite
+  store gets its folder created and its artifacts under `mlflow/artifacts/` beside it.
+- `RunInfo`, `read_run_info`, `write_run_info`: models/run.json, which records the parent
+  run so the next stage (a separate process under DVC) logs into the same run. The only
+  reader and writer of that file.
+- provenance: `git_commit()`, `data_version()`; `model_signature()` of the served model;
+  `redact()` / `safe_params()` so that no secret reaches MLflow or the console.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ferflow.config import Params
+from ferflow.errors import FerflowError
+
+log = logging.getLogger(__name__)
+
+# Values under keys like these never reach MLflow; URLs lose their user:password@ part.
+_SECRET_KEY = re.compile(r"(secret|password|passwd|token|access_key|api_key|credential)", re.I)
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+REDACTED = "***"
+SQLITE_PREFIX = "sqlite:///"
+ARTIFACTS_DIR = "artifacts"  # beside a local SQLite store: mlflow/artifacts/
+
+
+class TrackingError(FerflowError, RuntimeError):
+    """run.json is unusable or the tracking server refused a request."""
+
+
+# --- configuration ---------------------------------------------------------------------
+
+
+def tracking_uri(params: Params) -> str:
+    """MLFLOW_TRACKING_URI if set, else tracking.tracking_uri."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.tracking_uri
+
+
+def redact(value: Any) -> Any:
+    """Strip `user:password@` from URLs inside a string; other values unchanged."""
+    if isinstance(value, str):
+        return _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", value)
+    return value
+
+
+def safe_params(params: Params) -> dict[str, Any]:
+    """`Params.flat()` with secrets removed: the dict that is logged."""
+    return {
+        key: REDACTED if _SECRET_KEY.search(key) and value else redact(value)
+        for key, value in params.flat().items()
+    }
+
+
+def local_artifact_root(uri: str) -> str | None:
+    """`mlflow/artifacts` beside a local SQLite store (as a file URI); None for a server."""
+    if not uri.startswith(SQLITE_PREFIX):
+        return None
+    return (Path(uri.removeprefix(SQLITE_PREFIX)).parent / ARTIFACTS_DIR).resolve().as_uri()
+
+
+def client(uri: str) -> Any:
+    """An MlflowClient for tracking and the registry at `uri`, also made the global default."""
+    import mlflow
+
+    if uri.startswith(SQLITE_PREFIX):
+        # The local default store lives under mlflow/; make sure its folder exists.
+        Path(uri.removeprefix(SQLITE_PREFIX)).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(mlflow_client: Any, name: str, uri: str) -> str:
+    """The id of experiment `name`, created when missing (local stores keep artifacts in
+    mlflow/artifacts/, not ./mlruns) and tagged as model development: MLflow 3 opens other
+    experiments on its GenAI traces page."""
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is None:
+        ident = mlflow_client.create_experiment(name, artifact_location=local_artifact_root(uri))
+    else:
+        ident = experiment.experiment_id
+    mlflow_client.set_experiment_tag(ident, "mlflow.experimentKind", "custom_model_development")
+    return str(ident)
+
+
+# --- run.json --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What run.json holds: where the parent run lives, and its logged model once phase 2 ran."""
+
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    model_uri: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "tracking_uri": redact(self.tracking_uri),
+            "model_uri": self.model_uri,
+        }
+
+
+def write_run_info(path: Path, info: RunInfo) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_run_info(path: Path) -> RunInfo | None:
+    """The RunInfo in `path` (models/run.json), or None when there is no such file."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        return RunInfo(
+            run_id=str(raw["run_id"]),
+            experiment_id=str(raw["experiment_id"]),
+            tracking_uri=str(raw["tracking_uri"]),
+            model_uri=raw.get("model_uri"),
+        )
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise TrackingError(
+            f"{path} is not a ferflow run file ({err}); delete it and re-run `ferflow train`"
+        ) from err
+
+
+def run_uri(info: RunInfo) -> str:
+    """The URI to reach a recorded run: MLFLOW_TRACKING_URI wins over the one it was logged
+    to (run.json stores it redacted, and a shared server may have moved)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or info.tracking_uri
+
+
+# --- provenance ------------------------------------------------------------------------
+
+
+def git_commit() -> str:
+    """HEAD's commit, with `-dirty` when tracked files changed; `unknown` outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not head:
+        return "unknown"
+    return f"{head}-dirty" if changed else head
+
+
+def data_version(data_dir: Path, params: Params) -> str:
+    """The DVC md5 of the raw data when it is DVC-tracked, else the manifest digest."""
+    from ferflow.data.dataset import manifest_digest
+
+    try:
+        from ferflow.data.versioning import data_version as dvc_version
+
+        version = dvc_version(Path(params.data.raw))
+        if version:
+            return str(version)
+    except Exception as err:  # not tracked, or versioning unavailable: fall back
+        log.debug("no DVC version for %s (%s); using the manifest digest", params.data.raw, err)
+    return manifest_digest(data_dir)
+
+
+def model_signature(image_size: int, num_classes: int) -> Any:
+    """What the served model takes and returns: float32 (n, S, S) grayscale pixels 0..255
+    -> (n, num_classes) probabilities."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, image_size, image_size), "pixels")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "probabilities")]),
+    )
