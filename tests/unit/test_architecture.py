@@ -5,6 +5,7 @@ listing the code each stage really runs.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def test_there_is_no_import_circle():
 
 
 def _pairs(chain: tuple[str, ...]) -> list[tuple[str, str]]:
-    return list(zip(chain, chain[1:], strict=False))
+    return list(itertools.pairwise(chain))
 
 
 def test_no_module_is_long_without_a_stated_reason():
