@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import re
 
+import yaml
+
 from tests.conftest import REPO
 
 README = REPO / "README.md"
+INFRA = REPO / "infra"
+COMPOSE = INFRA / "docker-compose.yml"
 
 
 def _section(markdown: str, heading: str) -> str:
@@ -36,3 +40,55 @@ def test_readme_says_where_to_get_fer2013_and_on_what_terms():
     # the terms: the user's to accept, never ferflow's
     assert "non-commercial" in section and "real" in section and "terms" in section
     assert "never downloads" in section
+
+
+# --- 2. the GPU worker's compose profile -------------------------------------------------
+
+# `docker compose [options] up ...` as the docs write it, up to the end of the code span
+COMPOSE_UP = re.compile(r"docker compose\b[^`\n]*?\bup\b[^`\n]*")
+
+
+def _docs_that_start_the_stack() -> dict[str, str]:
+    """README, docs/ (architecture.md is not about running things) and infra/, by path."""
+    files = [
+        README,
+        *sorted((REPO / "docs").glob("*.md")),
+        *sorted(p for p in INFRA.rglob("*") if p.is_file()),
+    ]
+    texts = {
+        str(p.relative_to(REPO)): p.read_text(errors="replace") for p in files if p.name != "architecture.md"
+    }
+    return {path: text for path, text in texts.items() if COMPOSE_UP.search(text)}
+
+
+def _gpu_profiles(compose: dict) -> set[str]:
+    """The profiles of the services that reserve NVIDIA GPUs."""
+    profiles = set()
+    for service in compose["services"].values():
+        devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+        if any("gpu" in device.get("capabilities", []) for device in devices):
+            profiles.update(service.get("profiles", []))
+    return profiles
+
+
+def test_the_gpu_worker_only_starts_with_profile_gpu():
+    compose = yaml.safe_load(COMPOSE.read_text())
+
+    assert compose["services"]["worker-gpu"]["profiles"] == ["gpu"]
+    assert _gpu_profiles(compose) == {"gpu"}
+
+
+def test_docs_that_start_the_stack_and_talk_about_gpu_workers_pass_profile_gpu():
+    documents = _docs_that_start_the_stack()
+    assert {"docs/orchestration.md", "infra/docker-compose.yml"} <= set(documents)
+
+    for path, text in documents.items():
+        if re.search(r"gpu", text, re.IGNORECASE):
+            # the document shows the command that starts the GPU worker ...
+            commands = COMPOSE_UP.findall(text)
+            assert any("--profile gpu" in command for command in commands), path
+        for line in text.splitlines():
+            # ... and no start command beside a mention of the GPU worker leaves it out
+            if re.search(r"gpu", line, re.IGNORECASE):
+                for command in COMPOSE_UP.findall(line):
+                    assert "--profile gpu" in command, f"{path}: {command}"
