@@ -92,3 +92,33 @@ def test_docs_that_start_the_stack_and_talk_about_gpu_workers_pass_profile_gpu()
             if re.search(r"gpu", line, re.IGNORECASE):
                 for command in COMPOSE_UP.findall(line):
                     assert "--profile gpu" in command, f"{path}: {command}"
+
+
+# --- 3. the GPU pool's type --------------------------------------------------------------
+
+DEPLOY_SH = INFRA / "deploy.sh"
+POOL_TYPES = ("process", "docker", "kubernetes")
+
+
+def _pool_types_deploy_sh_creates() -> dict[str, str]:
+    """Pool variable (CPU_POOL, GPU_POOL) -> the --type deploy.sh creates it with (comments skipped)."""
+    commands = [line for line in DEPLOY_SH.read_text().splitlines() if not line.lstrip().startswith("#")]
+    return dict(re.findall(r'work-pool create "\$(\w+)" --type (\w+)', "\n".join(commands)))
+
+
+def test_params_and_prefect_yaml_name_the_pool_type_deploy_sh_creates():
+    created = _pool_types_deploy_sh_creates()
+    assert set(created) == {"CPU_POOL", "GPU_POOL"}
+    params = (REPO / "params.yaml").read_text()
+    prefect = (REPO / "prefect.yaml").read_text()
+
+    gpu_pool_comment = re.search(r"^\s*gpu_work_pool:.*#(.*)$", params, re.MULTILINE).group(1)
+    deployments = yaml.safe_load(prefect)["deployments"]
+    gpu_description = next(d["description"] for d in deployments if d["name"].endswith("-gpu"))
+    assert f"{created['GPU_POOL']} pool" in gpu_pool_comment
+    assert f"{created['GPU_POOL']} pool" in gpu_description
+    # no other pool type is claimed: "docker pool", "docker/kubernetes workers", ...
+    for text in (params, prefect):
+        for kind in set(POOL_TYPES) - set(created.values()):
+            claim = re.search(rf"\b{kind}\b[\w/ ]*\b(pool|workers?)\b", text, re.IGNORECASE)
+            assert claim is None, claim.group(0)
