@@ -122,3 +122,46 @@ def test_params_and_prefect_yaml_name_the_pool_type_deploy_sh_creates():
         for kind in set(POOL_TYPES) - set(created.values()):
             claim = re.search(rf"\b{kind}\b[\w/ ]*\b(pool|workers?)\b", text, re.IGNORECASE)
             assert claim is None, claim.group(0)
+
+
+# --- 4. what the Kubernetes GPU workers need ---------------------------------------------
+
+K8S_WORKER = INFRA / "k8s" / "gpu-worker.yaml"
+IMAGE_PLACEHOLDER = "REGISTRY/ferflow-worker-gpu:TAG"
+
+
+def test_k8s_gpu_worker_image_is_a_placeholder_for_your_registry():
+    manifest = yaml.safe_load(K8S_WORKER.read_text())
+    (container,) = manifest["spec"]["template"]["spec"]["containers"]
+
+    assert manifest["kind"] == "Deployment"
+    assert container["image"] == IMAGE_PLACEHOLDER
+
+
+def test_k8s_gpu_worker_prerequisites_are_stated_in_the_manifest_and_the_docs():
+    header = "\n".join(line for line in K8S_WORKER.read_text().splitlines() if line.startswith("#"))
+    docs = _section(
+        (REPO / "docs" / "orchestration.md").read_text(), "### Kubernetes GPU workers (`infra/k8s/`)"
+    )
+    build = f"docker build -f infra/docker/worker-gpu.Dockerfile -t {IMAGE_PLACEHOLDER} ."
+
+    for text in (header, docs):
+        for needed in ("Prefect API", "MLflow tracking server", "S3 endpoint", "infra/deploy.sh"):
+            assert needed in text, needed
+        assert "secrets.example.yaml" in text and "ferflow-secrets" in text
+        assert build in text and f"docker push {IMAGE_PLACEHOLDER}" in text
+    assert "docs/orchestration.md" in header
+
+
+def test_the_secret_the_worker_reads_has_the_keys_it_needs():
+    secret = yaml.safe_load((INFRA / "k8s" / "secrets.example.yaml").read_text())
+    manifest = yaml.safe_load(K8S_WORKER.read_text())
+    (container,) = manifest["spec"]["template"]["spec"]["containers"]
+
+    assert container["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
+    assert {
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    } <= set(secret["stringData"])
