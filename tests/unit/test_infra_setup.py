@@ -7,6 +7,7 @@ file, the Kubernetes manifest, .dockerignore against the Dockerfiles' COPY lines
 from __future__ import annotations
 
 import re
+import subprocess
 
 import yaml
 
@@ -165,3 +166,102 @@ def test_the_secret_the_worker_reads_has_the_keys_it_needs():
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
     } <= set(secret["stringData"])
+
+
+# --- 5. the Docker build context ---------------------------------------------------------
+
+
+def _dockerignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
+    """(is an exception `!`, regex) per pattern, with Docker's semantics: patterns match from
+    the context root, `*` and `?` stop at `/`, `**` crosses folders, the last match wins."""
+    rules = []
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        exception = pattern.startswith("!")
+        pattern = pattern.removeprefix("!").strip("/")
+        regex, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                regex, i = regex + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                regex, i = regex + ".*", i + 2
+            else:
+                regex += {"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i]))
+                i += 1
+        rules.append((exception, re.compile(regex)))
+    return rules
+
+
+def _ignored(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
+    """Docker leaves `path` out when a pattern matches it or a folder above it."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for exception, regex in rules:
+        if any(regex.fullmatch(candidate) for candidate in candidates):
+            ignored = not exception
+    return ignored
+
+
+def _dockerfile_copy_sources() -> set[str]:
+    sources = set()
+    for dockerfile in (INFRA / "docker").glob("*.Dockerfile"):
+        for line in dockerfile.read_text().splitlines():
+            if line.startswith("COPY "):
+                arguments = [a for a in line.split()[1:] if not a.startswith("--")]
+                sources.update(arguments[:-1])
+    return sources
+
+
+def test_dockerignore_keeps_environments_data_models_stores_and_secrets_out():
+    rules = _dockerignore_rules()
+    left_out = [
+        ".venv/bin/python",
+        "data/raw/fer2013.zip",
+        "data/raw/fer2013/train/happy/1.jpg",
+        "data/prepared/images.npy",
+        "models/model.keras",
+        "reports/metrics.json",
+        "mlruns/0/meta.yaml",
+        "mlartifacts/1/abc/artifacts/model.keras",
+        "mlflow/mlflow.db",
+        "mlflow/artifacts/1/abc/plot.png",
+        ".prefect/storage/result",
+        ".dvc/cache/files/md5/ab/cdef",
+        ".dvc/tmp/rwlock",
+        "src/ferflow/__pycache__/config.cpython-311.pyc",
+        ".mypy_cache/3.11/x.json",
+        ".ruff_cache/0.1/x",
+        ".pytest_cache/v/cache/lastfailed",
+        "demo-workdir/data/raw/synthetic/x.png",
+        "test-output/run.log",
+        ".whl/tensorflow-2.20.0-cp311-cp311-linux_x86_64.whl",
+        "weights.keras",
+        "bench/features.npy",
+        "tests/arrays.npz",
+        "infra/.env",
+        ".dvc/config.local",
+    ]
+
+    assert [path for path in left_out if not _ignored(path, rules)] == []
+
+
+def test_dockerignore_keeps_what_the_dockerfiles_copy_and_the_workers_need():
+    rules = _dockerignore_rules()
+    sources = _dockerfile_copy_sources()
+    assert {".", "pyproject.toml", "uv.lock", "README.md", "infra/mlflow/basic_auth.ini"} <= sources
+
+    # `COPY . .`: the image runs from that copy, so everything git tracks must reach it,
+    # plus the .dvc pointers `dvc pull` reads and the .git that DVC opens
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    needed = sources - {"."} | set(tracked)
+    needed |= {"data/raw/fer2013.zip.dvc", "data/raw/.gitignore", ".dvc/config", ".git/HEAD"}
+    needed |= {"src/ferflow/cli.py", "flows/retrain.py", "tasks/pipeline.py", "params.yaml", "prefect.yaml"}
+    needed |= {"dvc.yaml", "profiles/from-scratch.yaml", "infra/deploy.sh", "mlflow/README.md"}
+
+    assert len(tracked) > 20
+    assert sorted(path for path in needed if _ignored(path, rules)) == []
