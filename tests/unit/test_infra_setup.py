@@ -265,3 +265,16 @@ def test_dockerignore_keeps_what_the_dockerfiles_copy_and_the_workers_need():
 
     assert len(tracked) > 20
     assert sorted(path for path in needed if _ignored(path, rules)) == []
+
+
+# --- 6. make clean -----------------------------------------------------------------------
+
+
+def test_make_clean_removes_the_local_mlflow_stores_too():
+    makefile = (REPO / "Makefile").read_text()
+    recipe = re.search(r"^clean:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE).group(1)
+    removed = set(recipe.split()) - {"rm", "-rf"}
+
+    before = {"data/prepared", "models", "reports", "mlflow/mlflow.db", "mlflow/artifacts", "demo-workdir"}
+    assert before | {"mlruns", "mlartifacts"} == removed
+    assert ".venv" not in removed and "data/raw" not in removed
