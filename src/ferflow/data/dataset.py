@@ -9,6 +9,11 @@ A prepared dataset is a folder holding:
 
 Rows are ordered by split (train, val, test), then by source path, so that the same input
 and params always give byte-identical files.
+
+`load_prepared` checks the three files agree before anything reads pixels: a truncated or
+inconsistent folder (an interrupted write or copy, a full disk, a partial `dvc pull`) is a
+`PreparedDataError` (CLI exit code 3) naming the file and what is wrong, not a numpy
+traceback. The check costs a header read and a stat, not a read of the images.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ferflow.errors import FerflowError
+from ferflow.errors import EXIT_PREPARED_DATA, FerflowError
 
 SPLITS = ("train", "val", "test")
 IMAGES_FILE = "images.npy"
@@ -46,6 +51,19 @@ MANIFEST_COLUMNS = (
 
 class DatasetError(FerflowError, ValueError):
     """A prepared dataset is missing or inconsistent; the message names the file."""
+
+
+class PreparedDataError(DatasetError):
+    """The prepared dataset on disk is unreadable, truncated or inconsistent: exit code 3.
+
+    Neither a user error (exit 2: the path and params are fine) nor a failed data contract
+    (exit 1: the contract never ran): the files `ferflow ingest` wrote are damaged, e.g.
+    `images.npy` holds fewer images than its header or `manifest.csv` says. The message
+    names the file and what is wrong; the fix is to re-run `ferflow ingest` (or
+    `dvc repro ingest` / `dvc pull`). Raw data is never touched.
+    """
+
+    exit_code = EXIT_PREPARED_DATA
 
 
 @dataclass(frozen=True)
@@ -76,25 +94,159 @@ def write_prepared(out_dir: Path, images: np.ndarray, manifest: pd.DataFrame, in
 
 
 def load_prepared(data_dir: str | Path, mmap: bool = False) -> PreparedData:
-    """Read a prepared dataset written by `ferflow ingest`."""
+    """Read a prepared dataset written by `ferflow ingest`.
+
+    Raises `DatasetError` when there is no prepared dataset at `data_dir` at all (run ingest
+    first), `PreparedDataError` when one is there but truncated, unreadable or inconsistent.
+    """
     data_dir = Path(data_dir)
-    for name in (IMAGES_FILE, MANIFEST_FILE, INFO_FILE):
-        if not (data_dir / name).exists():
-            raise DatasetError(
-                f"{data_dir / name} is missing; run `ferflow ingest SOURCE --out {data_dir}` first"
-            )
-    images = np.load(data_dir / IMAGES_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
-    manifest = pd.read_csv(data_dir / MANIFEST_FILE, dtype={"id": str, "source": str, "label": str})
-    info = json.loads((data_dir / INFO_FILE).read_text())
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
-    if missing:
-        raise DatasetError(f"{data_dir / MANIFEST_FILE} lacks columns {missing}; re-run ingest")
-    if len(images) != len(manifest):
-        raise DatasetError(
-            f"{data_dir}: {len(images)} images in {IMAGES_FILE} but {len(manifest)} rows in "
-            f"{MANIFEST_FILE}; the folder is corrupt, re-run ingest"
+    _check_files_present(data_dir)
+    images_path = data_dir / IMAGES_FILE
+    count = _check_images_file(images_path)
+    manifest = _read_manifest(data_dir / MANIFEST_FILE)
+    info = _read_info(data_dir / INFO_FILE)
+    if count != len(manifest):
+        raise PreparedDataError(
+            f"{images_path} holds {count:,} images but {data_dir / MANIFEST_FILE} has "
+            f"{len(manifest):,} rows: the two files are from different runs or one was cut short; "
+            f"{_RERUN.format(data_dir=data_dir)}"
+        )
+    _check_info(data_dir, manifest, info)
+    try:
+        images = np.load(images_path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise PreparedDataError(
+            f"{images_path} is unreadable ({err}); {_RERUN.format(data_dir=data_dir)}"
+        ) from err
+    size = info.get("image_size")
+    if isinstance(size, int) and images.shape[1:] != (size, size):
+        raise PreparedDataError(
+            f"{images_path} has images of shape {images.shape[1:]} but {data_dir / INFO_FILE} says "
+            f"image_size {size}; {_RERUN.format(data_dir=data_dir)}"
         )
     return PreparedData(images, manifest, tuple(info["classes"]), info)
+
+
+_RERUN = "re-run `ferflow ingest SOURCE --out {data_dir}` (or `dvc repro ingest`) to rewrite it"
+
+
+def _check_files_present(data_dir: Path) -> None:
+    names = (IMAGES_FILE, MANIFEST_FILE, INFO_FILE)
+    missing = [name for name in names if not (data_dir / name).is_file()]
+    if len(missing) == len(names):  # nothing there: ingest never ran here, or a wrong path
+        raise DatasetError(
+            f"{data_dir} holds no prepared dataset (no {', '.join(names)}); "
+            f"run `ferflow ingest SOURCE --out {data_dir}` first"
+        )
+    if missing:
+        raise PreparedDataError(
+            f"{data_dir / missing[0]} is missing but {data_dir} holds "
+            f"{', '.join(n for n in names if n not in missing)}: the prepared dataset is incomplete; "
+            f"{_RERUN.format(data_dir=data_dir)}"
+        )
+
+
+def _check_images_file(path: Path) -> int:
+    """The number of images the header of `images.npy` declares, after checking the file holds them.
+
+    Reads the header only: a truncated file (interrupted write, full disk) is caught by
+    comparing the file size with what the header's shape needs.
+    """
+    rerun = _RERUN.format(data_dir=path.parent)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version not in readers:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, fortran_order, dtype = readers[version](handle)
+            offset = handle.tell()
+        file_size = path.stat().st_size
+    except (ValueError, OSError, EOFError) as err:
+        raise PreparedDataError(f"{path} is not a readable .npy array ({err}); {rerun}") from err
+    if dtype != np.uint8 or len(shape) != 3 or fortran_order:
+        raise PreparedDataError(
+            f"{path} holds a {dtype} array of shape {shape}{' (Fortran order)' if fortran_order else ''}; "
+            f"expected uint8 images (N, S, S) in C order; {rerun}"
+        )
+    count = int(shape[0])
+    image_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    needed = offset + count * image_bytes
+    if file_size < needed:
+        held = (file_size - offset) // image_bytes if image_bytes else 0
+        raise PreparedDataError(
+            f"{path} holds {held:,} of {count:,} images: truncated ({file_size:,} of {needed:,} bytes); "
+            f"{rerun}"
+        )
+    if file_size > needed:
+        raise PreparedDataError(
+            f"{path} has {file_size - needed:,} bytes after its {count:,} images: it was not written "
+            f"by one `np.save`; {rerun}"
+        )
+    return count
+
+
+def _read_manifest(path: Path) -> pd.DataFrame:
+    rerun = _RERUN.format(data_dir=path.parent)
+    try:
+        manifest = pd.read_csv(path, dtype={"id": str, "source": str, "label": str})
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise PreparedDataError(f"{path} is not a readable CSV ({err}); {rerun}") from err
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise PreparedDataError(f"{path} lacks columns {missing}; {rerun}")
+    empty = manifest.loc[:, list(MANIFEST_COLUMNS)].isna().any(axis=1).to_numpy()  # ingest fills all
+    if empty.any():
+        row = int(np.flatnonzero(empty)[0])
+        raise PreparedDataError(
+            f"{path} line {row + 2:,} has empty fields (id {manifest.iloc[row]['id']!r}); "
+            f"the file was cut short or edited; {rerun}"
+        )
+    unknown = sorted(set(manifest["split"]) - set(SPLITS))
+    if unknown:
+        raise PreparedDataError(f"{path} has unknown splits {unknown} (expected {list(SPLITS)}); {rerun}")
+    return manifest
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    rerun = _RERUN.format(data_dir=path.parent)
+    try:
+        info = json.loads(path.read_text())
+    except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise PreparedDataError(f"{path} is not readable JSON ({err}); {rerun}") from err
+    if not isinstance(info, dict) or not isinstance(info.get("classes"), list):
+        raise PreparedDataError(f"{path} has no 'classes' list; {rerun}")
+    return info
+
+
+def _check_info(data_dir: Path, manifest: pd.DataFrame, info: dict[str, Any]) -> None:
+    """dataset.json's row count, counts per split and class, and classes agree with the manifest."""
+    manifest_path, info_path = data_dir / MANIFEST_FILE, data_dir / INFO_FILE
+    rerun = _RERUN.format(data_dir=data_dir)
+    rows = info.get("rows")
+    if isinstance(rows, int) and rows != len(manifest):
+        raise PreparedDataError(
+            f"{manifest_path} has {len(manifest):,} rows but {info_path} says {rows:,}; {rerun}"
+        )
+    classes = info["classes"]
+    index = pd.to_numeric(manifest["label_index"], errors="coerce")
+    if not index.between(0, len(classes) - 1).all():
+        raise PreparedDataError(
+            f"{manifest_path} has label_index values outside 0..{len(classes) - 1} "
+            f"({len(classes)} classes in {info_path}); {rerun}"
+        )
+    counts = info.get("counts")
+    if not isinstance(counts, dict):
+        return
+    actual = manifest.groupby(["split", "label"]).size().to_dict()
+    for split, per_class in counts.items():
+        for label, expected in (per_class or {}).items():
+            found = int(actual.get((split, label), 0))
+            if found != expected:
+                raise PreparedDataError(
+                    f"{manifest_path} has {found:,} {split}/{label} rows but {info_path} counts "
+                    f"{expected:,}; {rerun}"
+                )
 
 
 def manifest_digest(data_dir: str | Path) -> str:

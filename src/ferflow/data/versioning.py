@@ -5,10 +5,14 @@ The raw FER2013 download is versioned with DVC: `add_dataset` copies it into the
 `dvc add`, which writes a small `<name>.dvc` pointer that git tracks while the data itself
 goes to the DVC cache and, with `push`, to an S3 bucket (AWS S3, MinIO, ...).
 
-Credentials never go through this module: DVC (boto3) reads them from the environment
-(`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, ...) or from the
-git-ignored `.dvc/config.local`. Only the bucket URL and the endpoint are written to the
-committed `.dvc/config`.
+Credentials never reach a git-tracked file nor the console. DVC (boto3) reads them at run
+time from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, ...;
+this module never writes those anywhere) or from the git-ignored `.dvc/config.local`. The
+committed `.dvc/config` gets only the bucket URL and the endpoint without its userinfo: a
+`user:password@` in an endpoint URL (`--set data.remote.endpoint_url=http://user:pw@host:9000`)
+becomes `access_key_id` / `secret_access_key` in `.dvc/config.local`, what
+`dvc remote modify --local` would write. Every log line and error message shows URLs through
+`mask_url` (`http://user:***@host`).
 
 DVC is used through its Python API (`dvc.repo.Repo`) rather than subprocesses, so a
 failure is an exception we can turn into one clear `VersioningError`.
@@ -18,12 +22,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import yaml
 
@@ -34,6 +40,10 @@ log = logging.getLogger(__name__)
 
 ENDPOINT_ENV_VARS = ("FERFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")  # first set one wins
 CREDENTIAL_KEYS = ("access_key_id", "secret_access_key", "session_token")
+MASK = "***"
+# scheme://user:password@ or scheme://token@ at the start of a URL. The password may hold an
+# unescaped '/' (common in AWS secret keys pasted as is), so it is masked all the same.
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@\s:]*)(?P<password>:[^@\s]*)?@")
 RAW_SUFFIXES = (".zip", ".csv")  # a download that is a single file keeps its suffix
 
 
@@ -60,46 +70,115 @@ def endpoint_override() -> str | None:
     return None
 
 
-def configure_remote(params: Params, repo_root: Path = Path(".")) -> str:
-    """Make `data.remote` the default DVC remote; returns its URL.
+def mask_url(text: str) -> str:
+    """`text` with the password of every URL in it masked: `http://user:***@host`.
 
-    The URL and `data.remote.endpoint_url` go to the committed `.dvc/config`. An endpoint
-    from `FERFLOW_S3_ENDPOINT_URL` / `AWS_ENDPOINT_URL` describes this machine, not the
-    project, so it goes to the git-ignored `.dvc/config.local`. No credentials are written.
+    A userinfo without a password (a bare token, `http://token@host`) is masked whole
+    (`http://***@host`). Text without URLs comes back unchanged.
+    """
+
+    def _mask(match: re.Match[str]) -> str:
+        if match.group("password") is None:
+            return f"{match.group('scheme')}{MASK}@"
+        return f"{match.group('scheme')}{match.group('user')}:{MASK}@"
+
+    return _USERINFO.sub(_mask, text)
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """`(url without userinfo, user, password)`; user and password are percent-decoded.
+
+    `http://minio:pw@127.0.0.1:9000` -> `("http://127.0.0.1:9000", "minio", "pw")`.
+    """
+    match = _USERINFO.match(url.strip())
+    if match is None:
+        return url.strip(), None, None
+    password = match.group("password")
+    return (
+        match.group("scheme") + url.strip()[match.end() :],
+        unquote(match.group("user")),
+        unquote(password[1:]) if password is not None else None,
+    )
+
+
+def configure_remote(params: Params, repo_root: Path = Path(".")) -> str:
+    """Make `data.remote` the default DVC remote; returns its URL (`s3://bucket/prefix`).
+
+    The committed `.dvc/config` gets the URL and `data.remote.endpoint_url` without any
+    `user:password@`. An endpoint from `FERFLOW_S3_ENDPOINT_URL` / `AWS_ENDPOINT_URL`
+    describes this machine, not the project, so it goes to the git-ignored
+    `.dvc/config.local`. Credentials go only to `.dvc/config.local`: the userinfo of either
+    endpoint (the environment's wins) as `access_key_id` / `secret_access_key`, and any
+    credential key someone put in the committed section is moved there. `AWS_*` variables
+    are never written: boto3 reads them at run time.
     """
     remote = params.data.remote
     url = remote_url(params)
-    override = endpoint_override()
+    endpoint, project_user, project_password = split_credentials(remote.endpoint_url or "")
+    local_endpoint, machine_user, machine_password = split_credentials(endpoint_override() or "")
+    credentials = _credentials(machine_user, machine_password) or _credentials(project_user, project_password)
     with _open_repo(repo_root) as repo:
+        config_file = repo.config.files["repo"]
         with repo.config.edit("repo") as config:
             section = dict(config["remote"].get(remote.name, {}))
+            _warn_about_committed_endpoint(section.get("endpointurl"), config_file)
             section["url"] = url
-            if remote.endpoint_url:
-                section["endpointurl"] = remote.endpoint_url
+            if endpoint:
+                section["endpointurl"] = endpoint
             else:
                 section.pop("endpointurl", None)
+            moved = {key: section.pop(key) for key in CREDENTIAL_KEYS if key in section}
             config["remote"][remote.name] = section
             config["core"]["remote"] = remote.name
-            _warn_about_committed_credentials(section, repo.config.files["repo"])
-        if override:
+        _warn_about_committed_credentials(moved, config_file)
+        if local_endpoint or credentials or moved:
             with repo.config.edit("local") as local:
                 local_section = dict(local["remote"].get(remote.name, {}))
-                local_section["endpointurl"] = override
+                for key, value in moved.items():
+                    local_section.setdefault(key, value)
+                if local_endpoint:
+                    local_section["endpointurl"] = local_endpoint
+                local_section.update(credentials)
                 local["remote"][remote.name] = local_section
     log.info(
-        "DVC remote %r -> %s (endpoint %s)", remote.name, url, override or remote.endpoint_url or "AWS S3"
+        "DVC remote %r -> %s (endpoint %s)%s",
+        remote.name,
+        url,
+        local_endpoint or endpoint or "AWS S3",
+        "; credentials from the endpoint URL stored in .dvc/config.local" if credentials else "",
     )
     return url
 
 
-def _warn_about_committed_credentials(section: dict[str, Any], config_file: str) -> None:
-    leaked = sorted(key for key in CREDENTIAL_KEYS if key in section)
-    if leaked:
+def _credentials(user: str | None, password: str | None) -> dict[str, str]:
+    """The `.dvc/config.local` keys for an endpoint's `user:password@` (none if incomplete)."""
+    if user and password:
+        return {"access_key_id": user, "secret_access_key": password}
+    if user or password:
         log.warning(
-            "%s holds %s, which git would commit: move them to .dvc/config.local "
-            "(dvc remote modify --local ...) or the environment (AWS_ACCESS_KEY_ID, ...)",
+            "the endpoint URL's userinfo is not user:password; it was dropped. Give S3 "
+            "credentials as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY instead"
+        )
+    return {}
+
+
+def _warn_about_committed_endpoint(endpoint: Any, config_file: str) -> None:
+    if isinstance(endpoint, str) and split_credentials(endpoint)[2] is not None:
+        log.warning(
+            "%s held a password in endpointurl (%s); it is removed now, but if that file was "
+            "ever committed the password is in git history: change it",
             config_file,
-            ", ".join(leaked),
+            mask_url(endpoint),
+        )
+
+
+def _warn_about_committed_credentials(moved: dict[str, Any], config_file: str) -> None:
+    if moved:
+        log.warning(
+            "%s held %s, which git would commit: moved to .dvc/config.local. If that file was "
+            "ever committed, the keys are in git history: rotate them",
+            config_file,
+            ", ".join(sorted(moved)),
         )
 
 
@@ -242,8 +321,10 @@ def _dvc_errors(action: str, repo: Any = None) -> Iterator[None]:
     except (DvcException, BotoCoreError, ClientError, OSError) as err:
         where = f" (remote {_describe_remote(repo)})" if repo is not None else ""
         raise VersioningError(
-            f"{action} failed{where}: {err}. Check the endpoint, the bucket and the credentials; "
-            "see docs/data-versioning.md"
+            mask_url(
+                f"{action} failed{where}: {err}. Check the endpoint, the bucket and the "
+                "credentials; see docs/data-versioning.md"
+            )
         ) from err
 
 
@@ -254,7 +335,7 @@ def _describe_remote(repo: Any) -> str:
         return "none configured: run `ferflow data remote`"
     section = config["remote"].get(name, {})
     endpoint = section.get("endpointurl")
-    return f"{name!r} {section.get('url')}" + (f" at {endpoint}" if endpoint else "")
+    return mask_url(f"{name!r} {section.get('url')}" + (f" at {endpoint}" if endpoint else ""))
 
 
 def _source_suffix(source: Path) -> str:
