@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml uv.lock
 install: $(STAMP) ## create .venv from uv.lock (EXTRA=gpu for CUDA workers)
 
 demo: $(STAMP) ## the main job on synthetic faces, offline, a few minutes on a laptop CPU
-	$(PY) -m ferflow.demo
+	$(PY) -m flows.demo
 
 test: $(STAMP) ## the default test suite (real-data tests run when FERFLOW_FER2013_ZIP is set)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -2,8 +2,9 @@
 
 Only this module parses arguments. Each command loads params.yaml once (with `--set`
 overrides), then calls one function of ferflow.stages (`ferflow run` without `--stage`
-starts the Prefect flow through flows.local). Errors that are the user's to
-fix (`FerflowError`) are printed as one clear line and exit with status 2.
+starts the Prefect flow through flows.local). Errors that are the user's to fix
+(`FerflowError`) are printed as one clear line; the exit code says which kind (table in
+ferflow.errors: 1 contract failed, 2 user error, 3 prepared data unreadable).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ferflow.config import Params, load_params
-from ferflow.errors import FerflowError
+from ferflow.errors import EXIT_USER_ERROR, FerflowError
 from ferflow.stages.layout import Layout
 from ferflow.stages.spec import STAGE_NAMES
 
@@ -298,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args.handler(args, params)
     except FerflowError as err:
         print(f"ferflow {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return int(getattr(err, "exit_code", EXIT_USER_ERROR))
     return int(result or 0)
 
 

@@ -231,3 +231,18 @@ def test_a_label_index_outside_the_classes(tmp_path):
     data_dir = _tiny(tmp_path / "prepared", info={"classes": ["angry"]})
 
     assert "label_index values outside 0..0" in str(_load_fails(data_dir))
+
+
+def test_the_cli_exits_3_with_one_line_on_a_truncated_dataset(prepared, tmp_path, capsys):
+    # given a prepared dataset whose images.npy was cut in half
+    from ferflow.cli import main
+
+    images = prepared / IMAGES_FILE
+    os.truncate(images, images.stat().st_size // 2)
+    # when the contract is checked through the CLI
+    code = main(["validate", str(prepared), "--report-dir", str(tmp_path / "reports")])
+    # then it exits 3 (not 1: the contract never ran) with one line naming the file
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_PREPARED_DATA
+    assert len(err) == 1 and str(images) in err[0] and "truncated" in err[0]
+    assert "Traceback" not in "\n".join(err)

@@ -16,6 +16,9 @@ becomes `access_key_id` / `secret_access_key` in `.dvc/config.local`, what
 
 DVC is used through its Python API (`dvc.repo.Repo`) rather than subprocesses, so a
 failure is an exception we can turn into one clear `VersioningError`.
+
+Long on purpose: it is the only module that imports dvc (an import-linter contract), so
+everything ferflow asks of DVC (add, remote, push, pull, versions) lives here.
 """
 
 from __future__ import annotations
