@@ -132,8 +132,10 @@ class TrainingModel(keras.Model):
         self.augmentation = keras.Sequential(augmentation_layers(augment, seed), name="augmentation")
 
     def build(self, input_shape: Any) -> None:
-        # the classifier is built already; the augmentation layers see (n, S, S, 1)
-        self.augmentation.build((*input_shape, 1))
+        # the classifier is built already; the augmentation layers see (n, S, S, 1). Without
+        # augmentation there is nothing to build (Keras refuses to build an empty Sequential).
+        if self.augmentation.layers:
+            self.augmentation.build((*input_shape, 1))
         self.built = True
 
     def call(self, pixels: Any, training: bool = False) -> Any:

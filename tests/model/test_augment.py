@@ -91,3 +91,20 @@ def test_cutout_greys_one_box_per_image_and_is_off_at_inference():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(cutout(images, training=False)), images)
     none = RandomCutout(rate=0.0, seed=3)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(none(images, training=True)), images)
+
+
+@pytest.mark.parametrize("overrides", [(), EVERYTHING], ids=["no-augmentation", "every-augmentation"])
+def test_the_wrapper_trains_with_and_without_augmentation(overrides):
+    # given a tiny classifier and uint8 faces; the study's default has no augmentation at all
+    params = tiny_params(*overrides)
+    images, labels = synthetic_faces(params, 2, "train")
+    classifier = keras.Sequential(
+        [keras.Input(images.shape[1:]), keras.layers.Flatten(), keras.layers.Dense(7, activation="softmax")]
+    )
+    trainer = TrainingModel(classifier, params.finetune.augment, seed=0)
+    trainer.compile(optimizer="sgd", loss="categorical_crossentropy")
+    before = [w.copy() for w in classifier.get_weights()]
+    # when it is fitted for one epoch
+    trainer.fit(images, keras.utils.to_categorical(labels, 7), batch_size=7, epochs=1, verbose=0)
+    # then the classifier's weights moved
+    assert any(not np.allclose(a, b) for a, b in zip(before, classifier.get_weights(), strict=True))
