@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -94,10 +95,24 @@ class EpochBackup(keras.callbacks.Callback):
         """Loads the backup into `model` (compiled) and returns its epoch; 0 if there is none."""
         if not self.path.exists():
             return 0
-        with np.load(self.path) as state:
-            epoch = int(state["epoch"])
-            weights = [state[f"w{i}"] for i in range(int(state["n_weights"]))]
-            slots = [state[f"o{i}"] for i in range(int(state["n_optimizer"]))]
+        try:
+            with np.load(self.path) as state:
+                epoch = int(state["epoch"])
+                weights = [state[f"w{i}"] for i in range(int(state["n_weights"]))]
+                slots = [state[f"o{i}"] for i in range(int(state["n_optimizer"]))]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            # A damaged backup (disk full, a copy cut short) must not block every rerun:
+            # keep it aside for inspection and start the phase afresh.
+            aside = self.path.with_name(f"{self.FILE}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(self.path, aside)
+            log.warning(
+                "the backup %s is unreadable (%s: %s); moved it to %s and starting this phase afresh",
+                self.path,
+                type(err).__name__,
+                err,
+                aside.name,
+            )
+            return 0
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         for kind, variables, values in (

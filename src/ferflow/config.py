@@ -228,6 +228,23 @@ class Tracking(_Strict):
         "sqlite:///mlflow/mlflow.db",
         description="overridden by the MLFLOW_TRACKING_URI environment variable",
     )
+    connect_timeout_s: float = Field(
+        5.0, gt=0, description="a tracking server that does not answer /health within this fails the command"
+    )
+    http_retries: int = Field(
+        3, ge=0, description="MLflow's retries of a failed request (MLFLOW_HTTP_REQUEST_MAX_RETRIES)"
+    )
+    http_timeout_s: int = Field(
+        30, gt=0, description="seconds per MLflow request (MLFLOW_HTTP_REQUEST_TIMEOUT)"
+    )
+    http_backoff_factor: int = Field(
+        1, ge=0, description="retry n waits about factor * 2**n s (MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR)"
+    )
+    stale_run_after_s: float = Field(
+        3600.0,
+        gt=0,
+        description="`ferflow runs sweep`: another host's RUNNING run with no heartbeat this long failed",
+    )
 
 
 class TaskTimeouts(_Strict):

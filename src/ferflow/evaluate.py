@@ -265,7 +265,17 @@ def load_keras_predict_fn(model_path: Path, batch_size: int) -> PredictFn:
 
     if not model_path.exists():
         raise EvaluationError(f"model file {model_path} not found; run `ferflow train` first")
-    model = keras.saving.load_model(model_path, compile=False)
+    try:
+        model = keras.saving.load_model(model_path, compile=False)
+    except (ValueError, OSError, TypeError, KeyError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "safe_mode" in str(err):
+            raise EvaluationError(
+                f"{model_path} holds Python code (a Lambda layer) that Keras' safe mode refuses to "
+                "load: ferflow never runs code from a model file. Rebuild the model without Lambda "
+                "layers (ferflow's own models have none)"
+            ) from err
+        raise EvaluationError(f"{model_path} is not a loadable Keras model: {first_line}") from err
     return lambda batch: np.asarray(model.predict(batch, batch_size=batch_size, verbose=0))
 
 

@@ -33,7 +33,7 @@ def load_predict_fn(model: str, params: Params, batch_size: int | None = None) -
 
     if not models.is_model_uri(model):
         return ev.load_keras_predict_fn(Path(model), batch_size)
-    return models.load_predict_fn(model, store.tracking_uri(params), batch_size)
+    return models.load_predict_fn(model, store.connect(params), batch_size)
 
 
 def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
@@ -41,6 +41,10 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     from ferflow.data.dataset import manifest_digest
     from ferflow.tracking import runs, store
 
+    run = store.read_run_info(layout.run_file)
+    if run is not None:  # the metrics go to this run: fail now, not after evaluating, if it is down
+        store.connect(params)
+        store.require_reachable(store.run_uri(run), params.tracking.connect_timeout_s)
     predict_fn = ev.load_keras_predict_fn(layout.model_file, params.evaluate.batch_size)
     images, labels = ev.test_split(layout.prepared)
     evaluation = ev.evaluate_model(predict_fn, images, labels, params)
@@ -52,7 +56,6 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     }
     history = read_history(layout.history_file) or None
     ev.write_reports(evaluation, params, layout.reports, history, provenance)
-    run = store.read_run_info(layout.run_file)
     if run is None:
         log.warning("%s is missing: metrics are not logged to MLflow", layout.run_file)
     else:
@@ -129,7 +132,7 @@ def compare(a: str | None, b: str | None, params: Params) -> Any:
     from ferflow.tracking import reader, store
 
     side_a, side_b = reader.read_sides(
-        a or DEFAULT_A, b or DEFAULT_B, store.tracking_uri(params), params.registry.model_name
+        a or DEFAULT_A, b or DEFAULT_B, store.connect(params), params.registry.model_name
     )
     log.info(
         "comparing %s (%s) with %s (%s)", side_a.reference, side_a.run_id, side_b.reference, side_b.run_id

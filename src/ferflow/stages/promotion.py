@@ -88,7 +88,7 @@ def _register_new_version(params: Params, layout: Layout) -> dict[str, Any]:
     """Steps 1-4 of the module docstring; returns the decision (also in promotion.json)."""
     from ferflow.tracking import models, runs, store
 
-    uri, name = store.tracking_uri(params), params.registry.model_name
+    uri, name = store.connect(params), params.registry.model_name  # fails fast when the server is down
     metrics = fresh_metrics(layout)
     images, labels = ev.test_split(layout.prepared)
     smoke_batch = images[:SMOKE_SIZE].astype(np.float32)
@@ -186,7 +186,7 @@ def _publish_model_card(
     layout.reports.mkdir(parents=True, exist_ok=True)
     layout.model_card_file.write_text(card)
     models.describe(
-        store.tracking_uri(params),
+        store.connect(params),
         params.registry.model_name,
         version,
         run_id,
@@ -208,7 +208,7 @@ def _gate_and_promote(
 ) -> dict[str, Any]:
     from ferflow.tracking import models, store
 
-    uri, name, rules = store.tracking_uri(params), params.registry.model_name, params.registry
+    uri, name, rules = store.connect(params), params.registry.model_name, params.registry
     version_uri = models.version_uri(name, version)
     smoke = gate.smoke_problem(
         version_uri,
@@ -257,9 +257,7 @@ def rollback(params: Params) -> dict[str, Any]:
     """`ferflow promote --rollback`: previous-champion becomes champion (the two swap)."""
     from ferflow.tracking import models, store
 
-    return models.rollback(
-        store.tracking_uri(params), params.registry.model_name, params.registry.lock_timeout_s
-    )
+    return models.rollback(store.connect(params), params.registry.model_name, params.registry.lock_timeout_s)
 
 
 def promote(params: Params, version: str) -> dict[str, Any]:
@@ -267,7 +265,7 @@ def promote(params: Params, version: str) -> dict[str, Any]:
     from ferflow.tracking import models, store
 
     return models.promote_version(
-        store.tracking_uri(params), params.registry.model_name, str(version), params.registry.lock_timeout_s
+        store.connect(params), params.registry.model_name, str(version), params.registry.lock_timeout_s
     )
 
 
@@ -275,4 +273,4 @@ def aliases(params: Params) -> dict[str, str | None]:
     """Which version each alias of register.model_name points at (None when unset)."""
     from ferflow.tracking import models, store
 
-    return models.aliases(store.tracking_uri(params), params.registry.model_name)
+    return models.aliases(store.connect(params), params.registry.model_name)

@@ -25,9 +25,10 @@ def train(params: Params, layout: Layout) -> Path:
     """Phase 1 as a pipeline stage: writes head.keras, history.json and run.json."""
     from ferflow.model import build_model
     from ferflow.runtime import configure_runtime, distribution_scope
-    from ferflow.tracking import runs
+    from ferflow.tracking import runs, store
     from ferflow.train import fit_head, load_training_data
 
+    store.connect(params)  # a tracking server that is down fails this now, not after an epoch
     configure_runtime(params)
     train_split, val_split = load_training_data(params, layout.prepared)
     layout.models.mkdir(parents=True, exist_ok=True)
@@ -50,6 +51,7 @@ def finetune(params: Params, layout: Layout) -> Path:
     from ferflow.tracking import models, runs, store
     from ferflow.train import fine_tune, load_training_data
 
+    store.connect(params)
     configure_runtime(params)
     train_split, val_split = load_training_data(params, layout.prepared)
     train_records = [r for r in read_history(layout.history_file) if r["phase"] == TRAIN]

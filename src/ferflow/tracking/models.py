@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
+import socket
 import tempfile
 import time
 import uuid
@@ -229,7 +231,7 @@ def rollback(uri: str, name: str, lock_timeout_s: float) -> dict[str, Any]:
         if current is not None:
             tracker.set_registered_model_alias(name, PREVIOUS, current)
         reason = f"rollback: champion {current} -> {previous}"
-        tracker.set_model_version_tag(name, previous, REASON_TAG, reason)
+        _tag_manual_move(tracker, name, previous, current, reason)
     log.info("%s: %s", name, reason)
     return {"model_name": name, "champion": previous, PREVIOUS: current, "reason": reason}
 
@@ -237,11 +239,31 @@ def rollback(uri: str, name: str, lock_timeout_s: float) -> dict[str, Any]:
 def promote_version(uri: str, name: str, version: str, lock_timeout_s: float) -> dict[str, Any]:
     """Make `version` the champion by hand (no gate); the old one becomes previous-champion."""
     tracker = client(uri)
+    version = require_version(uri, name, version)
     with promotion_lock(tracker, name, lock_timeout_s):
-        old = move_aliases(uri, name, str(version), promoted=True)
+        old = move_aliases(uri, name, version, promoted=True)
         reason = f"promoted by hand (ferflow promote --version {version}); previous champion {old}"
-        tracker.set_model_version_tag(name, str(version), REASON_TAG, reason)
-    return {"model_name": name, "champion": str(version), PREVIOUS: old, "reason": reason}
+        _tag_manual_move(tracker, name, version, old, reason)
+    return {"model_name": name, "champion": version, PREVIOUS: old, "reason": reason}
+
+
+def require_version(uri: str, name: str, version: str) -> str:
+    """`version` when `name` has it, else a RegistryError listing the versions that exist."""
+    version = str(version).strip()
+    existing = sorted((str(v.version) for v in client(uri).search_model_versions(f"name='{name}'")), key=int)
+    if version in existing:
+        return version
+    listed = ", ".join(existing) if existing else "none yet (run the pipeline first)"
+    raise RegistryError(f"registered model {name!r} has no version {version!r}; its versions: {listed}")
+
+
+def _tag_manual_move(tracker: Any, name: str, champion: str, demoted: str | None, reason: str) -> None:
+    """After a rollback or a promotion by hand the tags say what the aliases say."""
+    tracker.set_model_version_tag(name, champion, DECISION_TAG, "promoted")
+    tracker.set_model_version_tag(name, champion, REASON_TAG, reason)
+    tracker.set_model_version_tag(name, champion, ALIAS_TAG, CHAMPION)
+    if demoted is not None and demoted != champion:
+        tracker.set_model_version_tag(name, demoted, ALIAS_TAG, PREVIOUS)
 
 
 # --- the promotion lock ------------------------------------------------------------------
@@ -251,18 +273,20 @@ def promote_version(uri: str, name: str, version: str, lock_timeout_s: float) ->
 def promotion_lock(tracker: Any, name: str, timeout_s: float) -> Iterator[None]:
     """Mutual exclusion between runs promoting versions of `name`.
 
-    Each contender writes its own tag `ferflow.promotion_claim.<token>` = wall-clock time,
-    sleeps CLAIM_SETTLE_S, then reads all claims: the oldest (time, token) goes ahead, the
-    others withdraw and retry. Distinct tag keys mean no claim overwrites another; the
-    settle wait means a claim stamped earlier but written slightly later is still seen.
-    Claims older than `timeout_s` (a crashed holder) are ignored.
+    Each contender writes its own tag `ferflow.promotion_claim.<token>` = "<wall-clock time>
+    <host> <pid>", sleeps CLAIM_SETTLE_S, then reads all claims: the oldest (time, token)
+    goes ahead, the others withdraw and retry. Distinct tag keys mean no claim overwrites
+    another; the settle wait means a claim stamped earlier but written slightly later is
+    still seen. A crashed holder's claim is removed as soon as a contender on the same host
+    sees its process is gone; a claim from another host is ignored once older than
+    `timeout_s`.
     """
     token = uuid.uuid4().hex
     key = LOCK_PREFIX + token
     deadline = time.monotonic() + timeout_s
     while True:
         stamp = time.time()
-        tracker.set_registered_model_tag(name, key, f"{stamp:.6f}")
+        tracker.set_registered_model_tag(name, key, f"{stamp:.6f} {socket.gethostname()} {os.getpid()}")
         time.sleep(CLAIM_SETTLE_S)
         claims = _live_claims(tracker, name, timeout_s)
         if min(claims, default=(stamp, token)) == (stamp, token):
@@ -290,12 +314,33 @@ def locked(uri: str, name: str, timeout_s: float) -> Iterator[None]:
 
 def _live_claims(tracker: Any, name: str, timeout_s: float) -> list[tuple[float, str]]:
     tags = tracker.get_registered_model(name).tags
-    now = time.time()
+    now, here = time.time(), socket.gethostname()
     claims = []
     for key, value in tags.items():
-        if key.startswith(LOCK_PREFIX):
-            with contextlib.suppress(ValueError):
-                stamp = float(value)
-                if now - stamp < timeout_s:
-                    claims.append((stamp, key.removeprefix(LOCK_PREFIX)))
+        if not key.startswith(LOCK_PREFIX):
+            continue
+        stamp_text, _, owner = value.partition(" ")
+        host, _, pid = owner.partition(" ")
+        try:
+            stamp = float(stamp_text)
+        except ValueError:
+            continue
+        if host == here and pid.isdigit() and not process_alive(int(pid)):
+            log.warning("removing the promotion claim of process %s on %s: it is gone", pid, host)
+            with contextlib.suppress(Exception):
+                tracker.delete_registered_model_tag(name, key)
+            continue
+        if now - stamp < timeout_s:
+            claims.append((stamp, key.removeprefix(LOCK_PREFIX)))
     return claims
+
+
+def process_alive(pid: int) -> bool:
+    """True when a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True

@@ -39,6 +39,10 @@ class TrackingError(FerflowError, RuntimeError):
     """run.json is unusable or the tracking server refused a request."""
 
 
+class TrackingUnreachableError(TrackingError):
+    """The tracking server does not answer: nothing was run."""
+
+
 # --- configuration ---------------------------------------------------------------------
 
 
@@ -62,6 +66,53 @@ def safe_params(params: Params) -> dict[str, Any]:
     }
 
 
+def connect(params: Params) -> str:
+    """The tracking URI, after configuring MLflow's HTTP retries from params and checking
+    that a tracking server answers: call first in every command that talks to MLflow, so a
+    server that is down fails it in seconds, before any work, with one line."""
+    settings = params.tracking
+    # Values the user set in the environment win.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.http_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.http_timeout_s))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", str(settings.http_backoff_factor))
+    uri = tracking_uri(params)
+    require_reachable(uri, settings.connect_timeout_s)
+    return uri
+
+
+_REACHABLE: set[str] = set()
+
+
+def require_reachable(uri: str, timeout_s: float) -> None:
+    """Raise TrackingUnreachableError unless the server at an http(s) `uri` answers its
+    /health endpoint within `timeout_s` (any HTTP answer counts: the server is up). Local
+    stores need no check. Checked once per process and URI."""
+    if not uri.startswith(("http://", "https://")) or uri in _REACHABLE:
+        return
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(uri)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    health = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered (perhaps 401 behind auth): it is up
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingUnreachableError(
+            f"the MLflow tracking server at {redact(uri)} does not answer ({reason}; waited up to "
+            f"tracking.connect_timeout_s={timeout_s:g} s); nothing was run. Start it, or point "
+            "MLFLOW_TRACKING_URI (or tracking.tracking_uri) at one that is up"
+        ) from err
+    _REACHABLE.add(uri)
+
+
 def local_artifact_root(uri: str) -> str | None:
     """`mlflow/artifacts` beside a local SQLite store (as a file URI); None for a server."""
     if not uri.startswith(SQLITE_PREFIX):
@@ -73,6 +124,9 @@ def client(uri: str) -> Any:
     """An MlflowClient for tracking and the registry at `uri`, also made the global default."""
     import mlflow
 
+    # MLflow prints "View run ... at: <URI>" on stdout when a run ends, password included:
+    # ferflow logs the run with the URI redacted instead (runs.pipeline_run).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if uri.startswith(SQLITE_PREFIX):
         # The local default store lives under mlflow/; make sure its folder exists.
         Path(uri.removeprefix(SQLITE_PREFIX)).parent.mkdir(parents=True, exist_ok=True)
