@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -165,6 +167,15 @@ def _promote(args: argparse.Namespace, params: Params) -> None:
     print(f"{result['model_name']}: champion is now version {result['champion']} ({result['reason']})")
 
 
+def _runs_sweep(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.stages.training import sweep_stale_runs
+
+    swept = sweep_stale_runs(params)
+    for run_id, why in swept:
+        print(f"{run_id} FAILED: {why}")
+    print(f"{len(swept)} run(s) marked FAILED in experiment {params.tracking.experiment!r}")
+
+
 # --- orchestration ---------------------------------------------------------------------
 
 
@@ -261,6 +272,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pull", action="store_true", default=None, help="dvc pull the data first")
     p.add_argument("--push", action="store_true", default=None, help="dvc push the data afterwards")
 
+    runs = sub.add_parser("runs", help="MLflow runs: sweep", description="MLflow runs of tracking.experiment")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+    sweep_help = "mark FAILED the RUNNING runs whose process is gone (killed, crashed, host lost)"
+    p = runs_sub.add_parser("sweep", help=sweep_help, description=sweep_help)
+    _common(p)
+    p.set_defaults(handler=_runs_sweep)
+
     data = sub.add_parser("data", help="put datasets under DVC control")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = data_sub.add_parser("add", help="copy a FER download into data/raw and track it with DVC")
@@ -291,8 +309,21 @@ def _configure_logging(level: str) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a `kill`, an orchestrator stopping a worker), raised where Python is."""
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C: the stages' `with` blocks mark their MLflow runs KILLED
+    # and finish their backups before the process exits (kill -9 cannot be caught:
+    # `ferflow runs sweep` and the next stage mark such runs FAILED).
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         params = load_params(args.params, args.overrides)
         _configure_logging("DEBUG" if args.verbose else params.base.log_level)
@@ -300,6 +331,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FerflowError as err:
         print(f"ferflow {args.command}: error: {err}", file=sys.stderr)
         return int(getattr(err, "exit_code", EXIT_USER_ERROR))
+    except KeyboardInterrupt as err:
+        name = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
+        print(
+            f"ferflow {args.command}: interrupted by {name}; its MLflow runs are marked KILLED",
+            file=sys.stderr,
+        )
+        return 128 + int(signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return int(result or 0)
 
 

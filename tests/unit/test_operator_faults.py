@@ -5,7 +5,10 @@ safe mode refuses, a damaged backup. Each: one clear line, nothing moved, no tra
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +21,7 @@ from ferflow.callbacks import EpochBackup
 from ferflow.cli import main
 from ferflow.stages import promotion
 from ferflow.tracking import models
-from tests.conftest import small_params
+from tests.conftest import REPO, small_params
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -162,3 +165,155 @@ def test_an_unreadable_backup_is_moved_aside_and_the_phase_starts_afresh(tmp_pat
     assert not (tmp_path / "state.npz").exists()
     assert len(list(tmp_path.glob("state.npz.corrupt-*"))) == 1
     assert "unreadable" in caplog.text
+
+
+# --- crashes: runs left RUNNING, registrations cut short --------------------------------------
+
+
+def test_the_sweeper_fails_runs_whose_process_is_gone_and_leaves_live_ones(tmp_path, monkeypatch, capsys):
+    from ferflow.tracking import runs
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("ferflow")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    here, now = socket.gethostname(), time.time()
+    liveness = {
+        "killed here": (here, dead.stdout.strip(), now),
+        "alive here": (here, str(os.getpid()), now),
+        "silent elsewhere": ("other-host", "1", now - 7200),
+        "beating elsewhere": ("other-host", "1", now - 60),
+    }
+    ids = {}
+    for name, (host, pid, beat) in liveness.items():
+        run = client.create_run(experiment, run_name=name)
+        tags = {runs.HOST_TAG: host, runs.PID_TAG: pid, runs.HEARTBEAT_TAG: f"{beat:.0f}"}
+        for key, value in tags.items():
+            client.set_tag(run.info.run_id, key, value)
+        ids[name] = run.info.run_id
+    foreign = client.create_run(experiment, run_name="not ferflow's").info.run_id
+
+    code = main(["runs", "sweep", "--set", "tracking.stale_run_after_s=3600"])
+
+    status = {name: client.get_run(run_id).info.status for name, run_id in ids.items()}
+    assert code == 0
+    assert status == {
+        "killed here": "FAILED",
+        "alive here": "RUNNING",
+        "silent elsewhere": "FAILED",
+        "beating elsewhere": "RUNNING",
+    }
+    assert client.get_run(foreign).info.status == "RUNNING"
+    assert "2 run(s) marked FAILED" in capsys.readouterr().out
+
+
+@pytest.fixture
+def evaluated_model(tmp_path, monkeypatch):
+    """A trained-and-evaluated workspace on a local SQLite store (the model logged to a run)."""
+    from ferflow.stages import Layout
+    from ferflow.stages.evaluation import evaluate
+    from ferflow.tracking import store
+    from tests.conftest import NO_FLOORS
+    from tests.unit.test_evaluate import CENTRES, centre_model, write_constant_dataset
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    params = small_params(*NO_FLOORS, "register.model_name=fer-cut-short")
+    data = write_constant_dataset(tmp_path / "prepared")
+    layout = Layout(data, data, tmp_path / "models", tmp_path / "reports")
+    centre_model(CENTRES, layout.model_file)
+    uri = store.connect(params)
+    model_uri, run_id = models.log_model_file(uri, layout.model_file, "ferflow", 48, 7, None)
+    experiment = store.client(uri).get_run(run_id).info.experiment_id
+    store.write_run_info(layout.run_file, store.RunInfo(run_id, experiment, uri, model_uri))
+    evaluate(params, layout)
+    return params, layout, run_id
+
+
+def test_a_registration_killed_before_the_gate_reuses_its_version(evaluated_model):
+    # given a version registered from this run with no gate decision (a kill -9 mid-registration)
+    from ferflow.tracking import store
+
+    params, layout, run_id = evaluated_model
+    uri = store.connect(params)
+    model_uri = store.read_run_info(layout.run_file).model_uri
+    models.register_version(uri, "fer-cut-short", model_uri, {"ferflow.run_id": run_id})
+    # when registration runs again
+    decision = promotion.register(params, layout)
+    # then no second version: the first one got the decision and the aliases
+    versions = models.versions_of_run(uri, "fer-cut-short", run_id)
+    assert [v for v, _ in versions] == ["1"]
+    assert decision["version"] == "1" and decision["decision"] == "promoted"
+    assert versions[0][1]["ferflow.gate.decision"] == "promoted"
+    assert models.alias_version(uri, "fer-cut-short", "champion") == "1"
+
+
+def test_a_decision_recorded_in_the_registry_is_not_taken_twice(evaluated_model):
+    # given a registration that decided, then lost promotion.json (killed before writing it)
+    from ferflow.tracking import store
+
+    params, layout, run_id = evaluated_model
+    first = promotion.register(params, layout)
+    layout.promotion_file.unlink()
+    # when registration runs again
+    again = promotion.register(params, layout)
+    # then it registers nothing new and reports the recorded decision
+    uri = store.connect(params)
+    assert [v for v, _ in models.versions_of_run(uri, "fer-cut-short", run_id)] == [first["version"]]
+    assert (again["decision"], again["version"]) == (first["decision"], first["version"])
+    assert again["recovered_from_registry"] is True
+    assert layout.promotion_file.exists()
+
+
+def test_sigterm_during_training_marks_its_runs_killed(tmp_path):
+    # given `ferflow train` running in its own process on tiny synthetic faces
+    from ferflow.stages import Layout, ingest, synthesize
+
+    params = small_params("model.input_size=32")
+    layout = Layout.from_params(params, tmp_path).with_raw(tmp_path / "raw")
+    synthesize(params, layout.raw)
+    ingest(params, layout)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, "-m", "ferflow.cli", "train", "--data", str(layout.prepared)]
+    command += ["--models", str(layout.models), "--params", str(REPO / "params.yaml")]
+    command += [f"--set={o}" for o in ("model.weights=none", "model.input_size=32", "train.epochs=500")]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        phase = _wait_for_phase_run(client, layout.run_file, "train", deadline=time.monotonic() + 240)
+        time.sleep(2)  # into the model build / first epoch
+        # when it is sent SIGTERM
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    # then it exits 143 with one line, and neither the parent nor the phase run is RUNNING
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert (
+        stderr.strip().splitlines()[-1]
+        == "ferflow train: interrupted by SIGTERM; its MLflow runs are marked KILLED"
+    )
+    assert "Traceback" not in stderr
+    parent = json.loads(layout.run_file.read_text())["run_id"]
+    assert client.get_run(parent).info.status == "KILLED"
+    assert client.get_run(phase).info.status == "KILLED"
+    assert not layout.head_model.exists()
+
+
+def _wait_for_phase_run(client, run_file, name: str, deadline: float) -> str:
+    """The id of the nested run `name` once it is RUNNING under the run of run.json."""
+    while time.monotonic() < deadline:
+        if run_file.exists():
+            info = json.loads(run_file.read_text())
+            found = client.search_runs(
+                [info["experiment_id"]], f"tags.mlflow.parentRunId = '{info['run_id']}'"
+            )
+            running = [r for r in found if r.info.run_name == name and r.info.status == "RUNNING"]
+            if running:
+                return running[0].info.run_id
+        time.sleep(0.5)
+    raise AssertionError(f"no RUNNING {name!r} run appeared")

@@ -22,6 +22,7 @@ import numpy as np
 from ferflow import evaluate as ev
 from ferflow.config import Params
 from ferflow.stages.layout import Layout, read_history
+from ferflow.stages.training import sweep_stale_runs
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     if run is not None:  # the metrics go to this run: fail now, not after evaluating, if it is down
         store.connect(params)
         store.require_reachable(store.run_uri(run), params.tracking.connect_timeout_s)
+        sweep_stale_runs(params)
     predict_fn = ev.load_keras_predict_fn(layout.model_file, params.evaluate.batch_size)
     images, labels = ev.test_split(layout.prepared)
     evaluation = ev.evaluate_model(predict_fn, images, labels, params)

@@ -32,6 +32,7 @@ from ferflow import gate
 from ferflow.config import Params
 from ferflow.errors import FerflowError
 from ferflow.stages.layout import Layout
+from ferflow.stages.training import sweep_stale_runs
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def _register_new_version(params: Params, layout: Layout) -> dict[str, Any]:
     from ferflow.tracking import models, runs, store
 
     uri, name = store.connect(params), params.registry.model_name  # fails fast when the server is down
+    sweep_stale_runs(params)
     metrics = fresh_metrics(layout)
     images, labels = ev.test_split(layout.prepared)
     smoke_batch = images[:SMOKE_SIZE].astype(np.float32)
@@ -109,7 +111,19 @@ def _register_new_version(params: Params, layout: Layout) -> dict[str, Any]:
             run_info.run_id if run_info else None,
         )
     provenance = _provenance(params, runs.run_tags(uri, run_id), layout)
-    version = models.register_version(uri, name, model_uri, gate.version_tags(metrics, provenance, run_id))
+    earlier = models.versions_of_run(uri, name, run_id)
+    recorded = [(v, tags) for v, tags in earlier if models.DECISION_TAG in tags]
+    if recorded:  # interrupted after the gate decided (promotion.json lost): complete it
+        return _complete_recorded(params, layout, *recorded[-1], run_id, model_uri)
+    if earlier:  # interrupted before the gate decided (kill -9): reuse that version
+        version = earlier[-1][0]
+        log.info(
+            "reusing %s version %s, registered from run %s before an interruption", name, version, run_id
+        )
+    else:
+        version = models.register_version(
+            uri, name, model_uri, gate.version_tags(metrics, provenance, run_id)
+        )
     try:
         _publish_model_card(params, layout, version, run_id, metrics, provenance)
         decision = _gate_and_promote(params, version, run_id, metrics, images, labels, smoke_batch, expected)
@@ -123,6 +137,35 @@ def _register_new_version(params: Params, layout: Layout) -> dict[str, Any]:
     _write_json(layout.promotion_file, decision)
     models.log_file(uri, run_id, layout.promotion_file, "evaluation")
     log.info("%s version %s: %s (%s)", name, version, decision["decision"], decision["reason"])
+    return decision
+
+
+def _complete_recorded(
+    params: Params, layout: Layout, version: str, tags: dict[str, str], run_id: str, model_uri: str
+) -> dict[str, Any]:
+    """A decision the registry holds for this run but promotion.json does not: finish its
+    alias moves if nothing happened since (the champion is still the one it was compared
+    with), write promotion.json, register nothing."""
+    from ferflow.tracking import models, store
+
+    uri, name = store.connect(params), params.registry.model_name
+    promoted = tags[models.DECISION_TAG] == gate.PROMOTED
+    with models.locked(uri, name, params.registry.lock_timeout_s):
+        if (models.alias_version(uri, name, models.CHAMPION) or "") == tags.get(
+            models.CHAMPION_BEFORE_TAG, ""
+        ):
+            models.move_aliases(uri, name, version, promoted)
+    decision = {
+        "decision": tags[models.DECISION_TAG],
+        "reason": tags.get(models.REASON_TAG, ""),
+        "model_name": name,
+        "version": version,
+        "run_id": run_id,
+        "model_uri": model_uri,
+        "recovered_from_registry": True,
+    }
+    _write_json(layout.promotion_file, decision)
+    log.info("%s version %s was already decided (%s): recorded it again", name, version, decision["decision"])
     return decision
 
 

@@ -71,7 +71,15 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             "evaluate",
             params=("base.classes", "base.class_labels", "evaluate", "tracking"),
-            code=(*_CORE, *_TRACKING, "callbacks.py", "evaluate.py", "plots.py", "stages/evaluation.py"),
+            code=(
+                *_CORE,
+                *_TRACKING,
+                "callbacks.py",
+                "evaluate.py",
+                "plots.py",
+                "stages/training.py",  # sweep_stale_runs
+                "stages/evaluation.py",
+            ),
             inputs=("prepared", "models/model.keras", "models/history.json"),
             outputs=("reports/metrics.json",),
         ),
@@ -87,6 +95,7 @@ STAGES: dict[str, StageSpec] = {
                 "gate.py",
                 "model_card.py",
                 "tracking/models.py",
+                "stages/training.py",  # sweep_stale_runs
                 "stages/evaluation.py",
                 "stages/promotion.py",
             ),

@@ -29,10 +29,11 @@ def train(params: Params, layout: Layout) -> Path:
     from ferflow.train import fit_head, load_training_data
 
     store.connect(params)  # a tracking server that is down fails this now, not after an epoch
+    sweep_stale_runs(params)
     configure_runtime(params)
     train_split, val_split = load_training_data(params, layout.prepared)
     layout.models.mkdir(parents=True, exist_ok=True)
-    with runs.pipeline_run(params, layout.prepared, layout.run_file, resume=False) as run:
+    with runs.pipeline_run(params, layout.prepared, layout.run_file, resume=False, raw=layout.raw) as run:
         with runs.phase_run(run, TRAIN, 0, params) as epoch_logger, distribution_scope():
             model = build_model(params.model, params.base.image_size, len(params.base.classes))
             records = fit_head(model, train_split, val_split, params, layout.backup(TRAIN), [epoch_logger])
@@ -52,10 +53,11 @@ def finetune(params: Params, layout: Layout) -> Path:
     from ferflow.train import fine_tune, load_training_data
 
     store.connect(params)
+    sweep_stale_runs(params)
     configure_runtime(params)
     train_split, val_split = load_training_data(params, layout.prepared)
     train_records = [r for r in read_history(layout.history_file) if r["phase"] == TRAIN]
-    with runs.pipeline_run(params, layout.prepared, layout.run_file, resume=True) as run:
+    with runs.pipeline_run(params, layout.prepared, layout.run_file, resume=True, raw=layout.raw) as run:
         with (
             runs.phase_run(run, FINETUNE, len(train_records), params) as epoch_logger,
             distribution_scope(),
@@ -115,3 +117,11 @@ def mark_run(params: Params, layout: Layout, since: float, status: str) -> str |
         return None
     log.info("marked MLflow run %s %s", run.run_id, status)
     return run.run_id
+
+
+def sweep_stale_runs(params: Params) -> list[tuple[str, str]]:
+    """`ferflow runs sweep`, and the start of every MLflow stage: runs left RUNNING by a
+    process that is gone are marked FAILED (ferflow.tracking.runs.sweep)."""
+    from ferflow.tracking import runs, store
+
+    return runs.sweep(store.connect(params), params.tracking.experiment, params.tracking.stale_run_after_s)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ferflow.errors import FerflowError
-from ferflow.tracking.store import client, experiment_id, model_signature
+from ferflow.tracking.store import client, experiment_id, model_signature, process_alive
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
 CLAIM_SETTLE_S = 0.5
 LOCK_PREFIX = "ferflow.promotion_claim."
 DECISION_TAG, REASON_TAG, ALIAS_TAG = "ferflow.gate.decision", "ferflow.gate.reason", "ferflow.alias"
+CHAMPION_BEFORE_TAG = "ferflow.gate.champion_before"  # the champion the gate compared with
 MODEL_ARTIFACT = "model"
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -189,9 +190,18 @@ def move_aliases(uri: str, name: str, version: str, promoted: bool) -> str | Non
     return old
 
 
+def versions_of_run(uri: str, name: str, run_id: str) -> list[tuple[str, dict[str, str]]]:
+    """(version, tags) of every version of `name` registered from `run_id`, oldest first."""
+    found = client(uri).search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    return sorted(((str(v.version), dict(v.tags or {})) for v in found), key=lambda item: int(item[0]))
+
+
 def tag_decision(uri: str, name: str, version: str, run_id: str, decision: Mapping[str, Any]) -> None:
-    """The gate's decision and reason on the version and on its run."""
+    """The gate's decision and reason on the version and on its run: written before any
+    alias moves, so an interrupted registration is completed, not repeated, by a rerun."""
     tracker = client(uri)
+    champion = decision.get("champion") or {}
+    tracker.set_model_version_tag(name, version, CHAMPION_BEFORE_TAG, str(champion.get("version") or ""))
     alias = CHAMPION if decision["decision"] == "promoted" else CHALLENGER
     for key, value in ((DECISION_TAG, decision["decision"]), (REASON_TAG, decision["reason"][:5000])):
         tracker.set_model_version_tag(name, version, key, value)
@@ -333,14 +343,3 @@ def _live_claims(tracker: Any, name: str, timeout_s: float) -> list[tuple[float,
         if now - stamp < timeout_s:
             claims.append((stamp, key.removeprefix(LOCK_PREFIX)))
     return claims
-
-
-def process_alive(pid: int) -> bool:
-    """True when a process with this pid exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, owned by someone else
-    return True

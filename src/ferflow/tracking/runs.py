@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +38,7 @@ from ferflow.tracking.store import (
     data_version,
     experiment_id,
     git_commit,
+    process_alive,
     read_run_info,
     redact,
     safe_params,
@@ -44,6 +47,10 @@ from ferflow.tracking.store import (
 )
 
 log = logging.getLogger(__name__)
+
+# Who runs a RUNNING run, and when it last showed life: what `sweep` judges a dead run by.
+HOST_TAG, PID_TAG, HEARTBEAT_TAG = "ferflow.host", "ferflow.pid", "ferflow.heartbeat"
+SWEPT_TAG = "ferflow.swept"
 
 
 def run_name(params: Params, data_hash: str) -> str:
@@ -73,11 +80,15 @@ def set_run_status(uri: str, run_id: str, status: str) -> None:
 
 
 @contextlib.contextmanager
-def pipeline_run(params: Params, data_dir: Path, run_file: Path, *, resume: bool) -> Iterator[RunInfo]:
+def pipeline_run(
+    params: Params, data_dir: Path, run_file: Path, *, resume: bool, raw: Path | None = None
+) -> Iterator[RunInfo]:
     """The parent run, active for the `with` block.
 
     resume=False starts a new parent run (phase 1) and writes `run_file`; resume=True
     reopens the run recorded there (later stages), or starts a new one when there is none.
+    `raw` is the raw data the prepared `data_dir` came from: its DVC version is the run's
+    `ferflow.data_version` (provenance only).
     """
     import mlflow
 
@@ -91,11 +102,12 @@ def pipeline_run(params: Params, data_dir: Path, run_file: Path, *, resume: bool
         info = RunInfo(active.info.run_id, active.info.experiment_id, uri, previous.model_uri)
     else:
         experiment = experiment_id(mlflow_client, params.tracking.experiment, uri)
-        version = data_version(data_dir, params)
+        version = data_version(data_dir, raw)
         active = mlflow.start_run(run_name=run_name(params, version), experiment_id=experiment)
         info = RunInfo(active.info.run_id, active.info.experiment_id, uri)
     log.info("MLflow run %s (experiment %s) at %s", info.run_id, info.experiment_id, redact(uri))
     with _status_on_exit(mlflow):
+        mlflow.set_tags(_liveness())
         if previous is None:
             _log_parent_metadata(mlflow, params, data_dir, version)
             write_run_info(run_file, info)
@@ -142,6 +154,7 @@ def phase_run(
     active = mlflow.active_run()
     assert active is not None
     with _status_on_exit(mlflow):
+        mlflow.set_tags(_liveness())
         if params is not None:
             mlflow.log_params(safe_params(params))
             mlflow.set_tag("ferflow.params_digest", params.digest())
@@ -178,7 +191,7 @@ class EpochLogger(keras.callbacks.Callback):
         self.client = MlflowClient(tracking_uri=uri)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
         step = self.epoch_offset + epoch
@@ -187,8 +200,50 @@ class EpochLogger(keras.callbacks.Callback):
             for name, value in (logs or {}).items()
             if name in EPOCH_METRICS and math.isfinite(float(value))
         ]
+        heartbeat = [RunTag(HEARTBEAT_TAG, _now())]
         for run_id in self.run_ids:
-            self.client.log_batch(run_id, metrics=metrics)
+            self.client.log_batch(run_id, metrics=metrics, tags=heartbeat)
+
+
+def _now() -> str:
+    return f"{time.time():.0f}"
+
+
+def _liveness() -> dict[str, str]:
+    """The tags `sweep` reads: this host, this process, now."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), HEARTBEAT_TAG: _now()}
+
+
+def sweep(uri: str, experiment: str, stale_after_s: float) -> list[tuple[str, str]]:
+    """Mark FAILED the RUNNING ferflow runs whose process is gone; returns (run id, why).
+
+    A run of this host whose process (`ferflow.pid`) no longer exists is dead (a `kill -9`,
+    an out-of-memory kill, a power cut); a run of another host is judged by its heartbeat
+    (every epoch, and at every stage start): silent for `stale_after_s`, it is dead. Runs
+    without ferflow's liveness tags are not ferflow's and are left alone.
+    """
+    tracker = client(uri)
+    found = tracker.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    here, now, swept = socket.gethostname(), time.time(), []
+    for run in tracker.search_runs([found.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        host, pid, beat = tags.get(HOST_TAG), tags.get(PID_TAG, ""), tags.get(HEARTBEAT_TAG, "")
+        if host is None:
+            continue
+        if host == here and pid.isdigit():
+            why = None if process_alive(int(pid)) else f"its process {pid} on {host} is gone"
+        elif beat.replace(".", "", 1).isdigit() and now - float(beat) > stale_after_s:
+            why = f"no heartbeat from {host} for {now - float(beat):.0f} s"
+        else:
+            why = None
+        if why:
+            tracker.set_tag(run.info.run_id, SWEPT_TAG, why)
+            tracker.set_terminated(run.info.run_id, status="FAILED")
+            log.warning("marked MLflow run %s FAILED: %s", run.info.run_id, why)
+            swept.append((run.info.run_id, why))
+    return swept
 
 
 def log_evaluation(uri: str, run_id: str, metrics: Mapping[str, float], files: Sequence[Path]) -> None:

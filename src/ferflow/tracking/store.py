@@ -224,18 +224,19 @@ def git_commit() -> str:
     return f"{head}-dirty" if changed else head
 
 
-def data_version(data_dir: Path, params: Params) -> str:
-    """The DVC md5 of the raw data when it is DVC-tracked, else the manifest digest."""
+def data_version(data_dir: Path, raw: Path | None) -> str:
+    """The DVC md5 of the raw data `raw` when it is DVC-tracked, else the manifest digest of
+    the prepared dataset in `data_dir`."""
     from ferflow.data.dataset import manifest_digest
 
     try:
         from ferflow.data.versioning import data_version as dvc_version
 
-        version = dvc_version(Path(params.data.raw))
+        version = dvc_version(Path(raw)) if raw is not None else None
         if version:
             return str(version)
     except Exception as err:  # not tracked, or versioning unavailable: fall back
-        log.debug("no DVC version for %s (%s); using the manifest digest", params.data.raw, err)
+        log.debug("no DVC version for %s (%s); using the manifest digest", raw, err)
     return manifest_digest(data_dir)
 
 
@@ -250,3 +251,14 @@ def model_signature(image_size: int, num_classes: int) -> Any:
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, image_size, image_size), "pixels")]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "probabilities")]),
     )
+
+
+def process_alive(pid: int) -> bool:
+    """True when a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True
