@@ -66,14 +66,30 @@ def check_floors(metrics: dict[str, Any], floors: Register) -> list[str]:
     return misses
 
 
+def smoke_batch_indices(labels: np.ndarray, size: int) -> np.ndarray:
+    """Rows for the smoke batch: the first image of every class present, then the next
+    rows, `size` in all. Test splits are stored class by class, so the first `size` rows
+    would all be one class, and a one-class model would look healthy on them."""
+    firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
+    rest = [i for i in range(len(labels)) if i not in set(firsts)]
+    return np.asarray((firsts + rest)[:size], dtype=np.int64)
+
+
 def smoke_problem(
-    source: str, probs: np.ndarray | str, n: int, num_classes: int, expected: np.ndarray | None
+    source: str,
+    probs: np.ndarray | str,
+    n: int,
+    num_classes: int,
+    expected: np.ndarray | None,
+    labels: np.ndarray | None = None,
 ) -> str | None:
     """What is wrong with the probabilities the registered copy gave for the smoke batch
     (`probs`, or the loading error as a sentence), or None when they are right.
 
     `expected` are the probabilities the evaluated model file gives for the same batch:
-    the registered artifact must be the evaluated model.
+    the registered artifact must be the evaluated model. With the batch's true `labels`
+    (three classes or more), a model that answers one class for every image is refused:
+    its outputs are finite, but it has collapsed (a diverged fine-tuning does this).
     """
     if isinstance(probs, str):
         return probs
@@ -81,6 +97,12 @@ def smoke_problem(
         return f"{source} returned shape {probs.shape}, expected {(n, num_classes)}"
     if not np.all(np.isfinite(probs)):
         return f"{source} returned NaN or infinite probabilities"
+    answers = np.unique(probs.argmax(axis=1))
+    if labels is not None and len(np.unique(labels)) >= 3 and len(answers) == 1:
+        return (
+            f"{source} predicts class {int(answers[0])} for all {n} smoke images, which hold "
+            f"{len(np.unique(labels))} classes: the model has collapsed to one answer"
+        )
     if expected is not None and not np.allclose(probs, expected, atol=1e-4):
         return (
             f"{source} predicts differently from the evaluated model file (max difference "

@@ -82,6 +82,32 @@ def test_the_gate_compares_on_the_configured_metric():
     assert verdict.reason.startswith("accuracy")
 
 
+def test_the_smoke_batch_holds_every_class_of_a_class_ordered_test_split():
+    from ferflow.gate import smoke_batch_indices
+
+    labels = np.repeat(np.arange(7), 5)  # stored class by class, like ingest writes them
+
+    rows = smoke_batch_indices(labels, 8)
+
+    assert len(rows) == 8 and set(labels[rows]) == set(range(7))
+
+
+def test_a_model_collapsed_to_one_class_fails_the_smoke_test():
+    from ferflow.gate import smoke_problem
+
+    labels = np.arange(7)
+    collapsed = np.tile(np.eye(7)[3], (7, 1))  # finite, right shape, always "happy"
+    healthy = np.eye(7)[[0, 1, 2, 3, 4, 5, 3]]
+
+    problem = smoke_problem("models:/m/1", collapsed, 7, 7, collapsed, labels)
+
+    assert problem is not None and "predicts class 3 for all 7 smoke images" in problem
+    assert smoke_problem("models:/m/1", healthy, 7, 7, healthy, labels) is None
+    assert (
+        smoke_problem("models:/m/1", collapsed, 7, 7, collapsed, np.zeros(7, int)) is None
+    )  # one class shown
+
+
 def test_a_failed_smoke_test_blocks_promotion():
     verdict = decide(metrics(), None, rules(), smoke_problem="returned shape (8, 5)")
 

@@ -93,7 +93,8 @@ def _register_new_version(params: Params, layout: Layout) -> dict[str, Any]:
     sweep_stale_runs(params)
     metrics = fresh_metrics(layout)
     images, labels = ev.test_split(layout.prepared)
-    smoke_batch = images[:SMOKE_SIZE].astype(np.float32)
+    smoke_rows = gate.smoke_batch_indices(labels, SMOKE_SIZE)
+    smoke_batch, smoke_labels = images[smoke_rows].astype(np.float32), labels[smoke_rows]
     expected = ev.load_keras_predict_fn(layout.model_file, params.evaluate.batch_size)(smoke_batch)
 
     run_info = store.read_run_info(layout.run_file)
@@ -126,7 +127,9 @@ def _register_new_version(params: Params, layout: Layout) -> dict[str, Any]:
         )
     try:
         _publish_model_card(params, layout, version, run_id, metrics, provenance)
-        decision = _gate_and_promote(params, version, run_id, metrics, images, labels, smoke_batch, expected)
+        decision = _gate_and_promote(
+            params, version, run_id, metrics, (images, labels), (smoke_batch, smoke_labels), expected
+        )
     except BaseException:
         # Nothing half-done stays behind: the aliases have not moved, drop the version.
         log.error("registration of %s version %s failed; deleting the version", name, version)
@@ -244,14 +247,14 @@ def _gate_and_promote(
     version: str,
     run_id: str,
     metrics: dict[str, Any],
-    images: np.ndarray,
-    labels: np.ndarray,
-    smoke_batch: np.ndarray,
+    test: tuple[np.ndarray, np.ndarray],
+    smoke_set: tuple[np.ndarray, np.ndarray],
     expected: np.ndarray,
 ) -> dict[str, Any]:
     from ferflow.tracking import models, store
 
     uri, name, rules = store.connect(params), params.registry.model_name, params.registry
+    (images, labels), (smoke_batch, smoke_labels) = test, smoke_set
     version_uri = models.version_uri(name, version)
     smoke = gate.smoke_problem(
         version_uri,
@@ -259,6 +262,7 @@ def _gate_and_promote(
         len(smoke_batch),
         len(params.base.classes),
         expected,
+        smoke_labels,
     )
     # Evaluate the champion before taking the lock (slow); re-check inside it.
     champion = models.alias_version(uri, name, models.CHAMPION)
