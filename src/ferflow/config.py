@@ -103,6 +103,11 @@ class Validate(_Strict):
     max_examples: int = Field(10, ge=1)
     severity: dict[str, Literal["error", "warning", "off"]] = {}
     drop_blank_from_train: bool = False
+    leakage: Literal["warn", "error", "drop"] = Field(
+        "warn",
+        description="val/test images that copy a train image: warn (the published FER2013 "
+        "protocol), error (the contract fails), drop (training leaves those train images out)",
+    )
 
     @model_validator(mode="before")
     @classmethod

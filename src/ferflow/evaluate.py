@@ -19,14 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-    roc_auc_score,
-    roc_curve,
-)
 from tqdm import tqdm
 
 from ferflow.config import Params
@@ -40,7 +32,7 @@ from ferflow.files import (
     PLOTS_DIR,
     ROC_CSV,
 )
-from ferflow.plots import confusion_figures, history_figures, roc_figure
+from ferflow.plots import confusion_figures, history_figures, metrics_lib, roc_figure
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +93,7 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, classes: Sequence[str
     k = len(classes)
     predicted = probs.argmax(axis=1)
     indices = list(range(k))
-    precision, recall, f1, support = precision_recall_fscore_support(
+    precision, recall, f1, support = metrics_lib().precision_recall_fscore_support(
         labels, predicted, labels=indices, zero_division=0
     )
     auc = _per_class_auc(labels, probs, k)
@@ -118,10 +110,12 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, classes: Sequence[str
         for i, name in enumerate(classes)
     }
     return {
-        "accuracy": float(accuracy_score(labels, predicted)),
-        "macro_f1": float(f1_score(labels, predicted, labels=indices, average="macro", zero_division=0)),
+        "accuracy": float(metrics_lib().accuracy_score(labels, predicted)),
+        "macro_f1": float(
+            metrics_lib().f1_score(labels, predicted, labels=indices, average="macro", zero_division=0)
+        ),
         "weighted_f1": float(
-            f1_score(labels, predicted, labels=indices, average="weighted", zero_division=0)
+            metrics_lib().f1_score(labels, predicted, labels=indices, average="weighted", zero_division=0)
         ),
         "macro_auc": float(np.mean(present)) if present else 0.0,
         "n_test": len(labels),
@@ -137,7 +131,7 @@ def _per_class_auc(labels: np.ndarray, probs: np.ndarray, k: int) -> list[float 
         if positives.all() or not positives.any():
             result.append(None)
         else:
-            result.append(float(roc_auc_score(positives, probs[:, i])))
+            result.append(float(metrics_lib().roc_auc_score(positives, probs[:, i])))
     return result
 
 
@@ -155,7 +149,7 @@ def flat_metric_names(metrics: dict[str, Any]) -> dict[str, float]:
 
 def evaluate_predictions(labels: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> Evaluation:
     check_probabilities(probs, len(labels), len(classes), "the model")
-    confusion = confusion_matrix(labels, probs.argmax(axis=1), labels=list(range(len(classes))))
+    confusion = metrics_lib().confusion_matrix(labels, probs.argmax(axis=1), labels=list(range(len(classes))))
     return Evaluation(compute_metrics(labels, probs, classes), probs, labels, confusion)
 
 
@@ -229,7 +223,7 @@ def _write_roc_points(path: Path, evaluation: Evaluation, classes: Sequence[str]
             positives = evaluation.labels == i
             if positives.all() or not positives.any():
                 continue
-            fpr, tpr, thresholds = roc_curve(positives, evaluation.probabilities[:, i])
+            fpr, tpr, thresholds = metrics_lib().roc_curve(positives, evaluation.probabilities[:, i])
             # sklearn's first threshold is +inf; clip so every CSV value is a number
             thresholds = np.minimum(thresholds, 1.0)
             writer.writerows(

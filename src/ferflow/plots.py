@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 
 def _pyplot() -> Any:
@@ -63,12 +62,12 @@ def roc_figure(labels: np.ndarray, probs: np.ndarray, names: Sequence[str], plot
         positives = labels == i
         if positives.all() or not positives.any():
             continue
-        fpr, tpr, _ = roc_curve(positives, probs[:, i])
-        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(positives, probs[:, i]):.3f})")
+        fpr, tpr, _ = metrics_lib().roc_curve(positives, probs[:, i])
+        ax.plot(fpr, tpr, label=f"{name} (AUC {metrics_lib().roc_auc_score(positives, probs[:, i]):.3f})")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
     title = "ROC, one class vs rest"
     if aucs := [
-        roc_auc_score(labels == i, probs[:, i])
+        metrics_lib().roc_auc_score(labels == i, probs[:, i])
         for i in range(len(names))
         if 0 < (labels == i).sum() < len(labels)
     ]:
@@ -113,3 +112,11 @@ def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     _pyplot().close(fig)
     return path
+
+
+def metrics_lib() -> Any:
+    """sklearn.metrics, imported on first use: importing this module stays cheap (the CLI
+    checks its arguments and the tracking server before heavy imports)."""
+    import sklearn.metrics
+
+    return sklearn.metrics

@@ -177,13 +177,28 @@ def _log_summary(report: ValidationReport, seconds: float) -> None:
 def training_mask(prepared: PreparedData, params: Params) -> np.ndarray:
     """Which rows of `prepared.split("train")` training should use (bool, same order).
 
-    All True unless `validate.drop_blank_from_train` is on; then blank / near-constant
-    train images (pixel std < `validate.blank_std_threshold`) are left out. Val and test
-    are never filtered: results stay comparable with published FER2013 numbers.
+    All True unless a policy drops rows:
+
+    - `validate.drop_blank_from_train`: blank / near-constant train images (pixel std <
+      `validate.blank_std_threshold`) are left out;
+    - `validate.leakage: drop`: train images that a val or test image copies (exactly, or
+      nearly: `contract.tables.leaked_train_rows`) are left out, so the test scores a model
+      that never saw those faces.
+
+    Val and test are never filtered: the test split stays the published one.
     """
     train = prepared.manifest[prepared.manifest["split"] == "train"]
-    if not params.validation.drop_blank_from_train:
-        return np.ones(len(train), dtype=bool)
-    keep = (train["std"].astype(float) >= params.validation.blank_std_threshold).to_numpy()
-    log.info("training skips %d blank train image(s) (validate.drop_blank_from_train)", int((~keep).sum()))
+    keep = np.ones(len(train), dtype=bool)
+    if params.validation.drop_blank_from_train:
+        blank = (train["std"].astype(float) < params.validation.blank_std_threshold).to_numpy()
+        log.info("training skips %d blank train image(s) (validate.drop_blank_from_train)", int(blank.sum()))
+        keep &= ~blank
+    if params.validation.leakage == "drop":
+        from ferflow.contract.tables import leaked_train_rows
+
+        leaked = leaked_train_rows(prepared, params)
+        log.info(
+            "training skips %d train image(s) copied in val/test (validate.leakage: drop)", int(leaked.sum())
+        )
+        keep &= ~leaked
     return keep

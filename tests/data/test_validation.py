@@ -226,6 +226,33 @@ def test_training_mask_drops_blank_train_images_only_when_asked(tmp_path, faces)
     assert not kept_when_dropping[blank_train]
 
 
+def test_leakage_drop_leaves_copied_train_images_out_of_training(tmp_path, faces):
+    # given a test image that copies one train image exactly and another that re-encodes a second
+    params = small_params()
+    images, manifest = faces[0].copy(), faces[1].copy()
+    train_rows = manifest.index[manifest["split"] == "train"][:2].tolist()
+    test_rows = manifest.index[manifest["split"] == "test"][:2].tolist()
+    replace_image(images, manifest, test_rows[0], images[train_rows[0]])
+    replace_image(images, manifest, test_rows[1], jpeg_roundtrip(images[train_rows[1]], quality=50))
+    prepared = prepare(tmp_path, images, manifest, params.base.classes)
+    # when the training mask is taken under each policy
+    warn = training_mask(prepared, params)
+    drop = training_mask(prepared, small_params("validate.leakage=drop"))
+    # then `warn` trains on everything and `drop` leaves out exactly those two train images
+    position = {row: i for i, row in enumerate(manifest.index[manifest["split"] == "train"])}
+    assert warn.all()
+    assert sorted(np.flatnonzero(~drop)) == sorted(position[row] for row in train_rows)
+
+
+def test_leakage_error_makes_train_copies_break_the_contract():
+    assert severities(small_params())["cross_split_duplicates"] == "warning"
+    strict = severities(small_params("validate.leakage=error"))
+    assert strict["cross_split_duplicates"] == strict["near_duplicates"] == "error"
+    # an explicit severity still wins
+    mixed = severities(small_params("validate.leakage=error", "validate.severity={near_duplicates: warning}"))
+    assert mixed["near_duplicates"] == "warning"
+
+
 def test_unknown_label_and_missing_class_are_named(tmp_path, faces):
     params = small_params()
     images, manifest = faces[0].copy(), faces[1].copy()

@@ -56,6 +56,10 @@ def severities(params: Params) -> dict[str, Severity]:
             f"validate.severity names unknown check(s) {unknown}; valid ids: {list(CHECK_IDS)}"
         )
     result: dict[str, Severity] = {c.id: c.default for c in CHECKS}
+    if params.validation.leakage == "error":
+        # Copies of train images in val/test break the contract (validate.leakage).
+        result["cross_split_duplicates"] = "error"
+        result["near_duplicates"] = "error"
     if params.ingest.non_canonical == "reject":
         # The user asked for canonical originals only: a converted image breaks the contract.
         result["image_size"] = "error"

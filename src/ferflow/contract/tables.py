@@ -118,6 +118,22 @@ def _near_copy_columns(images: pd.DataFrame, pixels: np.ndarray, distance: int) 
     images["near_duplicate_of_train"] = near != ""
 
 
+def leaked_train_rows(prepared: PreparedData, params: Params) -> np.ndarray:
+    """Which train rows (bool, in `prepared.split("train")` order) a val or test image
+    copies, exactly (same pixels) or nearly (pHash within validate.near_duplicate_distance,
+    confirmed by thumbnail correlation): what `validate.leakage: drop` leaves out of training."""
+    images = prepared.manifest.reset_index(drop=True).copy()
+    images["is_blank"] = images["std"].astype(float) < params.validation.blank_std_threshold
+    split = images["split"].to_numpy()
+    held_out = set(images.loc[split != "train", "sha256"])
+    leaked = (split == "train") & images["sha256"].isin(held_out).to_numpy()
+    _, match, _ = _near_pairs(
+        images, prepared.images, phash(prepared.images), params.validation.near_duplicate_distance
+    )
+    leaked[match[split[match] == "train"]] = True
+    return leaked[split == "train"]
+
+
 def image_table(prepared: PreparedData, params: Params) -> pd.DataFrame:
     """The manifest plus computed per-image columns."""
     images = prepared.manifest.copy()

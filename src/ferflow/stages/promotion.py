@@ -87,10 +87,12 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def _register_new_version(params: Params, layout: Layout) -> dict[str, Any]:
     """Steps 1-4 of the module docstring; returns the decision (also in promotion.json)."""
-    from ferflow.tracking import models, runs, store
+    from ferflow.tracking import store
 
     uri, name = store.connect(params), params.registry.model_name  # fails fast when the server is down
     sweep_stale_runs(params)
+    from ferflow.tracking import models, runs
+
     metrics = fresh_metrics(layout)
     images, labels = ev.test_split(layout.prepared)
     smoke_rows = gate.smoke_batch_indices(labels, SMOKE_SIZE)

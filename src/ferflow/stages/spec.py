@@ -31,10 +31,15 @@ STAGE_NAMES = ("pull-data", "ingest", "validate", "train", "finetune", "evaluate
 
 _CORE = ("config.py", "errors.py", "files.py", "data/dataset.py", "stages/layout.py")
 _MODEL = ("augment.py", "callbacks.py", "model.py", "runtime.py", "schedules.py", "train.py")
-_TRACKING = ("tracking/store.py", "tracking/runs.py", "data/versioning.py")
+_TRACKING = ("tracking/store.py", "tracking/runs.py", "tracking/epochs.py", "data/versioning.py")
 # training reads `validate.drop_blank_from_train` through ferflow.validation.training_mask
 _MASK = ("validation.py", "contract")
-_MASK_PARAMS = ("validate.drop_blank_from_train", "validate.blank_std_threshold")
+_MASK_PARAMS = (
+    "validate.drop_blank_from_train",
+    "validate.blank_std_threshold",
+    "validate.leakage",
+    "validate.near_duplicate_distance",
+)
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec

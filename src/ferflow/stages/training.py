@@ -23,13 +23,12 @@ TRAIN, FINETUNE = "train", "finetune"
 
 def train(params: Params, layout: Layout) -> Path:
     """Phase 1 as a pipeline stage: writes head.keras, history.json and run.json."""
+    _before_training(params, layout)
     from ferflow.model import build_model
     from ferflow.runtime import configure_runtime, distribution_scope
-    from ferflow.tracking import runs, store
+    from ferflow.tracking import runs
     from ferflow.train import fit_head, load_training_data
 
-    store.connect(params)  # a tracking server that is down fails this now, not after an epoch
-    sweep_stale_runs(params)
     configure_runtime(params)
     train_split, val_split = load_training_data(params, layout.prepared)
     layout.models.mkdir(parents=True, exist_ok=True)
@@ -47,13 +46,12 @@ def train(params: Params, layout: Layout) -> Path:
 def finetune(params: Params, layout: Layout) -> Path:
     """Phase 2 as a pipeline stage: reads head.keras, writes model.keras and history.json,
     logs the model to the parent run and records its URI in run.json."""
+    _before_training(params, layout, layout.head_model)
     from ferflow.model import load_model
     from ferflow.runtime import configure_runtime, distribution_scope
     from ferflow.tracking import models, runs, store
     from ferflow.train import fine_tune, load_training_data
 
-    store.connect(params)
-    sweep_stale_runs(params)
     configure_runtime(params)
     train_split, val_split = load_training_data(params, layout.prepared)
     train_records = [r for r in read_history(layout.history_file) if r["phase"] == TRAIN]
@@ -82,6 +80,20 @@ def finetune(params: Params, layout: Layout) -> Path:
         )
     log.info("phase 2 done: %s (%d epochs), MLflow model %s", layout.model_file, len(records), model_uri)
     return layout.model_file
+
+
+def _before_training(params: Params, layout: Layout, *needed: Path) -> None:
+    """What can fail in a second, checked before Keras (and TensorFlow) is imported: the
+    inputs exist and the tracking server answers; then dead runs are swept."""
+    from ferflow.errors import FerflowError
+    from ferflow.tracking import store
+
+    for path in (layout.prepared, *needed):
+        if not path.exists():
+            stage = "ferflow ingest" if path == layout.prepared else "ferflow train"
+            raise FerflowError(f"{path} does not exist; run `{stage}` first (or pass the right --data)")
+    store.connect(params)  # a tracking server that is down fails this now, not after an epoch
+    sweep_stale_runs(params)
 
 
 def recorded_run(layout: Layout) -> dict[str, Any]:

@@ -20,24 +20,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
-
-from ferflow.callbacks import EPOCH_METRICS
 from ferflow.config import Params
 from ferflow.tracking.store import (
+    HEARTBEAT_TAG,
+    HOST_TAG,
+    PID_TAG,
     RunInfo,
     client,
     data_version,
     experiment_id,
     git_commit,
+    now_stamp,
     process_alive,
     read_run_info,
     redact,
@@ -46,10 +46,11 @@ from ferflow.tracking.store import (
     write_run_info,
 )
 
+if TYPE_CHECKING:
+    from ferflow.tracking.epochs import EpochLogger
+
 log = logging.getLogger(__name__)
 
-# Who runs a RUNNING run, and when it last showed life: what `sweep` judges a dead run by.
-HOST_TAG, PID_TAG, HEARTBEAT_TAG = "ferflow.host", "ferflow.pid", "ferflow.heartbeat"
 SWEPT_TAG = "ferflow.swept"
 
 
@@ -148,6 +149,8 @@ def phase_run(
     """
     import mlflow
 
+    from ferflow.tracking.epochs import EpochLogger
+
     # The experiment must be explicit: in a fresh process (a later DVC stage) no experiment
     # is active and the nested run would land in "Default".
     mlflow.start_run(run_name=phase, nested=True, parent_run_id=info.run_id, experiment_id=info.experiment_id)
@@ -179,39 +182,9 @@ def log_summary(phase: str, records: Sequence[Mapping[str, Any]], run_ids: Seque
         tracker.log_batch(run_id, metrics=metrics)
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Logs the epoch metrics to the phase run and the parent, at the global epoch."""
-
-    def __init__(self, run_ids: list[str], epoch_offset: int, uri: str) -> None:
-        super().__init__()
-        from mlflow import MlflowClient
-
-        self.run_ids = run_ids
-        self.epoch_offset = epoch_offset
-        self.client = MlflowClient(tracking_uri=uri)
-
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        from mlflow.entities import Metric, RunTag
-
-        now = int(time.time() * 1000)
-        step = self.epoch_offset + epoch
-        metrics = [
-            Metric(name, float(value), now, step)
-            for name, value in (logs or {}).items()
-            if name in EPOCH_METRICS and math.isfinite(float(value))
-        ]
-        heartbeat = [RunTag(HEARTBEAT_TAG, _now())]
-        for run_id in self.run_ids:
-            self.client.log_batch(run_id, metrics=metrics, tags=heartbeat)
-
-
-def _now() -> str:
-    return f"{time.time():.0f}"
-
-
 def _liveness() -> dict[str, str]:
     """The tags `sweep` reads: this host, this process, now."""
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), HEARTBEAT_TAG: _now()}
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), HEARTBEAT_TAG: now_stamp()}
 
 
 def sweep(uri: str, experiment: str, stale_after_s: float) -> list[tuple[str, str]]:

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 REDACTED = "***"
 SQLITE_PREFIX = "sqlite:///"
 ARTIFACTS_DIR = "artifacts"  # beside a local SQLite store: mlflow/artifacts/
+# Who runs a RUNNING run, and when it last showed life: what `runs.sweep` judges a dead run by.
+HOST_TAG, PID_TAG, HEARTBEAT_TAG = "ferflow.host", "ferflow.pid", "ferflow.heartbeat"
 
 
 class TrackingError(FerflowError, RuntimeError):
@@ -262,3 +265,8 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True  # it exists, owned by someone else
     return True
+
+
+def now_stamp() -> str:
+    """Wall-clock seconds, as the heartbeat tag holds them."""
+    return f"{time.time():.0f}"
