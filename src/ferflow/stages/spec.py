@@ -90,7 +90,20 @@ STAGES: dict[str, StageSpec] = {
         ),
         StageSpec(
             "register",
-            params=("register", "tracking"),
+            # the champion's evaluation and the smoke test predict like evaluate; the model
+            # card names the model
+            params=(
+                "base.classes",
+                "base.class_labels",
+                "base.image_size",
+                "evaluate.batch_size",
+                "evaluate.tta_flip",
+                "model.backbone",
+                "model.head_units",
+                "model.weights",
+                "register",
+                "tracking",
+            ),
             code=(
                 *_CORE,
                 *_TRACKING,

@@ -18,6 +18,7 @@ other.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import random
@@ -130,7 +131,12 @@ def load_predict_fn(model_uri: str, uri: str, batch_size: int) -> PredictFn:
                 "(`models:/NAME@champion`, `models:/NAME/VERSION`, `runs:/RUN_ID/model`) and "
                 "MLFLOW_TRACKING_URI"
             ) from err
-        return lambda batch: np.asarray(pyfunc.predict(batch))
+
+        def predict(batch: np.ndarray) -> np.ndarray:
+            with contextlib.redirect_stdout(io.StringIO()):  # Keras' progress bar
+                return np.asarray(pyfunc.predict(batch))
+
+        return predict
     return lambda batch: np.asarray(keras_model.predict(batch, batch_size=batch_size, verbose=0))
 
 
@@ -141,7 +147,10 @@ def serve_predict(model_uri: str, uri: str, batch: np.ndarray) -> np.ndarray | s
 
     client(uri)
     try:
-        return np.asarray(mlflow.pyfunc.load_model(model_uri).predict(batch.astype(np.float32)))
+        model = mlflow.pyfunc.load_model(model_uri)
+        # The Keras flavour predicts with Keras' default progress bar on stdout: not ours to show.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return np.asarray(model.predict(batch.astype(np.float32)))
     except Exception as err:
         return f"{model_uri} cannot be loaded or run with mlflow.pyfunc: {type(err).__name__}: {err}"
 
