@@ -28,6 +28,7 @@ import keras
 import numpy as np
 
 from ferflow.errors import FerflowError
+from ferflow.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,36 @@ class EpochRecorder(keras.callbacks.Callback):
             " ".join(f"{k}={record[k]:.4f}" for k in EPOCH_METRICS if k in record),
             time.perf_counter() - self.started,
         )
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """A progress bar per epoch over its batches, with the running loss (ferflow.progress:
+    shown only on a terminal; logs get EpochRecorder's line per epoch)."""
+
+    def __init__(self, phase: str, epoch_offset: int) -> None:
+        super().__init__()
+        self.phase = phase
+        self.epoch_offset = epoch_offset
+        self._bar: Any = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        total = self.epoch_offset + int(self.params.get("epochs") or 0)
+        self._bar = bar(
+            total=self.params.get("steps"),
+            desc=f"{self.phase} epoch {self.epoch_offset + epoch + 1}/{total}",
+            unit="batch",
+        )
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(batch + 1 - self._bar.n)  # per-batch calls may skip (steps_per_execution)
+            if logs and "loss" in logs:
+                self._bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 class EpochBackup(keras.callbacks.Callback):
@@ -178,6 +209,7 @@ def phase_callbacks(
         DivergenceGuard(),
         backup,
         recorder,
+        EpochProgress(phase, epoch_offset),
     ]
     if patience is not None:
         callbacks.insert(

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ferflow.config import Params
 from ferflow.errors import FerflowError
@@ -33,6 +32,7 @@ from ferflow.files import (
     ROC_CSV,
 )
 from ferflow.plots import confusion_figures, history_figures, metrics_lib, roc_figure
+from ferflow.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def predict_probabilities(
 ) -> np.ndarray:
     """Class probabilities for `images` (n, S, S), in batches; optionally averaged with the mirror."""
     chunks = []
-    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", leave=False):
+    for start in bar(range(0, len(images), batch_size), desc="evaluate", unit="batch"):
         batch = np.asarray(images[start : start + batch_size], dtype=np.float32)
         probs = np.asarray(predict_fn(batch), dtype=np.float64)
         if tta_flip:

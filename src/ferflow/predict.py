@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ferflow.config import Params
 from ferflow.data.images import IMAGE_SUFFIXES, BadImage, decode_canonical
 from ferflow.errors import FerflowError
+from ferflow.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def predict_files(
     """Predict every file; `predict_fn(batch (n,S,S) float32) -> (n,7)`."""
     size, classes = params.base.image_size, params.base.classes
     predictions: list[Prediction] = []
-    with tqdm(total=len(paths), desc="predict", unit="img", disable=len(paths) < CHUNK) as bar:
+    with bar(total=len(paths), desc="predict", unit="img") as progress:
         for chunk_paths, images in iter_decoded(paths, size, params.ingest.max_image_pixels, skip_bad):
             probs = np.asarray(predict_fn(images.astype(np.float32)))
             if probs.shape != (len(images), len(classes)):
@@ -123,7 +123,7 @@ def predict_files(
             predictions += [
                 _prediction(str(p), row, params) for p, row in zip(chunk_paths, probs, strict=True)
             ]
-            bar.update(len(chunk_paths))
+            progress.update(len(chunk_paths))
     return predictions
 
 

@@ -45,6 +45,7 @@ from ferflow.callbacks import (
 from ferflow.config import Params
 from ferflow.data.dataset import PreparedData, load_prepared
 from ferflow.model import feature_extractor, head_model, set_backbone_trainable
+from ferflow.progress import bar
 from ferflow.runtime import resolve_jit_compile
 from ferflow.schedules import make_optimizer, schedule_for
 
@@ -75,6 +76,19 @@ def _feature_extractor_of(model: keras.Model) -> keras.Model:
     return _EXTRACTORS[model]
 
 
+def _features(extractor: keras.Model, images: np.ndarray, batch_size: int, split: str) -> np.ndarray:
+    """The backbone's pooled features of `images`, in chunks under a progress bar: on a CPU
+    the whole train split takes minutes."""
+    chunk = batch_size * 8
+    parts = []
+    with bar(total=len(images), desc=f"features {split}", unit="img") as progress:
+        for start in range(0, len(images), chunk):
+            batch = _as_float(images[start : start + chunk])
+            parts.append(extractor.predict(batch, batch_size=batch_size, verbose=0))
+            progress.update(len(batch))
+    return np.concatenate(parts) if parts else np.zeros((0, *extractor.output_shape[1:]), "float32")
+
+
 def _steps_per_execution(cached: bool, rows: int, batch_size: int) -> int:
     """Batches per compiled call. A head step on cached features takes well under a
     millisecond of arithmetic, so per-call overhead dominates: run up to 32 steps per call
@@ -103,10 +117,10 @@ def fit_head(
         trained = head_model(model)
         extractor = _feature_extractor_of(model)
         started = time.perf_counter()
-        x_train = extractor.predict(_as_float(train[0]), batch_size=settings.batch_size * 4, verbose=0)
-        x_val = extractor.predict(_as_float(val[0]), batch_size=settings.batch_size * 4, verbose=0)
+        x_train = _features(extractor, train[0], settings.batch_size * 4, "train")
+        x_val = _features(extractor, val[0], settings.batch_size * 4, "val")
         log.info(
-            "cached backbone features of %d images in %.1fs",
+            "cached the backbone features of %d images in %.1fs",
             len(x_train) + len(x_val),
             time.perf_counter() - started,
         )

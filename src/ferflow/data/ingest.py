@@ -40,13 +40,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from ferflow.config import Params
 from ferflow.data.dataset import MANIFEST_COLUMNS, SPLITS, write_prepared
 from ferflow.data.images import IMAGE_SUFFIXES, DecodedImage, canonical_from_pixels, decode_payload
 from ferflow.data.safezip import UnsafeMember, is_junk, member_problem, read_member, total_uncompressed
 from ferflow.errors import FerflowError
+from ferflow.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -452,7 +452,7 @@ def _decode_all(
     )
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if total >= POOL_MIN_FILES else 1
-    progress = functools.partial(tqdm, total=total, desc=f"ingest {label}", unit="img", disable=None)
+    progress = functools.partial(bar, total=total, desc=f"ingest {label}", unit="img")
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return list(progress(map(decode, payloads)))
     # fork, not spawn: spawn re-imports the caller's __main__, which fails for `python -` and
@@ -490,7 +490,7 @@ def _read_csv(path: Path, params: Params) -> tuple[list[_Row], list[Rejected]]:
                 f"{path}: missing column(s) {missing} (found {reader.fieldnames}); "
                 f"fer2013.csv has the columns {', '.join(CSV_COLUMNS)}"
             )
-        for record in tqdm(reader, desc=f"ingest {path.name}", unit="row", disable=None):
+        for record in bar(reader, desc=f"ingest {path.name}", unit="row"):
             line = reader.line_num
             where = f"{path.name} line {line}"
             if record["Usage"] == "PrivateTest" and "PrivateTest" not in usage_pool:

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from ferflow.errors import FerflowError
+from ferflow.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def draw_faces(
     images = np.empty((total, size, size), dtype=np.uint8)
     labels = np.repeat(np.arange(len(classes), dtype=np.int64), n_per_class)
     jobs = [(label, index) for label in range(len(classes)) for index in range(n_per_class)]
-    for row, (label, index) in enumerate(tqdm(jobs, desc=f"synth {split}", unit="img", leave=False)):
+    for row, (label, index) in enumerate(bar(jobs, desc=f"synth {split}", unit="img")):
         rng = _face_rng(seed, split, label, index)
         images[row] = draw_face(EXPRESSIONS[classes[label]], rng, size)
     return images, labels

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,30 @@ from ferflow.stages.training import sweep_stale_runs
 log = logging.getLogger(__name__)
 
 
+_MODEL_URI = re.compile(r"^(models:/[^/@\s]+(/\d+|@[\w.-]+)|runs:/[0-9a-f]{32}/\S+)$")
+
+
+def check_model_reference(model: str) -> None:
+    """Fail at once, before any heavy import, on a model reference that cannot be right:
+    a malformed `models:/` or `runs:/` URI, or a local file that does not exist."""
+    from ferflow.errors import FerflowError
+
+    if model.startswith(("models:/", "runs:/")):
+        if not _MODEL_URI.match(model):
+            raise FerflowError(
+                f"{model!r} is not a model URI; use models:/NAME/VERSION, models:/NAME@ALIAS "
+                "or runs:/RUN_ID/model"
+            )
+    elif "://" not in model and not Path(model).exists():
+        raise FerflowError(f"model file {model} not found; pass a .keras file or an MLflow model URI")
+
+
 def load_predict_fn(model: str, params: Params, batch_size: int | None = None) -> ev.PredictFn:
     """A predict_fn for a local .keras file or an MLflow model URI."""
     batch_size = batch_size or params.evaluate.batch_size
     from ferflow.tracking import models, store
 
+    check_model_reference(model)
     if not models.is_model_uri(model):
         return ev.load_keras_predict_fn(Path(model), batch_size)
     return models.load_predict_fn(model, store.connect(params), batch_size)
@@ -73,6 +93,11 @@ def evaluate_source(params: Params, model: str, source: Path, out_dir: Path) -> 
     A prepared dataset folder is read as is; anything else (folder, zip, fer2013.csv, a
     `<class>/*.jpg` folder) goes through `ferflow.data.ingest.read_source` without writing.
     """
+    if not Path(source).exists():
+        from ferflow.errors import FerflowError
+
+        raise FerflowError(f"{source} does not exist; pass a prepared dataset or a FER download (--data)")
+    check_model_reference(model)
     predict_fn = load_predict_fn(model, params)
     images, labels, digest = _images_from_source(Path(source), params)
     evaluation = ev.evaluate_model(predict_fn, images, labels, params)
@@ -123,6 +148,7 @@ def predict(
 
     paths = prediction.list_images(inputs)
     model = model or prediction.default_model(params)
+    check_model_reference(model)
     predict_fn = load_predict_fn(model, params)
     log.info("predicting %d images with %s", len(paths), model)
     return prediction.predict_files(paths, predict_fn, params, skip_bad=skip_bad)

@@ -130,6 +130,8 @@ def client(uri: str) -> Any:
     # MLflow prints "View run ... at: <URI>" on stdout when a run ends, password included:
     # ferflow logs the run with the URI redacted instead (runs.pipeline_run).
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # MLflow's "Downloading artifacts" bars are not ferflow's progress (ferflow.progress).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if uri.startswith(SQLITE_PREFIX):
         # The local default store lives under mlflow/; make sure its folder exists.
         Path(uri.removeprefix(SQLITE_PREFIX)).parent.mkdir(parents=True, exist_ok=True)

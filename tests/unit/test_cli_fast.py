@@ -1,0 +1,83 @@
+"""Issue #14: the CLI fails fast and quietly. Bad arguments, paths and model references are
+refused before TensorFlow (or scikit-learn, or MLflow) is imported, and a normal command's
+stderr holds ferflow's lines only. The times are measured in bench/bench_cli.py, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PARAMS_FILE
+
+HEAVY = ("tensorflow", "keras", "sklearn", "mlflow", "matplotlib")
+
+
+def run_cli_in_fresh_python(args: list[str], cwd) -> dict:
+    """Exit code and which heavy libraries got imported, from a fresh interpreter."""
+    code = (
+        "import json, sys\n"
+        "from ferflow.cli import main\n"
+        f"rc = main({args!r})\n"
+        f"print(json.dumps({{'rc': rc, 'heavy': sorted(m for m in {HEAVY!r} if m in sys.modules)}}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["stderr"] = done.stderr
+    return result
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--data", "/missing"],
+        ["finetune", "--data", "/missing"],
+        ["evaluate", "--model", "models:/no-version", "--data", "."],
+        ["evaluate", "--model", "model.keras", "--data", "/missing"],
+        ["predict", ".", "--model", "missing.keras"],
+        ["predict", "/missing.jpg"],
+    ],
+    ids=["train-data", "finetune-data", "malformed-uri", "evaluate-data", "model-file", "image"],
+)
+def test_bad_input_fails_before_any_heavy_import(args, tmp_path):
+    from PIL import Image
+
+    Image.new("L", (48, 48), 100).save(tmp_path / "face.png")  # a real image: only `args` is wrong
+    result = run_cli_in_fresh_python([*args, "--params", str(PARAMS_FILE)], tmp_path)
+
+    assert result["rc"] == 2
+    assert result["heavy"] == [], f"imported {result['heavy']} before refusing bad input"
+    assert len(result["stderr"].strip().splitlines()) == 1, result["stderr"]
+
+
+def test_a_normal_command_prints_no_tensorflow_log_lines(tmp_path):
+    # given a tiny model file and a face
+    import keras
+    from PIL import Image
+
+    model = keras.Sequential(
+        [keras.Input((48, 48)), keras.layers.Flatten(), keras.layers.Dense(7, "softmax")]
+    )
+    model.save(tmp_path / "tiny.keras")
+    Image.new("L", (48, 48), 100).save(tmp_path / "face.png")
+    # when `ferflow predict` runs in its own process
+    done = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "ferflow.cli", "predict", "face.png", "--model", "tiny.keras"),
+            "--params",
+            str(PARAMS_FILE),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # then it worked, and stderr holds only ferflow's own log lines
+    assert done.returncode == 0, done.stderr
+    foreign = [line for line in done.stderr.splitlines() if line.strip() and " ferflow." not in line]
+    assert foreign == []
