@@ -19,7 +19,11 @@ PARAMS_FILE = REPO / "params.yaml"
 # Overrides that make the real params fast enough for a unit test.
 # Workflow tests train for a step or two: the gate's default floors (which refuse chance-level
 # models) are off there and tested on their own in tests/unit/test_evaluate_gate.py.
-NO_FLOORS = ("register.min_accuracy_over_majority=null", "register.min_macro_f1=0.0")
+NO_FLOORS = (
+    "register.min_accuracy_over_majority=null",
+    "register.min_macro_f1=0.0",
+    "register.refuse_one_class=false",
+)
 
 SMALL = (
     *NO_FLOORS,

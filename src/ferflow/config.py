@@ -220,6 +220,9 @@ class Register(_Strict):
     )
     min_macro_f1: float = Field(0.2, ge=0.0, le=1.0, description="a one-class or chance model scores < 0.15")
     min_class_recall: float | None = Field(None, ge=0.0, le=1.0)
+    refuse_one_class: bool = Field(
+        True, description="the smoke test refuses a model answering one class for every class shown"
+    )
     metric: Literal["accuracy", "macro_f1", "weighted_f1"] = "macro_f1"
     margin: float = Field(0.0, ge=0.0, le=1.0)
     lock_timeout_s: float = Field(

@@ -264,7 +264,7 @@ def _gate_and_promote(
         len(smoke_batch),
         len(params.base.classes),
         expected,
-        smoke_labels,
+        smoke_labels if rules.refuse_one_class else None,
     )
     # Evaluate the champion before taking the lock (slow); re-check inside it.
     champion = models.alias_version(uri, name, models.CHAMPION)
