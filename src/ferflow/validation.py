@@ -6,7 +6,9 @@ suite, and writes:
 
 - `<report_dir>/validation.json`: every check with id, severity, success, observed value
   and example files;
-- `<report_dir>/data_docs/index.html`: Great Expectations Data Docs (`report.data_docs_index`);
+- `<report_dir>/data_docs/index.html`: the Data Docs (`report.data_docs_index`), one
+  self-contained page that opens offline: the verdict, what each failed check found, every
+  check, and links to Great Expectations' page per table (`ferflow.contract.data_docs`);
 - `<report_dir>/profile.json`: the class profile of this dataset when it passed, the
   reference the next dataset's class shares are compared with (drift).
 
@@ -26,10 +28,11 @@ import numpy as np
 
 from ferflow.config import Params
 from ferflow.contract.checks import CHECKS, Check, severities
-from ferflow.contract.expectations import expectations_for, explain
+from ferflow.contract.data_docs import INDEX_FILE, write_index
+from ferflow.contract.expectations import Explanation, expectations_for, explain
 from ferflow.contract.gx_runner import ExpectationOutcome, run_expectations
 from ferflow.contract.report import CheckResult, ContractViolation, Severity, ValidationReport
-from ferflow.contract.tables import ContractTables, build_tables
+from ferflow.contract.tables import build_tables
 from ferflow.data.dataset import DatasetError, PreparedData, load_prepared
 from ferflow.errors import FerflowError
 from ferflow.files import DATA_DOCS_DIR, PROFILE_FILE, VALIDATION_FILE
@@ -105,23 +108,31 @@ def validate_dataset(
         "splits": tables.splits,
         "rejected": tables.rejected,
     }
-    outcomes, docs_index = run_expectations(
+    # what each check found (files, pairs, counts): for the report and GX's pages alike
+    explained = {c.id: explain(c.id, tables, params) for c in CHECKS if severity[c.id] != "off"}
+    outcomes, suites = run_expectations(
         frames,
-        expectations_for(params, severity, has_reference=reference is not None),
+        expectations_for(
+            params,
+            severity,
+            has_reference=reference is not None,
+            found={check_id: examples for check_id, (_, examples) in explained.items()},
+        ),
         report_dir / DOCS_DIR,
         params.validation.max_examples,
     )
-    checks = [_check_result(c, severity[c.id], outcomes, tables, params) for c in CHECKS]
+    checks = [_check_result(c, severity[c.id], outcomes, explained) for c in CHECKS]
     accepted = not any(c.failed and c.severity == "error" for c in checks)
     report = ValidationReport(
         data_dir=data_dir,
         checks=checks,
         profile=tables.profile,
-        data_docs_index=docs_index,
+        data_docs_index=report_dir / DOCS_DIR / INDEX_FILE,
         report_path=report_dir / REPORT_FILE,
         # only an accepted dataset becomes the reference for the next one's drift check
         profile_path=report_dir / PROFILE_FILE if accepted else None,
     )
+    write_index(report, suites, report_dir / DOCS_DIR)
     _write(report, report_dir)
     _log_summary(report, time.perf_counter() - started)
     return report
@@ -131,15 +142,14 @@ def _check_result(
     check: Check,
     level: Severity,
     outcomes: list[ExpectationOutcome],
-    tables: ContractTables,
-    params: Params,
+    explained: dict[str, Explanation],
 ) -> CheckResult:
     """Merge a check's GX outcomes (pass/fail) with its explanation (observed, examples)."""
     if level == "off":
         return CheckResult(check.id, check.description, "off", True, "off")
     mine = [o for o in outcomes if o.check_id == check.id]
     success = all(o.success for o in mine)
-    observed, examples = explain(check.id, tables, params)
+    observed, examples = explained[check.id]
     return CheckResult(
         id=check.id,
         description=check.description,
@@ -165,7 +175,7 @@ def _log_summary(report: ValidationReport, seconds: float) -> None:
         log.warning("%s", check.line())
     log.info(
         "data contract %s in %.1fs: %d error(s), %d warning(s); report %s, Data Docs %s",
-        "passed" if report.passed else "FAILED",
+        report.verdict if report.passed else "FAILED",
         seconds,
         len(report.errors),
         len(report.warnings),

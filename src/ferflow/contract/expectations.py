@@ -59,12 +59,17 @@ def _table_expectations(params: Params, gxe: Any) -> dict[str, list[tuple[str, A
 
 
 def expectations_for(
-    params: Params, severity: Mapping[str, str], has_reference: bool
+    params: Params,
+    severity: Mapping[str, str],
+    has_reference: bool,
+    found: Mapping[str, list[str]] | None = None,
 ) -> dict[str, list[Any]]:
     """Expectations per table name ("images", "classes", "splits", "rejected").
 
-    Checks whose severity is "off" get none; each expectation carries its check id in
-    `meta`, and its id, severity and meaning in `notes`, which Data Docs show.
+    Checks whose severity is "off" get none; each expectation carries in `meta` its check
+    id, ferflow severity and `found` (the check's examples from `explain`: files, pairs,
+    counts; the Data Docs pages show them under a failed expectation), and its id,
+    severity and meaning in `notes`, which the expectation suite pages show.
     """
     import great_expectations.expectations as gxe
 
@@ -76,7 +81,11 @@ def expectations_for(
         result[table] = []
         for check_id, expectation in pairs:
             if check_id in enabled:
-                expectation.meta = {"check_id": check_id}
+                expectation.meta = {
+                    "check_id": check_id,
+                    "severity": severity[check_id],
+                    "found": list((found or {}).get(check_id, [])),
+                }
                 expectation.notes = (
                     f"ferflow check {check_id} ({severity[check_id]}): {DESCRIPTIONS[check_id]}"
                 )

@@ -1,10 +1,12 @@
-"""Run the contract's expectations with Great Expectations 1.x and render Data Docs.
+"""Run the contract's expectations with Great Expectations 1.x and render its pages.
 
 An ephemeral (in-memory) GX context per run: one pandas data source, one DataFrame asset
-+ expectation suite + validation definition per contract table. Data Docs, static HTML a
-person can open, are written to `<report_dir>/data_docs/` (index.html). An in-memory
-context keeps each run's docs to that run and skips GX's YAML project files, which
-cost seconds per run.
++ expectation suite + validation definition per contract table. GX renders one
+validation page and one expectation suite page per table under `<report_dir>/data_docs/`
+with ferflow's page classes (`ferflow.contract.gx_pages`: no CDN, ferflow's verdict, what
+each failed check found); GX's own index (JavaScript from CDNs) is not built, ferflow
+writes `index.html` (`ferflow.contract.data_docs`). An in-memory context keeps each run's
+docs to that run and skips GX's YAML project files, which cost seconds per run.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ from typing import Any
 
 import pandas as pd
 
+from ferflow.contract.data_docs import SuitePages
+
 log = logging.getLogger(__name__)
 
 DATA_SOURCE = "ferflow"
 SUITE_PREFIX = "ferflow_contract"
 DOCS_SITE = "ferflow"
+PAGES = "ferflow.contract.gx_pages"
+OFFLINE_VIEW = {"module_name": PAGES, "class_name": "OfflinePageView"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,8 @@ class ExpectationOutcome:
     expectation: str
     success: bool
     observed: Any
+    table: str = ""
+    severity: str = "error"
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.expectation, "success": self.success, "observed": self.observed}
@@ -49,7 +57,8 @@ def _import_gx() -> Any:
 
 
 def _context(docs_dir: Path) -> Any:
-    """An in-memory GX context whose only Data Docs site is static HTML under `docs_dir`."""
+    """An in-memory GX context whose only Data Docs site is static HTML under `docs_dir`,
+    rendered offline by `ferflow.contract.gx_pages` (no profiling section: ferflow has none)."""
     gx = _import_gx()
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -68,6 +77,14 @@ def _context(docs_dir: Path) -> Any:
                     "base_directory": str(docs_dir.resolve()),
                 },
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "site_section_builders": {
+                    "expectations": {"view": OFFLINE_VIEW},
+                    "validations": {
+                        "renderer": {"module_name": PAGES, "class_name": "VerdictValidationPage"},
+                        "view": OFFLINE_VIEW,
+                    },
+                    "profiling": "None",
+                },
             }
         },
         analytics_enabled=False,
@@ -96,8 +113,12 @@ def _observed(result: dict[str, Any]) -> Any:
 
 def run_expectations(
     frames: dict[str, pd.DataFrame], expectations: dict[str, list[Any]], docs_dir: Path, max_examples: int
-) -> tuple[list[ExpectationOutcome], Path | None]:
-    """Validate each table against its expectations; return the outcomes and the Data Docs index."""
+) -> tuple[list[ExpectationOutcome], list[SuitePages]]:
+    """Validate each table against its expectations and render its pages.
+
+    Returns the outcomes, and per table its suite's pages (validation result, expectation
+    suite) for the index, which the caller writes (`ferflow.contract.data_docs`).
+    """
     gx = _import_gx()
     context = _context(docs_dir)
     source = context.data_sources.add_pandas(DATA_SOURCE)
@@ -122,17 +143,37 @@ def run_expectations(
                     expectation=config.type,
                     success=bool(item.success),
                     observed=_observed(item.result),
+                    table=table,
+                    severity=config.meta.get("severity", "error"),
                 )
             )
     # Rebuild from scratch: pages of an earlier run in the same folder would mislead a reader.
     shutil.rmtree(docs_dir, ignore_errors=True)
-    context.build_data_docs()
-    return outcomes, _docs_index(context)
+    context.build_data_docs(build_index=False)
+    return outcomes, _suite_pages(outcomes, expectations, docs_dir)
 
 
-def _docs_index(context: Any) -> Path | None:
-    for site in context.get_docs_sites_urls():
-        url = site.get("site_url") or ""
-        if url.startswith("file://"):
-            return Path(url.removeprefix("file://"))
-    return None
+def _suite_pages(
+    outcomes: list[ExpectationOutcome], expectations: dict[str, list[Any]], docs_dir: Path
+) -> list[SuitePages]:
+    pages = []
+    for table, table_expectations in expectations.items():
+        if not table_expectations:
+            continue
+        suite = f"{SUITE_PREFIX}_{table}"
+        mine = [o for o in outcomes if o.table == table]
+        validation_pages = sorted((docs_dir / "validations" / suite).rglob("*.html"))
+        expectations_page = docs_dir / "expectations" / f"{suite}.html"
+        pages.append(
+            SuitePages(
+                table=table,
+                suite=suite,
+                evaluated=len(mine),
+                unsuccessful=sum(not o.success for o in mine),
+                check_ids=tuple(dict.fromkeys(o.check_id for o in mine)),
+                validation_page=validation_pages[-1] if validation_pages else None,
+                expectations_page=expectations_page if expectations_page.is_file() else None,
+                failed_severities=tuple(o.severity for o in mine if not o.success),
+            )
+        )
+    return pages

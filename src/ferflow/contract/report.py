@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -10,6 +11,22 @@ from typing import Any, Literal
 from ferflow.errors import FerflowError
 
 Severity = Literal["error", "warning", "off"]
+# What a person reads for one check / one table / the dataset (validation.json, Data Docs).
+Status = Literal["passed", "warning", "failed", "off"]
+Verdict = Literal["passed", "passed with warnings", "failed"]
+
+
+def verdict(failed_severities: Iterable[str]) -> Verdict:
+    """The verdict over some checks, from the severities of those that failed.
+
+    Only an error-level failure fails; warning-level failures pass "with warnings". The
+    same rule decides the contract (`ValidationReport.verdict`) and each table's page of
+    the Data Docs, so both say the same thing.
+    """
+    failed = set(failed_severities)
+    if "error" in failed:
+        return "failed"
+    return "passed with warnings" if "warning" in failed else "passed"
 
 
 class ContractViolation(FerflowError):
@@ -32,6 +49,15 @@ class CheckResult:
     def failed(self) -> bool:
         return not self.success and self.severity != "off"
 
+    @property
+    def status(self) -> Status:
+        """passed | warning (a warning-level check failed) | failed (an error-level one) | off."""
+        if self.severity == "off":
+            return "off"
+        if self.success:
+            return "passed"
+        return "warning" if self.severity == "warning" else "failed"
+
     def line(self) -> str:
         """One human line: `[error] image_size: observed ...; e.g. a.jpg, b.jpg`."""
         text = f"[{self.severity}] {self.id}: {self.description}; observed {_short(self.observed)}"
@@ -45,6 +71,7 @@ class CheckResult:
             "description": self.description,
             "severity": self.severity,
             "success": self.success,
+            "status": self.status,
             "observed": self.observed,
             "examples": self.examples,
             "expectations": self.expectations,
@@ -80,6 +107,11 @@ class ValidationReport:
         """True when no error-level check failed (warnings allowed)."""
         return not self.errors
 
+    @property
+    def verdict(self) -> Verdict:
+        """passed | passed with warnings | failed: what the Data Docs and the log say."""
+        return verdict(c.severity for c in self.checks if c.failed)
+
     def check(self, check_id: str) -> CheckResult:
         for result in self.checks:
             if result.id == check_id:
@@ -90,6 +122,7 @@ class ValidationReport:
         return {
             "data_dir": str(self.data_dir),
             "passed": self.passed,
+            "verdict": self.verdict,
             "errors": [c.id for c in self.errors],
             "warnings": [c.id for c in self.warnings],
             "checks": [c.to_dict() for c in self.checks],
