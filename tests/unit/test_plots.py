@@ -1,17 +1,24 @@
-"""The evaluation's figures and plot data.
+"""The evaluation's figures and plot data, and dvc.yaml's `plots:` that draws them.
 
-The figures are checked on matplotlib's objects (bars, ticks, lines), not on pixels.
+The figures are checked on matplotlib's objects (bars, ticks, lines), not on pixels; the
+`plots:` section is checked with DVC's own schema and rendered by the real `dvc plots show`
+on the files `ferflow.evaluate.write_reports` writes.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from ferflow import evaluate as ev
 from ferflow import files, plots
@@ -161,3 +168,90 @@ def test_write_reports_writes_the_per_class_csv_and_figure(reports):
         for key in ("precision", "recall", "f1"):
             assert float(row[key]) == pytest.approx(expected[key], abs=1e-6)
     assert (reports / files.PLOTS_DIR / "per_class.png").is_file()
+
+
+# --- dvc.yaml ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dvc_plots() -> list[Any]:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+
+
+def _plot(dvc_plots: list[Any], plot_id: str) -> dict[str, Any]:
+    (found,) = [p[plot_id] for p in dvc_plots if isinstance(p, dict) and plot_id in p]
+    return found
+
+
+def test_dvc_yaml_passes_dvcs_own_schema():
+    from dvc.schema import COMPILED_MULTI_STAGE_SCHEMA
+
+    COMPILED_MULTI_STAGE_SCHEMA(yaml.safe_load((REPO / "dvc.yaml").read_text()))
+
+
+def test_accuracy_and_loss_are_separate_plots(dvc_plots):
+    history_csv = f"reports/plots/{files.HISTORY_CSV}"
+
+    assert _plot(dvc_plots, "accuracy")["y"] == {history_csv: ["accuracy", "val_accuracy"]}
+    assert _plot(dvc_plots, "loss")["y"] == {history_csv: ["loss", "val_loss"]}
+    assert _plot(dvc_plots, "accuracy")["x"] == _plot(dvc_plots, "loss")["x"] == "epoch"
+    assert history_csv not in {key for p in dvc_plots if isinstance(p, dict) for key in p}
+
+
+def test_every_figure_and_the_per_class_bars_are_plots(dvc_plots):
+    images = {p for p in dvc_plots if isinstance(p, str)}
+
+    assert images == {f"reports/plots/{name}" for name in files.PNG_FILES}
+    per_class = _plot(dvc_plots, "per_class_f1")
+    assert per_class["template"] == "bar_horizontal"
+    assert per_class["y"] == {f"reports/plots/{files.PER_CLASS_CSV}": "class"}
+    assert per_class["x"] == "f1"
+
+
+def test_dvc_plots_show_renders_every_plot_from_write_reports_files(reports, tmp_path):
+    """The real `dvc plots show --json` on a copy of dvc.yaml and the files write_reports wrote."""
+    shutil.copy(REPO / "dvc.yaml", tmp_path)
+    shutil.copy(REPO / "params.yaml", tmp_path)
+    shutil.copytree(reports, tmp_path / "reports")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp_path / "site-cache")}
+
+    def dvc(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "dvc", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    dvc("init", "--no-scm", "-q")
+    shown = json.loads(dvc("plots", "show", "--json"))
+
+    assert "errors" not in shown, shown.get("errors")
+    rendered = shown["data"]
+    images = {f"reports/plots/{name}" for name in files.PNG_FILES}
+    assert set(rendered) == images | {
+        "reports/plots/confusion.csv",
+        "reports/plots/roc.csv",
+        "accuracy",
+        "loss",
+        "per_class_f1",
+    }
+    for name in images:
+        ((image,),) = [rendered[name]]
+        assert image["type"] == "image" and Path(image["url"]).is_file()
+
+    def values(plot_id: str) -> list[dict[str, Any]]:
+        ((plot,),) = [rendered[plot_id]]
+        assert plot["type"] == "vega"
+        return plot["content"]["data"]["values"]
+
+    assert {v["field"] for v in values("accuracy")} == {"accuracy", "val_accuracy"}
+    assert {v["field"] for v in values("loss")} == {"loss", "val_loss"}
+    assert len(values("accuracy")) == 2 * len(history())
+    bars = values("per_class_f1")
+    assert [v["class"] for v in bars] == list(small_params().base.classes)
+    assert all(0 <= float(v["f1"]) <= 1 for v in bars)
