@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ferflow import __version__
 from ferflow.config import Params, load_params
 from ferflow.errors import EXIT_USER_ERROR, FerflowError
 from ferflow.stages.layout import Layout
@@ -204,7 +205,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ferflow", description="Facial emotion recognition workflow (FER2013, DenseNet)."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"ferflow {__version__}")
+    # Not required: a bare `ferflow` prints this help (main) instead of a usage error.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -279,19 +282,26 @@ def _build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=_runs_sweep)
 
-    data = sub.add_parser("data", help="put datasets under DVC control")
+    data = sub.add_parser(
+        "data",
+        help="put datasets under DVC control",
+        description="datasets under DVC control: add, remote, push, pull",
+    )
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    p = data_sub.add_parser("add", help="copy a FER download into data/raw and track it with DVC")
+    add_help = "copy a FER download into data/raw and track it with DVC"
+    p = data_sub.add_parser("add", help=add_help, description=add_help)
     _common(p)
     p.set_defaults(handler=_data_add)
     p.add_argument("path", help="folder, .zip or fer2013.csv to track")
     p.add_argument("--dest", help="where it goes (default: data.raw; a .zip/.csv keeps its suffix)")
     p.add_argument("--force", action="store_true", help="replace data already at the destination")
-    p = data_sub.add_parser("remote", help="make data.remote the default DVC remote (no credentials written)")
+    remote_help = "make data.remote the default DVC remote (no credentials written)"
+    p = data_sub.add_parser("remote", help=remote_help, description=remote_help)
     _common(p)
     p.set_defaults(handler=_data_remote)
     for action, handler, verb in (("push", _data_push, "upload"), ("pull", _data_pull, "download")):
-        p = data_sub.add_parser(action, help=f"dvc {action}: {verb} tracked data via data.remote")
+        action_help = f"dvc {action}: {verb} tracked data via data.remote"
+        p = data_sub.add_parser(action, help=action_help, description=action_help)
         _common(p)
         p.set_defaults(handler=handler)
         p.add_argument("targets", nargs="*", help="tracked paths or .dvc files (default: all)")
@@ -318,7 +328,11 @@ def _terminate(signum: int, _frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # a bare `ferflow`: what it can do, not a usage error
+        parser.print_help()
+        return 0
     # SIGTERM unwinds like Ctrl-C: the stages' `with` blocks mark their MLflow runs KILLED
     # and finish their backups before the process exits (kill -9 cannot be caught:
     # `ferflow runs sweep` and the next stage mark such runs FAILED).

@@ -36,6 +36,9 @@ TOP_CONFUSION_CHANGES = 8
 
 # Per-class test metrics (`test.recall.happy`) are shown in their own section, not the main list.
 _PER_CLASS = re.compile(r"^test\.(precision|recall|f1|auc)\.")
+# Metrics that count things (`train.epochs`, `n_test`, `test.support.<class>`): whole numbers
+# in text and Markdown (`12`, not `12.0000`). JSON keeps them as numbers.
+_COUNT = re.compile(r"(^|\.)(epochs|n_[a-z0-9_]+)$|(^|\.)support(\.|$)")
 GATE_DECISION_TAG = "ferflow.gate.decision"
 TAGS_SHOWN = (
     "ferflow.data_version",
@@ -223,11 +226,18 @@ def confusion_changes(
 # --- rendering -------------------------------------------------------------------------
 
 
-def _number(value: float | None) -> str:
+def is_count(key: str) -> bool:
+    """Whether a metric counts things (epochs, test images), by its name."""
+    return bool(_COUNT.search(key))
+
+
+def _number(value: float | None, count: bool = False) -> str:
     if value is None:
         return "-"
     if math.isnan(value):
         return "nan"
+    if count and math.isfinite(value) and float(value).is_integer():
+        return str(int(value))
     return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
 
 
@@ -235,8 +245,8 @@ def _or_dash(value: str | None) -> str:
     return "-" if value is None else value
 
 
-def _signed(value: float | None) -> str:
-    return "-" if value is None else ("+" if value >= 0 else "") + _number(value)
+def _signed(value: float | None, count: bool = False) -> str:
+    return "-" if value is None else ("+" if value >= 0 else "") + _number(value, count)
 
 
 def _side_rows(c: Comparison) -> list[tuple[str, ...]]:
@@ -248,6 +258,11 @@ def _side_rows(c: Comparison) -> list[tuple[str, ...]]:
     ]
     rows += [(tag, c.a.tags.get(tag, "-"), c.b.tags.get(tag, "-")) for tag in TAGS_SHOWN]
     return rows
+
+
+def _metric_row(m: MetricDelta) -> tuple[str, ...]:
+    count = is_count(m.key)
+    return (m.key, _number(m.a, count), _number(m.b, count), _signed(m.delta, count))
 
 
 @dataclass(frozen=True)
@@ -273,7 +288,7 @@ def _tables(c: Comparison) -> list[_Table]:
         _Table(
             "Metrics",
             ("metric", "A", "B", "B - A"),
-            [(m.key, _number(m.a), _number(m.b), _signed(m.delta)) for m in c.summary_metrics],
+            [_metric_row(m) for m in c.summary_metrics],
         ),
         _Table(
             "Per-class test recall",

@@ -28,10 +28,11 @@ from ferflow.files import (
     EVALUATION_FILE,
     HISTORY_CSV,
     METRICS_FILE,
+    PER_CLASS_CSV,
     PLOTS_DIR,
     ROC_CSV,
 )
-from ferflow.plots import confusion_figures, history_figures, metrics_lib, roc_figure
+from ferflow.plots import confusion_figures, history_figures, metrics_lib, per_class_figure, roc_figure
 from ferflow.progress import bar
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def write_reports(
     history: list[dict[str, Any]] | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """metrics.json, evaluation.json, confusion_matrix.json, plot data and PNGs. Returns the paths."""
+    """metrics.json, evaluation.json, confusion_matrix.json, plot data (CSV) and PNGs. Returns the paths."""
     report_dir.mkdir(parents=True, exist_ok=True)
     plots_dir = report_dir / PLOTS_DIR
     plots_dir.mkdir(exist_ok=True)
@@ -189,9 +190,11 @@ def write_reports(
         ),
         _write_confusion_pairs(plots_dir / CONFUSION_CSV, evaluation, classes),
         _write_roc_points(plots_dir / ROC_CSV, evaluation, classes),
+        _write_per_class_csv(plots_dir / PER_CLASS_CSV, evaluation.metrics["per_class"], classes),
     ]
     written += confusion_figures(evaluation.confusion, labels_display, plots_dir)
     written.append(roc_figure(evaluation.labels, evaluation.probabilities, labels_display, plots_dir))
+    written.append(per_class_figure(evaluation.metrics["per_class"], classes, labels_display, plots_dir))
     if history:
         written.append(_write_history_csv(plots_dir / HISTORY_CSV, history))
         written += history_figures(history, plots_dir)
@@ -230,6 +233,22 @@ def _write_roc_points(path: Path, evaluation: Evaluation, classes: Sequence[str]
                 (name, f"{x:.6f}", f"{y:.6f}", f"{t:.6f}")
                 for x, y, t in zip(fpr, tpr, thresholds, strict=True)
             )
+    return path
+
+
+def _write_per_class_csv(path: Path, per_class: dict[str, dict[str, Any]], classes: Sequence[str]) -> Path:
+    """class,precision,recall,f1,support: one row per class, in class order (dvc plots)."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["class", "precision", "recall", "f1", "support"])
+        writer.writerows(
+            (
+                name,
+                *(f"{per_class[name][k]:.6f}" for k in ("precision", "recall", "f1")),
+                int(per_class[name]["support"]),
+            )
+            for name in classes
+        )
     return path
 
 

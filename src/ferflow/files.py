@@ -26,12 +26,14 @@ PLOTS_DIR = "plots"
 CONFUSION_CSV = "confusion.csv"  # actual,predicted per test image (dvc confusion template)
 ROC_CSV = "roc.csv"  # class,fpr,tpr,threshold
 HISTORY_CSV = "history.csv"  # epoch,phase,loss,accuracy,val_loss,val_accuracy
+PER_CLASS_CSV = "per_class.csv"  # class,precision,recall,f1,support
 PNG_FILES = (
     "accuracy.png",
     "loss.png",
     "confusion_matrix.png",
     "confusion_matrix_normalized.png",
     "roc.png",
+    "per_class.png",
 )
 
 # reports/: the register stage

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 EMOJIS = ("😡", "😬", "😱", "😊", "😐", "😞", "😓")
 CHUNK = 1024  # images per model call: large enough to amortise the call, small in memory
 FORMATS = ("table", "json", "csv")
+# The CSV columns before the per-class probabilities: the JSON keys of the same fields.
+CSV_FIELDS = ("path", "class_name", "label", "confidence")
 
 
 class PredictError(FerflowError, ValueError):
@@ -141,14 +143,18 @@ def _prediction(path: str, probs: np.ndarray, params: Params) -> Prediction:
 
 
 def format_predictions(predictions: Sequence[Prediction], fmt: str) -> str:
-    """`table` for people, `json` (a list of objects) or `csv` for programs."""
+    """`table` for people, `json` (a list of objects) or `csv` for programs.
+
+    JSON and CSV use the same field names: path, class_name, label, confidence, and the
+    probabilities (a `probabilities` object in JSON, one column per class in CSV).
+    """
     if fmt == "json":
         return json.dumps([vars(p) for p in predictions], indent=2, ensure_ascii=False)
     classes = list(predictions[0].probabilities) if predictions else []
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["path", "class", "label", "confidence", *classes])
+        writer.writerow([*CSV_FIELDS, *classes])
         for p in predictions:
             writer.writerow(
                 [p.path, p.class_name, p.label, f"{p.confidence:.4f}"]

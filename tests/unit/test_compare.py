@@ -20,7 +20,11 @@ from ferflow.cli import main
 from ferflow.compare import (
     CompareError,
     Confusion,
+    Format,
+    Side,
+    compare_sides,
     confusion_changes,
+    is_count,
     parse_confusion,
     render,
 )
@@ -322,3 +326,68 @@ def test_parse_confusion_rejects_a_non_square_matrix(tmp_path: Path) -> None:
     # then the error names the file
     with pytest.raises(CompareError, match=r"confusion_matrix\.json"):
         parse_confusion(path)
+
+
+def hand_side(reference: str, metrics: dict[str, float]) -> Side:
+    return Side(reference, f"run-{reference}", reference, "1", None, {}, metrics, {})
+
+
+def metric_cells(report: str, key: str) -> list[str]:
+    """The A, B and B - A cells of one metric row, in text or Markdown."""
+    (line,) = [row for row in report.splitlines() if re.match(rf"^\|? ?{re.escape(key)}[ |]", row)]
+    return [cell for cell in re.split(r"\s*\|\s*|\s{2,}", line.strip(" |")) if cell][1:]
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown"])
+def test_counts_render_as_integers_and_rates_keep_four_decimals(fmt: Format) -> None:
+    # given two runs whose epoch counts and test-set sizes differ (MLflow stores floats)
+    a = hand_side(
+        "A", {"train.epochs": 12.0, "finetune.epochs": 30.0, "n_test": 3589.0, "test.accuracy": 0.6}
+    )
+    b = hand_side(
+        "B", {"train.epochs": 15.0, "finetune.epochs": 24.0, "n_test": 3589.0, "test.accuracy": 1.0}
+    )
+    # when rendered for people
+    report = render(compare_sides(a, b, CLASSES), fmt)
+    # then counts are whole numbers with an integer delta, and a rate of exactly 1 stays a rate
+    assert metric_cells(report, "train.epochs") == ["12", "15", "+3"]
+    assert metric_cells(report, "finetune.epochs") == ["30", "24", "-6"]
+    assert metric_cells(report, "n_test") == ["3589", "3589", "+0"]
+    assert metric_cells(report, "test.accuracy") == ["0.6000", "1.0000", "+0.4000"]
+    assert "12.0000" not in report and "3589.0" not in report
+
+
+def test_json_keeps_counts_as_numbers() -> None:
+    a = hand_side("A", {"train.epochs": 12.0})
+    b = hand_side("B", {"train.epochs": 15.0})
+
+    (row,) = json.loads(render(compare_sides(a, b, CLASSES), "json"))["metrics"]
+
+    assert row == {"key": "train.epochs", "a": 12.0, "b": 15.0, "delta": 3.0}
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("train.epochs", True),
+        ("finetune.epochs", True),
+        ("n_test", True),
+        ("test.n_test", True),
+        ("test.support.happy", True),
+        ("test.accuracy", False),
+        ("train.best_val_loss", False),
+        ("epochs_per_second", False),
+        ("test.recall.happy", False),
+    ],
+)
+def test_count_metrics_are_known_by_name(key: str, expected: bool) -> None:
+    assert is_count(key) is expected
+
+
+def test_a_fractional_count_keeps_its_decimals() -> None:
+    # an average over runs is no longer a whole count: show it as measured
+    report = render(
+        compare_sides(hand_side("A", {"train.epochs": 12.5}), hand_side("B", {"train.epochs": 13.0}), CLASSES)
+    )
+
+    assert metric_cells(report, "train.epochs") == ["12.5000", "13", "+0.5000"]

@@ -110,5 +110,20 @@ def test_the_cli_prints_json_and_csv(tmp_path, model_path, capsys):
 
     assert rows[0]["class_name"] == "neutral"
     assert rows[0]["emoji"] == "😐"
-    assert lines[0] == "path,class,label,confidence," + ",".join(FER_CLASSES)
+    assert lines[0] == "path,class_name,label,confidence," + ",".join(FER_CLASSES)
     assert lines[1].split(",")[1] == "neutral"
+
+
+def test_json_and_csv_name_the_same_fields():
+    predictions = [
+        pr.Prediction("a.png", "happy", "Happy", "😊", 0.9, {"happy": 0.9, "sad": 0.1}),
+        pr.Prediction("b.png", "sad", "Sadness", "😞", 0.6, {"happy": 0.4, "sad": 0.6}),
+    ]
+
+    (row, _) = json.loads(pr.format_predictions(predictions, "json"))
+    header, first, _ = pr.format_predictions(predictions, "csv").splitlines()
+
+    columns = header.split(",")
+    assert columns[: len(pr.CSV_FIELDS)] == [k for k in row if k in columns]
+    assert columns == ["path", "class_name", "label", "confidence", "happy", "sad"]
+    assert dict(zip(columns, first.split(","), strict=True))["class_name"] == row["class_name"] == "happy"

@@ -1,0 +1,82 @@
+"""`ferflow` itself: --version, a bare `ferflow`, help texts, and a cheap import."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ferflow import __version__
+from ferflow.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _ferflow(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The real process (exit code and streams as a shell sees them), on this checkout's source."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    return subprocess.run(
+        [sys.executable, "-m", "ferflow.cli", *argv], capture_output=True, text=True, env=env, cwd=REPO
+    )
+
+
+def test_version_prints_the_package_version_and_exits_0():
+    result = _ferflow("--version")
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"ferflow {__version__}\n", "")
+
+
+def test_a_bare_ferflow_prints_the_help_and_exits_0(capsys):
+    assert main([]) == 0
+
+    out, err = capsys.readouterr()
+    assert out.startswith("usage: ferflow") and "COMMAND" in out and "predict" in out
+    assert err == ""
+
+
+def test_a_bare_ferflow_process_exits_0():
+    result = _ferflow()
+
+    assert result.returncode == 0 and "usage: ferflow" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "phrase"),
+    [
+        (["data", "add"], "track it with DVC"),
+        (["data", "remote"], "default DVC remote"),
+        (["data", "push"], "upload tracked data"),
+        (["data", "pull"], "download tracked data"),
+        (["runs", "sweep"], "RUNNING runs whose process is gone"),
+    ],
+)
+def test_subcommand_help_has_a_description(argv, phrase, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--help"])
+
+    assert exit_.value.code == 0
+    usage, _, rest = capsys.readouterr().out.partition("\n\n")
+    assert usage.startswith(f"usage: ferflow {' '.join(argv)}")
+    # the description is the paragraph between the usage and the argument lists
+    assert phrase in " ".join(rest.partition("\n\n")[0].split())
+
+
+def test_an_unknown_command_is_still_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["nope"])
+
+    assert exit_.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_importing_the_cli_loads_no_heavy_library():
+    heavy = ("tensorflow", "keras", "sklearn", "mlflow", "matplotlib", "jax", "torch")
+    code = f"import sys, ferflow.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+
+    assert result.stdout.strip() == "[]"
