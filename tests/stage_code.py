@@ -32,7 +32,7 @@ STAGE_FUNCTIONS = {
 
 @cache
 def _graph() -> grimp.ImportGraph:
-    return grimp.build_graph("ferflow")
+    return grimp.build_graph("ferflow", cache_dir=None)  # a cache can be stale: always read the code
 
 
 GROUP_MODULES = (

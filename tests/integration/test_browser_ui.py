@@ -488,8 +488,7 @@ def test_data_docs_show_the_failing_expectation(failed_validation: Any, browser:
     index = failed_validation.data_docs_index
     assert index is not None and index.exists()
     open_and_wait(browser, index.as_uri(), ("Data Docs", "Validation Results"), "data-docs-index")
-    # GX's index lists its validations with JavaScript from public CDNs, which an offline
-    # browser cannot load: the splits validation page is found on disk instead.
+    # the splits validation page, found on disk (the index links it too)
     (page,) = index.parent.glob("validations/*_splits/**/*.html")
     # when that validation result page is opened
     text = open_and_wait(

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from ferflow.contract import gx_pages
 from ferflow.contract.data_docs import SuitePages
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 DATA_SOURCE = "ferflow"
 SUITE_PREFIX = "ferflow_contract"
 DOCS_SITE = "ferflow"
-PAGES = "ferflow.contract.gx_pages"
+PAGES = gx_pages.__name__  # GX loads its page classes by module name
 OFFLINE_VIEW = {"module_name": PAGES, "class_name": "OfflinePageView"}
 
 

@@ -30,7 +30,7 @@ class StageSpec:
 STAGE_NAMES = ("pull-data", "ingest", "validate", "train", "finetune", "evaluate", "register", "push-data")
 
 _CORE = ("config.py", "errors.py", "files.py", "data/dataset.py", "stages/layout.py")
-_MODEL = ("augment.py", "callbacks.py", "model.py", "runtime.py", "schedules.py", "train.py")
+_MODEL = ("augment.py", "callbacks.py", "model.py", "progress.py", "runtime.py", "schedules.py", "train.py")
 _TRACKING = ("tracking/store.py", "tracking/runs.py", "tracking/epochs.py", "data/versioning.py")
 # training reads `validate.drop_blank_from_train` through ferflow.validation.training_mask
 _MASK = ("validation.py", "contract")
@@ -47,7 +47,14 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             "ingest",
             params=("base.seed", "base.classes", "base.image_size", "ingest"),
-            code=(*_CORE, "stages/data.py", "data/ingest.py", "data/images.py", "data/safezip.py"),
+            code=(
+                *_CORE,
+                "progress.py",
+                "stages/data.py",
+                "data/ingest.py",
+                "data/images.py",
+                "data/safezip.py",
+            ),
             inputs=("raw",),
             outputs=("prepared/images.npy", "prepared/manifest.csv", "prepared/dataset.json"),
         ),
@@ -82,6 +89,7 @@ STAGES: dict[str, StageSpec] = {
                 "callbacks.py",
                 "evaluate.py",
                 "plots.py",
+                "progress.py",
                 "stages/training.py",  # sweep_stale_runs
                 "stages/evaluation.py",
             ),
@@ -110,6 +118,7 @@ STAGES: dict[str, StageSpec] = {
                 "callbacks.py",
                 "evaluate.py",
                 "plots.py",
+                "progress.py",
                 "gate.py",
                 "model_card.py",
                 "tracking/models.py",
