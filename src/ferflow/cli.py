@@ -39,6 +39,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="SECTION.KEY=VALUE",
         help="override one param (repeatable), validated like params.yaml",
     )
+    parser.add_argument(
+        "--model-name",
+        metavar="NAME",
+        help="registered model to use (default: register.model_name; the demo's is fer-densenet-demo)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -339,7 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
-        params = load_params(args.params, args.overrides)
+        overrides = list(args.overrides)
+        if getattr(args, "model_name", None):
+            overrides.append(f"register.model_name={args.model_name}")
+        params = load_params(args.params, overrides)
         _configure_logging("DEBUG" if args.verbose else params.base.log_level)
         result = args.handler(args, params)
     except FerflowError as err:

@@ -321,3 +321,29 @@ def _wait_for_phase_run(client, run_file, name: str, deadline: float) -> str:
                 return running[0].info.run_id
         time.sleep(0.5)
     raise AssertionError(f"no RUNNING {name!r} run appeared")
+
+
+# --- finding the model a user just made (issue #14) -----------------------------------------
+
+
+@pytest.mark.parametrize("command", [["compare"], ["compare", "--model-name", "fer-other"]])
+def test_a_missing_model_name_lists_the_registered_models(registry, command, capsys):
+    # given a registry holding only fer-faults; the default name is fer-densenet169
+    code = main(command)
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "--model-name" in err[0]
+    assert "Registered models: fer-faults (champion: v2, previous-champion: v1)" in err[0]
+
+
+def test_predict_with_an_unknown_model_lists_the_registered_models(registry, tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("L", (48, 48), 100).save(tmp_path / "face.png")
+
+    code = main(["predict", str(tmp_path / "face.png"), "--model-name", "fer-other"])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "models:/fer-other@champion" in err[0] and "fer-faults (champion: v2" in err[0]

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ferflow.errors import FerflowError
-from ferflow.tracking.store import client, experiment_id, model_signature, process_alive
+from ferflow.tracking.store import client, experiment_id, model_signature, process_alive, redact
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,9 @@ def load_predict_fn(model_uri: str, uri: str, batch_size: int) -> PredictFn:
             pyfunc = mlflow.pyfunc.load_model(model_uri)
         except Exception as err:
             raise RegistryError(
-                f"cannot load model {model_uri!r} from {uri}: {err}. Check the URI "
-                "(`models:/NAME@champion`, `models:/NAME/VERSION`, `runs:/RUN_ID/model`) and "
-                "MLFLOW_TRACKING_URI"
+                f"cannot load model {model_uri!r} from {redact(uri)}: {str(err).splitlines()[0]}. Check "
+                "the URI (`models:/NAME@champion`, `models:/NAME/VERSION`, `runs:/RUN_ID/model`), "
+                f"--model-name and MLFLOW_TRACKING_URI. {registered_models(client(uri))}"
             ) from err
 
         def predict(batch: np.ndarray) -> np.ndarray:
@@ -352,3 +352,21 @@ def _live_claims(tracker: Any, name: str, timeout_s: float) -> list[tuple[float,
         if now - stamp < timeout_s:
             claims.append((stamp, key.removeprefix(LOCK_PREFIX)))
     return claims
+
+
+def registered_models(client: Any) -> str:
+    """What the registry holds, as one sentence: names and where their aliases point."""
+    try:
+        found = client.search_registered_models(max_results=20)
+    except Exception as err:  # a listing is a courtesy: never hide the real error
+        log.debug("cannot list registered models: %s", err)
+        return ""
+    if not found:
+        return "The registry holds no model yet: run the pipeline (`make demo` or `ferflow run`) first"
+    described = []
+    for model in found:
+        aliases = ", ".join(
+            f"{alias}: v{version}" for alias, version in sorted((model.aliases or {}).items())
+        )
+        described.append(f"{model.name} ({aliases or 'no aliases'})")
+    return "Registered models: " + "; ".join(described)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ferflow.compare import CONFUSION_ARTIFACT, CompareError, Confusion, Side, parse_confusion
+from ferflow.tracking.models import registered_models
 from ferflow.tracking.store import client
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def read_side(reference: str, client: Any, model_name: str) -> Side:
     except MlflowException as err:
         if not _is_missing(err):
             raise CompareError(f"cannot read {reference!r} from MLflow: {err}") from err
-        raise CompareError(_missing_message(reference, model_name)) from err
+        raise CompareError(f"{_missing_message(reference, model_name)}. {registered_models(client)}") from err
     return Side(
         reference=reference,
         run_id=run.info.run_id,
@@ -103,7 +104,8 @@ def _missing_message(reference: str, model_name: str) -> str:
     return (
         f"{reference!r} is not a run id and registered model {model_name!r} has no alias "
         f"{reference!r}; pass a run id, models:/{model_name}/<version>, or an alias that "
-        "`ferflow register` set (champion, challenger, previous-champion)"
+        "`ferflow register` set (champion, challenger, previous-champion), or choose the model "
+        "with --model-name"
     )
 
 
