@@ -97,9 +97,12 @@ def next_steps(root: Path, params: Params, decision: dict) -> str:
     ]
     if sample is not None:
         lines.append(
-            f"  predict:    .venv/bin/ferflow predict --model models:/{name}@champion "
-            f"{sample.relative_to(root)}"
+            f"  predict:    .venv/bin/ferflow predict --model-name {name} {sample.relative_to(root)}"
         )
+    lines.append(
+        f"  compare:    .venv/bin/ferflow compare --model-name {name}   (champion vs challenger; "
+        "a second version: .venv/bin/python -m flows.demo --set finetune.epochs=12)"
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -158,7 +158,13 @@ def compare_sides(a: Side, b: Side, classes: tuple[str, ...]) -> Comparison:
     """The differences between two resolved sides (pure: no MLflow calls)."""
     notes = []
     if a.run_id == b.run_id:
-        notes.append(f"both sides are the same run {a.run_id}: every delta is zero")
+        same = f"both sides are the same run {a.run_id}: every delta is zero"
+        if a.model_version and a.model_version == b.model_version:
+            same += (
+                f" ({a.model_version} holds both aliases: one version is registered so far; "
+                "train again, e.g. with other params, to get a challenger to compare)"
+            )
+        notes.append(same)
     changes, confusion_note = confusion_changes(a.confusion, b.confusion)
     if confusion_note:
         notes.append(confusion_note)

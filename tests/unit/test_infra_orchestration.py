@@ -255,7 +255,8 @@ def test_demo_says_what_to_open_next(tmp_path):
     assert "mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db" in text
     assert "reports/metrics.json" in text
     sample = f"{DEMO_RAW}/test/happy/PublicTest_1.jpg"
-    assert f"ferflow predict --model models:/fer-densenet-demo@champion {sample}" in text
+    assert f"ferflow predict --model-name fer-densenet-demo {sample}" in text
+    assert "ferflow compare --model-name fer-densenet-demo" in text
 
 
 def test_demo_names_the_champion_that_stayed_when_the_new_model_loses():
