@@ -83,7 +83,14 @@ def _synth(args: argparse.Namespace, params: Params) -> None:
 def _data_add(args: argparse.Namespace, params: Params) -> None:
     from ferflow.stages.data import add_data
 
-    add_data(params, Path(args.path), dest=Path(args.dest) if args.dest else None, force=args.force)
+    target = add_data(
+        params,
+        Path(args.path),
+        dest=Path(args.dest) if args.dest else None,
+        force=args.force,
+        params_file=Path(args.params),
+    )
+    print(target)
 
 
 def _data_remote(args: argparse.Namespace, params: Params) -> None:

@@ -446,3 +446,27 @@ def load_params(path: str | Path = DEFAULT_PARAMS_PATH, overrides: Iterable[str]
     raw = apply_overrides(raw, overrides)
     source = f"{path}" + (f" with overrides {overrides}" if overrides else "")
     return parse_params(raw, source)
+
+
+def set_in_file(path: str | Path, section: str, key: str, value: str) -> bool:
+    """Set `section.key` (a top-level section's plain scalar) to `value` in a params file,
+    editing that one line so comments and layout stay; returns whether it changed.
+
+    For the few values a command must write back (`ferflow data add` records where the raw
+    data went); the result is validated like any params file."""
+    path = Path(path)
+    lines = path.read_text().splitlines(keepends=True)
+    in_section = False
+    for i, line in enumerate(lines):
+        if not line.startswith((" ", "\t", "#")) and line.strip():
+            in_section = line.split(":", 1)[0].strip() == section
+            continue
+        match = re.match(rf"^(\s+{re.escape(key)}:\s*)([^#\n]*?)(\s*(#.*)?)$", line.rstrip("\n"))
+        if in_section and match:
+            if match.group(2).strip() == value:
+                return False
+            lines[i] = f"{match.group(1)}{value}{match.group(3)}\n"
+            path.write_text("".join(lines))
+            parse_params(read_params_file(path), str(path))  # still a valid params file
+            return True
+    raise ParamsError(f"{path}: no `{section}.{key}` line to set; add it to the file")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -144,6 +145,29 @@ def test_cli_data_add_tracks_the_dataset(repo, download, monkeypatch):
 
     assert status == 0
     assert (repo / "data" / "raw" / "synthetic.dvc").is_file()
+
+
+def test_cli_data_add_of_a_zip_records_its_path_so_dvc_repro_runs_next(repo, download, tmp_path, monkeypatch):
+    # given the project's pipeline in the repository, and a zip of the download
+    shutil.copy(PARAMS_FILE.parent / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copytree(PARAMS_FILE.parent / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    archive = tmp_path / "fer2013.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(download.rglob("*.jpg")):
+            zf.write(path, path.relative_to(download.parent))
+    monkeypatch.chdir(repo)
+    # when it is added with the CLI
+    assert cli.main(["data", "add", str(archive)]) == 0
+    # then params.yaml names the copy (comment kept), and DVC's pipeline can run on it
+    assert _params(repo).data.raw == "data/raw/fer2013.zip"
+    assert (
+        "  raw: data/raw/fer2013.zip          # DVC-tracked raw dataset" in (repo / "params.yaml").read_text()
+    )
+    dry = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "--dry", "ingest"], cwd=repo, capture_output=True, text=True
+    )
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "ferflow ingest data/raw/fer2013.zip" in dry.stdout
 
 
 def test_data_version_is_the_md5_of_the_dvc_file(repo, download):

@@ -115,12 +115,31 @@ def _check_line(check: Any) -> str:
 
 
 def add_data(
-    params: Params, source: Path, dest: Path | None = None, force: bool = False, root: Path | None = None
+    params: Params,
+    source: Path,
+    dest: Path | None = None,
+    force: bool = False,
+    root: Path | None = None,
+    params_file: Path | None = None,
 ) -> Path:
-    """`ferflow data add`: copy a FER download under data/ and track it with DVC."""
+    """`ferflow data add`: copy a FER download under data/ and track it with DVC.
+
+    With `params_file`, a copy that did not land at `data.raw` (a .zip or .csv keeps its
+    suffix) is recorded there, so dvc.yaml's `${data.raw}` names what was added and
+    `dvc repro` runs next."""
+    from ferflow.config import set_in_file
     from ferflow.data.versioning import add_dataset
 
-    return add_dataset(Path(source), params, dest=dest, force=force, repo_root=root)
+    target = add_dataset(Path(source), params, dest=dest, force=force, repo_root=root)
+    if params_file is not None:
+        base = Path(params_file).resolve().parent
+        recorded = target.resolve().relative_to(base) if target.resolve().is_relative_to(base) else target
+        try:
+            if set_in_file(params_file, "data", "raw", recorded.as_posix()):
+                log.info("%s: data.raw is now %s (what dvc.yaml's ingest stage reads)", params_file, recorded)
+        except FerflowError as err:  # e.g. a profile that inherits data.raw: say what to do
+            log.warning("%s; set data.raw to %s in params.yaml for `dvc repro`", err, recorded)
+    return target
 
 
 def configure_remote(params: Params) -> str:
