@@ -85,7 +85,7 @@ def test_failure_after_training_marks_the_mlflow_run_failed(workspace, monkeypat
     def broken_evaluation(*_args, **_kwargs):
         raise RuntimeError("evaluation exploded")
 
-    monkeypatch.setattr("ferflow.evaluate.evaluate_stage", broken_evaluation)
+    monkeypatch.setattr("ferflow.stages.evaluation.evaluate", broken_evaluation)
 
     with pytest.raises(RuntimeError, match="evaluation exploded"):
         run_flow(workspace, "finetune.epochs=2")  # finetune runs again in this flow run
