@@ -14,7 +14,6 @@ scripts. Pure: ferflow.tracking.reader reads the two sides from MLflow.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -22,8 +21,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ferflow.errors import FerflowError
-
-log = logging.getLogger(__name__)
 
 Format = Literal["text", "markdown", "json"]
 FORMATS: tuple[Format, ...] = ("text", "markdown", "json")
@@ -160,10 +157,7 @@ def compare_sides(a: Side, b: Side, classes: tuple[str, ...]) -> Comparison:
     if a.run_id == b.run_id:
         same = f"both sides are the same run {a.run_id}: every delta is zero"
         if a.model_version and a.model_version == b.model_version:
-            same += (
-                f" ({a.model_version} holds both aliases: one version is registered so far; "
-                "train again, e.g. with other params, to get a challenger to compare)"
-            )
+            same += f" ({a.model_version} holds both aliases: train again for a challenger)"
         notes.append(same)
     changes, confusion_note = confusion_changes(a.confusion, b.confusion)
     if confusion_note:
