@@ -132,13 +132,16 @@ def test_a_challenger_under_a_floor_is_not_promoted_without_a_champion(
     assert registry.aliases(params)["champion"] is None
 
 
-def test_ferflow_register_twice_on_the_same_model_registers_it_once(params, tmp_path, data_dir, capsys):
+def test_ferflow_register_twice_on_the_same_model_registers_it_once(
+    params, tmp_path, data_dir, capsys, monkeypatch, mlflow_uri
+):
     from mlflow import MlflowClient
 
     from ferflow.cli import main
 
-    # given a trained and evaluated model
+    # given a trained and evaluated model, and a tracking URI with a password in it
     model_dir, report_dir = pipeline_run(params, tmp_path, data_dir, SWAPPED)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri.replace("http://", "http://bob:hunter2@"))
     name = params.registry.model_name
     args = [
         "register",
@@ -153,10 +156,13 @@ def test_ferflow_register_twice_on_the_same_model_registers_it_once(params, tmp_
     # when `ferflow register` runs twice
     assert main(args) == 0
     assert main(args) == 0
-    # then one version exists, and both runs report it
-    assert len(MlflowClient().search_model_versions(f"name='{name}'")) == 1
-    out = capsys.readouterr().out.splitlines()
+    # then one version exists, both runs report it, and the password was printed nowhere
+    assert len(MlflowClient(mlflow_uri).search_model_versions(f"name='{name}'")) == 1
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
     assert out[0] == out[1] and out[0].startswith(f"{name} version 1:")
+    assert "hunter2" not in captured.out + captured.err
+    assert "View run" not in captured.out
 
 
 def test_rollback_restores_the_previous_champion(params, tmp_path, data_dir):
