@@ -7,7 +7,7 @@ Policies, decided here once:
   or a failed training is not transient, so those never retry.
 - A timeout per task from `flow.timeouts`.
 - The expensive stages (ingest, validate, train, finetune, evaluate) are cached on their
-  input files, params and code (tasks/caching.py); results are small JSON dicts of layout
+  input files, params and code (tasks/caching.py); results are small JSON dicts of paths
   and hashes, never arrays.
 
 `for_params(params)` returns the tasks with these options applied.

@@ -7,6 +7,7 @@ weights) rather than inventing a parallel config.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,26 @@ def fer2013_zip() -> Path:
     if not path.is_file():
         pytest.skip(f"FERFLOW_FER2013_ZIP={value} does not exist")
     return path
+
+
+@pytest.fixture
+def dvc_repo(tmp_path, monkeypatch) -> Path:
+    """A new git + DVC repository with the project's params.yaml, dummy AWS credentials and
+    DVC's site cache inside tmp_path."""
+    import subprocess
+
+    from dvc.repo import Repo
+
+    from tests.servers import DUMMY_AWS_ENV
+
+    for name, value in DUMMY_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    for name in ("FERFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "site-cache"))
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    Repo.init(str(root)).close()  # in-process: a `dvc init` subprocess re-imports DVC (seconds)
+    shutil.copy(PARAMS_FILE, root / "params.yaml")
+    return root

@@ -61,6 +61,7 @@ def _imports(node: ast.Import | ast.ImportFrom) -> list[tuple[str, str]]:
     return [(_module_name(node, alias), alias.name) for alias in node.names]
 
 
+@cache
 def _module_tree(module: str) -> ast.Module:
     return ast.parse(inspect.getsource(importlib.import_module(module)))
 

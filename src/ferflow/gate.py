@@ -70,9 +70,9 @@ def smoke_batch_indices(labels: np.ndarray, size: int) -> np.ndarray:
     """Rows for the smoke batch: the first image of every class present, then the next
     rows, `size` in all. Test splits are stored class by class, so the first `size` rows
     would all be one class, and a one-class model would look healthy on them."""
-    firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
-    rest = [i for i in range(len(labels)) if i not in set(firsts)]
-    return np.asarray((firsts + rest)[:size], dtype=np.int64)
+    firsts = np.unique(labels, return_index=True)[1]  # the first row of every class present
+    rest = np.setdiff1d(np.arange(len(labels)), firsts)
+    return np.concatenate([firsts, rest])[:size].astype(np.int64)
 
 
 def smoke_problem(

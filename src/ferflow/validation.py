@@ -47,8 +47,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE, PROFILE_FILE, DOCS_DIR = VALIDATION_FILE, PROFILE_FILE, DATA_DOCS_DIR
-
 
 class ReferenceProfileError(FerflowError, ValueError):
     """The reference profile given for drift is missing or malformed."""
@@ -118,7 +116,7 @@ def validate_dataset(
             has_reference=reference is not None,
             found={check_id: examples for check_id, (_, examples) in explained.items()},
         ),
-        report_dir / DOCS_DIR,
+        report_dir / DATA_DOCS_DIR,
         params.validation.max_examples,
     )
     checks = [_check_result(c, severity[c.id], outcomes, explained) for c in CHECKS]
@@ -127,12 +125,12 @@ def validate_dataset(
         data_dir=data_dir,
         checks=checks,
         profile=tables.profile,
-        data_docs_index=report_dir / DOCS_DIR / INDEX_FILE,
-        report_path=report_dir / REPORT_FILE,
+        data_docs_index=report_dir / DATA_DOCS_DIR / INDEX_FILE,
+        report_path=report_dir / VALIDATION_FILE,
         # only an accepted dataset becomes the reference for the next one's drift check
         profile_path=report_dir / PROFILE_FILE if accepted else None,
     )
-    write_index(report, suites, report_dir / DOCS_DIR)
+    write_index(report, suites, report_dir / DATA_DOCS_DIR)
     _write(report, report_dir)
     _log_summary(report, time.perf_counter() - started)
     return report
@@ -163,7 +161,7 @@ def _check_result(
 
 def _write(report: ValidationReport, report_dir: Path) -> None:
     report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    (report_dir / VALIDATION_FILE).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     if report.profile_path is not None:
         report.profile_path.write_text(json.dumps(report.profile, indent=2, sort_keys=True) + "\n")
 

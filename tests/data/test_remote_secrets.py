@@ -26,27 +26,15 @@ from ferflow.data.versioning import (
     push,
     split_credentials,
 )
-from tests.conftest import PARAMS_FILE
-from tests.servers import DUMMY_AWS_ENV, aws_test_credentials, create_bucket, free_port, moto_s3_server
+from tests.servers import aws_test_credentials, create_bucket, free_port, moto_s3_server
 
 PASSWORD = "Pw-s3cr3t-0f-m1n10"  # planted, to be looked for
 ENV_SECRET = "wJalrEXAMPLEENVSECRET"
 
 
 @pytest.fixture
-def repo(tmp_path, monkeypatch) -> Path:
-    """A new git + DVC repository with the project's params.yaml; DVC's site cache inside tmp_path."""
-    for name, value in DUMMY_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
-    for name in ("FERFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "site-cache"))
-    root = tmp_path / "repo"
-    root.mkdir()
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    Repo.init(str(root)).close()
-    shutil.copy(PARAMS_FILE, root / "params.yaml")
-    return root
+def repo(dvc_repo) -> Path:
+    return dvc_repo
 
 
 def _with_endpoint(repo: Path, endpoint: str):

@@ -13,7 +13,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from dvc.repo import Repo
 
 from ferflow import cli
 from ferflow.config import FER_CLASSES, load_params
@@ -28,7 +27,7 @@ from ferflow.data.versioning import (
     push,
 )
 from tests.conftest import PARAMS_FILE
-from tests.servers import DUMMY_AWS_ENV, aws_test_credentials, create_bucket, free_port, moto_s3_server
+from tests.servers import aws_test_credentials, create_bucket, free_port, moto_s3_server
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +38,8 @@ def s3_endpoint():
 
 
 @pytest.fixture
-def repo(tmp_path, monkeypatch) -> Path:
-    """A new git + DVC repository with the project's params.yaml."""
-    for name, value in DUMMY_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
-    for name in ("FERFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    root = tmp_path / "repo"
-    root.mkdir()
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    Repo.init(str(root)).close()  # in-process: a `dvc init` subprocess re-imports DVC (seconds)
-    shutil.copy(PARAMS_FILE, root / "params.yaml")
-    return root
+def repo(dvc_repo) -> Path:
+    return dvc_repo
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -96,10 +97,11 @@ def write_constant_dataset(out_dir: Path, per_class: dict[str, int] | None = Non
     return out_dir
 
 
-def write_history(model_dir: Path, head_epochs: int = 3, finetune_epochs: int = 2) -> None:
-    rows = [
+def history_records(head_epochs: int = 3, finetune_epochs: int = 2) -> list[dict[str, Any]]:
+    """Records as training stores them: the 0-based global epoch of both phases."""
+    return [
         {
-            "epoch": e + 1,
+            "epoch": e,
             "phase": "train" if e < head_epochs else "finetune",
             "loss": 2.0 - 0.1 * e,
             "accuracy": 0.3 + 0.05 * e,
@@ -108,7 +110,11 @@ def write_history(model_dir: Path, head_epochs: int = 3, finetune_epochs: int = 
         }
         for e in range(head_epochs + finetune_epochs)
     ]
-    (model_dir / "history.json").write_text(json.dumps({"epochs": rows}))
+
+
+def write_history(model_dir: Path, head_epochs: int = 3, finetune_epochs: int = 2) -> None:
+    records = history_records(head_epochs, finetune_epochs)
+    (model_dir / "history.json").write_text(json.dumps({"epochs": records}))
 
 
 def one_hot(labels: np.ndarray, k: int = 7) -> np.ndarray:

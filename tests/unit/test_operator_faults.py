@@ -66,8 +66,6 @@ def test_mlflow_http_retries_come_from_params(monkeypatch):
 
     store.connect(small_params("tracking.http_retries=1", "tracking.http_timeout_s=7"))
 
-    import os
-
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
 

@@ -23,6 +23,7 @@ import yaml
 from ferflow import evaluate as ev
 from ferflow import files, plots
 from tests.conftest import small_params
+from tests.unit.test_evaluate import history_records
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = ("angry", "happy", "sad")
@@ -32,21 +33,6 @@ PER_CLASS = {
     "happy": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 10},
     "sad": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2},
 }
-
-
-def history(head_epochs: int = 3, finetune_epochs: int = 2) -> list[dict[str, Any]]:
-    """Records as training stores them: the 0-based global epoch of both phases."""
-    return [
-        {
-            "epoch": e,
-            "phase": "train" if e < head_epochs else "finetune",
-            "loss": 2.0 - 0.1 * e,
-            "accuracy": 0.3 + 0.05 * e,
-            "val_loss": 2.1 - 0.08 * e,
-            "val_accuracy": 0.28 + 0.04 * e,
-        }
-        for e in range(head_epochs + finetune_epochs)
-    ]
 
 
 @pytest.fixture
@@ -94,7 +80,7 @@ def test_per_class_figure_is_written_as_per_class_png(tmp_path, close_figures):
 
 @pytest.mark.parametrize("metric", ["accuracy", "loss"])
 def test_history_epochs_count_from_1_on_whole_number_ticks(metric, close_figures):
-    records = history(head_epochs=3, finetune_epochs=2)
+    records = history_records(head_epochs=3, finetune_epochs=2)
     fig = plots._history_figure(records, metric, metric)
     (ax,) = fig.axes
     train, validation = ax.get_lines()[:2]
@@ -108,7 +94,7 @@ def test_history_epochs_count_from_1_on_whole_number_ticks(metric, close_figures
 
 
 def test_long_histories_keep_whole_number_ticks_without_epoch_0(close_figures):
-    fig = plots._history_figure(history(head_epochs=10, finetune_epochs=27), "accuracy", "accuracy")
+    fig = plots._history_figure(history_records(head_epochs=10, finetune_epochs=27), "accuracy", "accuracy")
     (ax,) = fig.axes
 
     low, high = ax.get_xlim()
@@ -119,7 +105,7 @@ def test_long_histories_keep_whole_number_ticks_without_epoch_0(close_figures):
 
 def test_the_phase_boundary_sits_before_the_first_fine_tuning_epoch(close_figures):
     # head epochs are shown 1..3, fine-tuning starts at the 4th
-    fig = plots._history_figure(history(head_epochs=3, finetune_epochs=2), "loss", "loss")
+    fig = plots._history_figure(history_records(head_epochs=3, finetune_epochs=2), "loss", "loss")
     (ax,) = fig.axes
 
     boundary = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
@@ -128,7 +114,7 @@ def test_the_phase_boundary_sits_before_the_first_fine_tuning_epoch(close_figure
 
 
 def test_history_without_fine_tuning_has_no_boundary(close_figures):
-    fig = plots._history_figure(history(head_epochs=4, finetune_epochs=0), "accuracy", "accuracy")
+    fig = plots._history_figure(history_records(head_epochs=4, finetune_epochs=0), "accuracy", "accuracy")
 
     assert [line for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"] == []
 
@@ -148,7 +134,7 @@ def reports(tmp_path_factory) -> Path:
     probs /= probs.sum(axis=1, keepdims=True)
     evaluation = ev.evaluate_predictions(labels, probs, params.base.classes)
     root = tmp_path_factory.mktemp("plots")
-    ev.write_reports(evaluation, params, root / "reports", history())
+    ev.write_reports(evaluation, params, root / "reports", history_records())
     plots._pyplot().close("all")
     return root / "reports"
 
@@ -251,7 +237,7 @@ def test_dvc_plots_show_renders_every_plot_from_write_reports_files(reports, tmp
 
     assert {v["field"] for v in values("accuracy")} == {"accuracy", "val_accuracy"}
     assert {v["field"] for v in values("loss")} == {"loss", "val_loss"}
-    assert len(values("accuracy")) == 2 * len(history())
+    assert len(values("accuracy")) == 2 * len(history_records())
     bars = values("per_class_f1")
     assert [v["class"] for v in bars] == list(small_params().base.classes)
     assert all(0 <= float(v["f1"]) <= 1 for v in bars)

@@ -97,8 +97,7 @@ def evaluate_source(params: Params, model: str, source: Path, out_dir: Path) -> 
         from ferflow.errors import FerflowError
 
         raise FerflowError(f"{source} does not exist; pass a prepared dataset or a FER download (--data)")
-    check_model_reference(model)
-    predict_fn = load_predict_fn(model, params)
+    predict_fn = load_predict_fn(model, params)  # checks the reference before loading anything
     images, labels, digest = _images_from_source(Path(source), params)
     evaluation = ev.evaluate_model(predict_fn, images, labels, params)
     ev.write_reports(
@@ -148,7 +147,6 @@ def predict(
 
     paths = prediction.list_images(inputs)
     model = model or prediction.default_model(params)
-    check_model_reference(model)
     predict_fn = load_predict_fn(model, params)
     log.info("predicting %d images with %s", len(paths), model)
     return prediction.predict_files(paths, predict_fn, params, skip_bad=skip_bad)
