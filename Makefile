@@ -42,4 +42,4 @@ bench: $(STAMP) ## benchmarks (need FERFLOW_FER2013_ZIP for the real-data ones)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean: ## remove generated data, models, reports and local stores (not the venv)
-	rm -rf data/prepared models reports mlflow/mlflow.db mlflow/artifacts mlruns mlartifacts demo-workdir
+	rm -rf data/prepared models reports mlflow/mlflow.db mlflow/artifacts mlruns mlartifacts demo

@@ -1,35 +1,49 @@
 """`make demo` (`python -m flows.demo`): the whole workflow on synthetic faces, offline.
 
-On a fresh clone, with no server and no internet, this:
+The demo has a workspace of its own, demo/, so it never mixes with the project's real
+data, models and MLflow store. On a fresh clone, with no server and no internet, this:
 
-1. draws synthetic faces (`ferflow synth`),
-2. versions them with DVC (`ferflow data add`),
-3. runs the Prefect retraining flow end to end in Prefect's local mode (state under
-   .prefect/): ingest, data contract, two training phases, evaluation, registration and
-   promotion in the local MLflow store under mlflow/,
-4. prints what to open next.
+1. makes demo/ a DVC project of its own (`dvc init --no-scm`; demo/ is git-ignored) and
+   writes demo/params.yaml (profiles/from-scratch.yaml shrunk for a laptop CPU by
+   `DEMO_OVERRIDES`, resolved into one file) and demo/dvc.yaml (the project's stages, code
+   paths pointing back at the repository),
+2. draws synthetic faces into demo/data/raw/synthetic (`ferflow synth`),
+3. versions them with DVC (`ferflow data add`),
+4. runs the Prefect retraining flow end to end in Prefect's local mode (state under
+   demo/.prefect/): ingest, data contract, two training phases, evaluation, registration
+   and promotion in the workspace's MLflow store demo/mlflow/mlflow.db,
+5. records in demo/dvc.lock what the flow's stages read and wrote (`dvc commit`: the flow
+   and dvc.yaml run the same stage functions on the same params), so `dvc status` and
+   `dvc repro` in demo/ work on the demo's data and rerun only what changes,
+6. prints what to open next. In demo/ every `ferflow` command reads the demo's params, so
+   `ferflow compare` and `ferflow predict` find the demo's model with no flags.
 
-The configuration is profiles/from-scratch.yaml shrunk for a laptop CPU (`DEMO_OVERRIDES`,
-validated like any `--set`). Running it again reuses the cached stages.
+Running it again rewrites demo/params.yaml and reuses the cached stages.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from ferflow.config import Params, load_params
+import yaml
+
+from ferflow.config import Params, apply_overrides, load_params, parse_params, read_params_file
 from ferflow.errors import FerflowError
 from flows.local import configure_local_prefect
 
 log = logging.getLogger(__name__)
 
-DEMO_RAW = "data/raw/synthetic"
+DEMO_DIR = "demo"  # the demo's workspace, relative to the repository root
+DEMO_RAW = "data/raw/synthetic"  # relative to the workspace
 DEMO_MODEL_NAME = "fer-densenet-demo"
 
 DEMO_PARAMS = "profiles/from-scratch.yaml"
@@ -51,37 +65,107 @@ DEMO_OVERRIDES = (
 
 
 def run_demo(root: Path, params_file: str = DEMO_PARAMS, extra: Sequence[str] = ()) -> dict:
-    """Synthesize, version, run the flow; returns the promotion decision."""
+    """Write the workspace, synthesize, version, run the flow, record it for DVC; returns
+    the promotion decision."""
     overrides = [*DEMO_OVERRIDES, *extra]
     params = load_params(root / params_file, overrides)  # fail fast on a bad override
-    configure_local_prefect(root)
+    workspace = root / DEMO_DIR
+    _step(1, f"writing the demo's workspace {DEMO_DIR}/ (params.yaml, dvc.yaml)")
+    write_workspace(root, workspace, root / params_file, overrides)
+    configure_local_prefect(workspace)
 
     from ferflow.stages.data import add_data, synthesize
 
-    raw = root / DEMO_RAW
-    _step(1, f"drawing synthetic faces into {DEMO_RAW}")
+    raw = workspace / DEMO_RAW
+    _step(2, f"drawing synthetic faces into {DEMO_DIR}/{DEMO_RAW}")
     # Same seed, same bytes: a rerun leaves the folder (and its DVC version) unchanged.
     synthesize(params, raw)
-    _step(2, f"versioning {DEMO_RAW} with DVC")
-    add_data(params, raw, dest=raw, root=root)
+    _step(3, f"versioning {DEMO_DIR}/{DEMO_RAW} with DVC")
+    add_data(params, raw, dest=raw, root=workspace)
 
-    _step(3, "running the Prefect retraining flow (local mode; first start takes a while)")
+    _step(4, "running the Prefect retraining flow (local mode; first start takes a while)")
     from flows.retrain import retrain
 
     started = time.perf_counter()
-    decision = retrain(params_file=params_file, overrides=overrides, root=str(root))
+    decision = retrain(params_file="params.yaml", overrides=[], root=str(workspace))
     log.info("flow finished in %.0f s", time.perf_counter() - started)
-    print(next_steps(root, params, decision))
+    _step(5, f"recording the stages' inputs and outputs in {DEMO_DIR}/dvc.lock (dvc commit)")
+    record_for_dvc(workspace)
+    print(next_steps(workspace, params, decision))
     return decision
 
 
-def next_steps(root: Path, params: Params, decision: dict) -> str:
-    """What to open next: MLflow UI, reports, Data Docs, a prediction."""
-    uri, name = params.tracking.tracking_uri, params.registry.model_name
-    docs = sorted((root / "reports").glob("**/data_docs/**/index.html")) or sorted(
-        (root / "reports").glob("**/index.html")
+def write_workspace(root: Path, workspace: Path, params_file: Path, overrides: Sequence[str]) -> None:
+    """demo/params.yaml: the profile and overrides resolved into one file (DVC reads the
+    params a stage depends on from the file itself: no `extends`); demo/dvc.yaml: the
+    project's dvc.yaml with its code dependencies pointing back at the repository."""
+    raw = apply_overrides(read_params_file(params_file), overrides)
+    expected = parse_params(raw, f"{params_file} with {list(overrides)}")
+    workspace.mkdir(exist_ok=True)
+    if not (workspace / ".dvc").is_dir():
+        # A DVC project of its own: `dvc status` there lists only the demo's stages, and
+        # no git file of the repository is touched (the workspace is git-ignored).
+        _dvc(workspace, "init", "--no-scm", "--quiet")
+    header = (
+        f"# The demo's params: {params_file.relative_to(root)} with flows/demo.py's overrides, resolved.\n"
+        "# Written by `make demo` (every run rewrites it). Edit it and run `dvc repro` in this\n"
+        "# folder to train the demo again with other values.\n"
     )
-    sample = next(iter(sorted((root / DEMO_RAW / "test").glob("*/*.jpg"))), None)
+    target = workspace / "params.yaml"
+    target.write_text(header + yaml.safe_dump(raw, sort_keys=False, default_flow_style=False, width=100))
+    if load_params(target).digest() != expected.digest():  # the file says what the demo runs
+        raise RuntimeError(f"{target} does not read back as the demo's params")
+    stages = workspace_stages(yaml.safe_load((root / "dvc.yaml").read_text()), root, workspace)
+    (workspace / "dvc.yaml").write_text(
+        "# The project's dvc.yaml (../dvc.yaml) for the demo's workspace, written by `make demo`:\n"
+        "# the same stages and commands, reading ./params.yaml, code paths pointing back at the repository.\n"
+        + yaml.safe_dump(stages, sort_keys=False, width=100)
+    )
+
+
+def workspace_stages(pipeline: dict[str, Any], root: Path, workspace: Path) -> dict[str, Any]:
+    """`pipeline` (dvc.yaml's mapping) for a workspace below `root`: a dependency that is
+    code (not templated from params, not an output of a stage) is made relative to it."""
+    outs = {
+        next(iter(out)) if isinstance(out, dict) else out
+        for stage in pipeline["stages"].values()
+        for section in ("outs", "metrics")
+        for out in stage.get(section, [])
+    }
+    up = Path(os.path.relpath(root, workspace))
+    converted = dict(pipeline)
+
+    def moved(dep: str) -> str:
+        return dep if "${" in dep or dep in outs else (up / dep).as_posix()
+
+    converted["stages"] = {
+        name: {**stage, "deps": [moved(dep) for dep in stage.get("deps", [])]}
+        for name, stage in pipeline["stages"].items()
+    }
+    return converted
+
+
+def record_for_dvc(workspace: Path) -> None:
+    """`dvc commit --force dvc.yaml` in the workspace: demo/dvc.lock records what the flow's
+    stages read and wrote, and their outputs go to the DVC cache."""
+    _dvc(workspace, "commit", "--force", "--quiet", "dvc.yaml")
+
+
+def _dvc(workspace: Path, *args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workspace, capture_output=True, text=True)
+    if done.returncode != 0:
+        why = done.stderr.strip() or done.stdout.strip()
+        raise RuntimeError(f"`dvc {' '.join(args)}` in {workspace} failed: {why}")
+
+
+def next_steps(workspace: Path, params: Params, decision: dict) -> str:
+    """What to open next: MLflow UI, reports, Data Docs, a prediction, DVC; all from the
+    workspace, where every command reads the demo's params."""
+    uri, name = params.tracking.tracking_uri, params.registry.model_name
+    docs = sorted((workspace / "reports").glob("**/data_docs/**/index.html")) or sorted(
+        (workspace / "reports").glob("**/index.html")
+    )
+    sample = next(iter(sorted((workspace / DEMO_RAW / "test").glob("*/*.jpg"))), None)
     lines = [
         "",
         "Demo done.",
@@ -89,20 +173,19 @@ def next_steps(root: Path, params: Params, decision: dict) -> str:
         f"  registered: {name} version {decision.get('version')}",
         f"  champion:   models:/{name}@champion (version {champion_version(decision)})",
         "",
-        "Open next:",
-        f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)",
+        f"Open next, from the demo's workspace (`cd {DEMO_DIR}`; `source ../.venv/bin/activate`):",
+        f"  MLflow UI:  mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)",
         "  metrics:    reports/metrics.json, plots in reports/plots/",
-        f"  Data Docs:  {docs[0] if docs else 'reports/ (see reports/validation.json)'}",
-        "  Prefect:    PREFECT_HOME=.prefect .venv/bin/prefect server start   (runs and artifacts)",
+        f"  Data Docs:  {docs[0].relative_to(workspace) if docs else 'reports/validation.json'}",
+        "  Prefect:    PREFECT_HOME=.prefect prefect server start   (runs and artifacts)",
     ]
     if sample is not None:
-        lines.append(
-            f"  predict:    .venv/bin/ferflow predict --model-name {name} {sample.relative_to(root)}"
-        )
-    lines.append(
-        f"  compare:    .venv/bin/ferflow compare --model-name {name}   (champion vs challenger; "
-        "a second version: .venv/bin/python -m flows.demo --set finetune.epochs=12)"
-    )
+        lines.append(f"  predict:    ferflow predict {sample.relative_to(workspace)}")
+    lines += [
+        "  compare:    ferflow compare   (champion vs challenger)",
+        "  DVC:        dvc status; edit params.yaml (say finetune.epochs), then `dvc repro`:",
+        "              a second version, registered and compared with the champion",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -115,7 +198,7 @@ def champion_version(decision: dict) -> str | None:
 
 
 def _step(number: int, text: str) -> None:
-    print(f"[demo {number}/3] {text}", flush=True)
+    print(f"[demo {number}/5] {text}", flush=True)
 
 
 class _RunNameFormatter(logging.Formatter):

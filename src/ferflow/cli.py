@@ -321,12 +321,21 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, verbose: bool = False) -> None:
+    """ferflow's own lines at `level`; other libraries' (GX, MLflow, DVC, httpx) only when
+    they warn, unless `-v` asks for everything."""
     logging.basicConfig(
-        level=level,
+        level="DEBUG" if verbose else "WARNING",
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not verbose:
+        # MLflow logs through a handler of its own, set from this variable at import
+        # (its warnings about pip and conda specs say nothing a ferflow user can act on)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+        logging.getLogger("ferflow").setLevel(level)
+        logging.getLogger("flows").setLevel(level)
+        logging.getLogger("tasks").setLevel(level)
     # TensorFlow's C++ start-up chatter is noise for a CLI user.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -355,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "model_name", None):
             overrides.append(f"register.model_name={args.model_name}")
         params = load_params(args.params, overrides)
-        _configure_logging("DEBUG" if args.verbose else params.base.log_level)
+        _configure_logging(params.base.log_level, verbose=args.verbose)
         result = args.handler(args, params)
     except FerflowError as err:
         print(f"ferflow {args.command}: error: {err}", file=sys.stderr)

@@ -71,6 +71,31 @@ def test_stages_write_one_history_and_log_a_servable_model(store, phase_one, tin
     assert parent.data.metrics["finetune.epochs"] == 1
 
 
+def test_phase_two_run_again_alone_gets_a_parent_run_of_its_own(store, phase_one, tiny_data, tmp_path):
+    # given phase 1 and a finished phase 2 in one parent run (what the flow leaves)
+    models = tmp_path / "models"
+    shutil.copytree(phase_one, models)
+    finetune(tiny_params(*STAGE), layout(tiny_data, models))
+    first = json.loads((models / "run.json").read_text())
+    # when phase 2 runs again alone (`dvc repro` after a finetune.* change: phase 1 cached)
+    finetune(tiny_params(*STAGE, "finetune.learning_rate=0.005"), layout(tiny_data, models))
+    # then it is a new parent run, so `ferflow register` makes a new version of it
+    second = json.loads((models / "run.json").read_text())
+    assert second["run_id"] != first["run_id"] and second["model_uri"] != first["model_uri"]
+    new_run = store.get_run(second["run_id"])
+    assert new_run.info.status == "FINISHED"
+    assert new_run.data.tags["ferflow.train_from_run"] == first["run_id"]
+    # with phase 1's curves copied from history.json at their global epochs, and phase 2's after
+    history = json.loads((models / "history.json").read_text())["epochs"]
+    head = [r for r in history if r["phase"] == "train"]
+    logged = store.get_metric_history(second["run_id"], "val_accuracy")
+    assert sorted(m.step for m in logged) == [r["epoch"] for r in history]
+    assert new_run.data.metrics["train.epochs"] == len(head)
+    assert new_run.data.metrics["finetune.epochs"] == 1
+    # and the first run keeps its own model and phase 2
+    assert store.get_run(first["run_id"]).data.metrics["finetune.epochs"] == 1
+
+
 def test_a_diverging_phase_two_fails_and_leaves_no_model(store, phase_one, tiny_data, tmp_path):
     # given phase 1's models folder and an absurd fine-tuning learning rate
     models = tmp_path / "models"

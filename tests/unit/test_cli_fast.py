@@ -81,3 +81,28 @@ def test_a_normal_command_prints_no_tensorflow_log_lines(tmp_path):
     assert done.returncode == 0, done.stderr
     foreign = [line for line in done.stderr.splitlines() if line.strip() and " ferflow." not in line]
     assert foreign == []
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["default", "-v"])
+def test_other_libraries_info_lines_show_only_with_verbose(verbose):
+    # GX logs INFO lines at import ("Skipping registering function ..."): a CLI user sees
+    # ferflow's INFO lines and other libraries' warnings, everything with -v
+    code = (
+        "import json, logging, os\n"
+        "os.environ.pop('MLFLOW_LOGGING_LEVEL', None)\n"
+        "from ferflow.cli import _configure_logging\n"
+        f"_configure_logging('INFO', verbose={verbose})\n"
+        "names = ('ferflow.stages', 'flows.retrain', 'great_expectations._docs_decorators',"
+        " 'mlflow', 'dvc')\n"
+        "enabled = {n: logging.getLogger(n).isEnabledFor(logging.INFO) for n in names}\n"
+        "print(json.dumps({**enabled, 'MLFLOW_LOGGING_LEVEL': os.environ.get('MLFLOW_LOGGING_LEVEL')}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    enabled = json.loads(done.stdout)
+
+    assert enabled["ferflow.stages"] and enabled["flows.retrain"]
+    foreign = [enabled[n] for n in ("great_expectations._docs_decorators", "mlflow", "dvc")]
+    assert foreign == [verbose] * 3
+    # MLflow's own handler reads its level from the environment when it is imported
+    assert enabled["MLFLOW_LOGGING_LEVEL"] == (None if verbose else "ERROR")

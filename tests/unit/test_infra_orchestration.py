@@ -241,7 +241,7 @@ def test_demo_configuration_is_valid_and_laptop_sized():
     assert params.registry.model_name == DEMO_MODEL_NAME != defaults.registry.model_name
 
 
-def test_demo_says_what_to_open_next(tmp_path):
+def test_demo_says_what_to_open_next_from_its_workspace(tmp_path):
     from ferflow.config import load_params
     from flows.demo import DEMO_OVERRIDES, DEMO_PARAMS, DEMO_RAW, next_steps
     from tests.conftest import REPO
@@ -252,11 +252,43 @@ def test_demo_says_what_to_open_next(tmp_path):
     params = load_params(REPO / DEMO_PARAMS, list(DEMO_OVERRIDES))
     text = next_steps(tmp_path, params, {"decision": "promoted", "reason": "first model", "version": "1"})
 
+    assert "cd demo" in text
     assert "mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db" in text
     assert "reports/metrics.json" in text
-    sample = f"{DEMO_RAW}/test/happy/PublicTest_1.jpg"
-    assert f"ferflow predict --model-name fer-densenet-demo {sample}" in text
-    assert "ferflow compare --model-name fer-densenet-demo" in text
+    # in the workspace the commands read the demo's params: no model flag needed
+    assert f"ferflow predict {DEMO_RAW}/test/happy/PublicTest_1.jpg" in text
+    assert "ferflow compare" in text and "--model-name" not in text
+    assert "dvc repro" in text
+
+
+def test_demo_workspace_reads_back_as_the_demo_params_and_points_its_code_at_the_repo(tmp_path):
+    import yaml
+
+    from ferflow.config import load_params
+    from flows.demo import DEMO_OVERRIDES, DEMO_PARAMS, write_workspace
+    from tests.conftest import REPO
+
+    workspace = tmp_path / "demo"
+    write_workspace(REPO, workspace, REPO / DEMO_PARAMS, [*DEMO_OVERRIDES, "finetune.epochs=3"])
+
+    written = load_params(workspace / "params.yaml")
+    wanted = load_params(REPO / DEMO_PARAMS, [*DEMO_OVERRIDES, "finetune.epochs=3"])
+    assert written.digest() == wanted.digest()
+    assert "extends" not in yaml.safe_load((workspace / "params.yaml").read_text())  # DVC reads it as it is
+    assert (workspace / ".dvc").is_dir()  # a DVC project of its own
+
+    project = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    demo = yaml.safe_load((workspace / "dvc.yaml").read_text())["stages"]
+    assert list(demo) == list(project)
+    for name, stage in demo.items():
+        assert stage["cmd"] == project[name]["cmd"] and stage["params"] == project[name]["params"]
+        assert len(stage["deps"]) == len(project[name]["deps"])
+        for dep, original in zip(stage["deps"], project[name]["deps"], strict=True):
+            if original.startswith("src/"):  # code: the repository's files, from the workspace
+                assert (workspace / dep).resolve() == (REPO / original).resolve()
+                assert (workspace / dep).exists(), dep
+            else:  # the data and the outputs of earlier stages: the workspace's own
+                assert dep == original
 
 
 def test_demo_names_the_champion_that_stayed_when_the_new_model_loses():

@@ -235,7 +235,10 @@ def test_dockerignore_keeps_environments_data_models_stores_and_secrets_out():
         ".mypy_cache/3.11/x.json",
         ".ruff_cache/0.1/x",
         ".pytest_cache/v/cache/lastfailed",
-        "demo-workdir/data/raw/synthetic/x.png",
+        "demo/data/raw/synthetic/x.png",
+        "demo/models/model.keras",
+        "demo/mlflow/mlflow.db",
+        "demo/.prefect/storage/result",
         "test-output/run.log",
         ".whl/tensorflow-2.20.0-cp311-cp311-linux_x86_64.whl",
         "weights.keras",
@@ -275,6 +278,6 @@ def test_make_clean_removes_the_local_mlflow_stores_too():
     recipe = re.search(r"^clean:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE).group(1)
     removed = set(recipe.split()) - {"rm", "-rf"}
 
-    before = {"data/prepared", "models", "reports", "mlflow/mlflow.db", "mlflow/artifacts", "demo-workdir"}
+    before = {"data/prepared", "models", "reports", "mlflow/mlflow.db", "mlflow/artifacts", "demo"}
     assert before | {"mlruns", "mlartifacts"} == removed
     assert ".venv" not in removed and "data/raw" not in removed

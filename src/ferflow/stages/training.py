@@ -4,7 +4,11 @@ MLflow runs.
 - `train`: phase 1 (frozen backbone, dense head). Starts the MLflow parent run, records it
   in models/run.json, writes models/head.keras and models/history.json.
 - `finetune`: phase 2 (whole network), in the same parent run: writes models/model.keras,
-  completes history.json, logs the model to MLflow and records its URI in run.json.
+  completes history.json, logs the model to MLflow and records its URI in run.json. When
+  that parent run already holds a phase 2 (finetune rerun alone: `dvc repro` after a
+  `finetune.*` change, a cached phase 1 in the flow), phase 2 starts a new parent run, which
+  gets phase 1's curves copied from history.json and a tag naming the run they came from:
+  each registered model has a run of its own.
 """
 
 from __future__ import annotations
@@ -55,7 +59,13 @@ def finetune(params: Params, layout: Layout) -> Path:
     configure_runtime(params)
     train_split, val_split = load_training_data(params, layout.prepared)
     train_records = [r for r in read_history(layout.history_file) if r["phase"] == TRAIN]
-    with runs.pipeline_run(params, layout.prepared, layout.run_file, resume=True, raw=layout.raw) as run:
+    previous = store.read_run_info(layout.run_file)
+    # The run phase 1 started (or a phase 2 cut short) has no model yet: continue it.
+    resume = previous is None or previous.model_uri is None
+    with runs.pipeline_run(params, layout.prepared, layout.run_file, resume=resume, raw=layout.raw) as run:
+        if previous is not None and not resume:
+            log.info("MLflow run %s already holds a phase 2: this one gets a new run", previous.run_id)
+            runs.log_earlier_phase(run, TRAIN, train_records, previous.run_id)
         with (
             runs.phase_run(run, FINETUNE, len(train_records), params) as epoch_logger,
             distribution_scope(),

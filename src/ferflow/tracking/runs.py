@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWEPT_TAG = "ferflow.swept"
+# on a parent run whose phase 1 ran in an earlier parent run (a finetune rerun alone)
+PHASE_FROM_TAG = "ferflow.{phase}_from_run"
 
 
 def run_name(params: Params, data_hash: str) -> str:
@@ -180,6 +182,31 @@ def log_summary(phase: str, records: Sequence[Mapping[str, Any]], run_ids: Seque
     tracker = MlflowClient()
     for run_id in run_ids:
         tracker.log_batch(run_id, metrics=metrics)
+
+
+def log_earlier_phase(
+    info: RunInfo, phase: str, records: Sequence[Mapping[str, Any]], source_run_id: str
+) -> None:
+    """Copy a phase that ran in an earlier parent run (`source_run_id`) onto this one: its
+    per-epoch metrics at their global epochs, its summary, and a tag naming the source, so
+    the new run's curves and `<phase>.*` metrics are whole and say where they came from."""
+    from mlflow.entities import Metric, RunTag
+
+    from ferflow.callbacks import EPOCH_METRICS  # Keras is loaded: this runs in phase 2
+
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(name, float(record[name]), now, int(record["epoch"]))
+        for record in records
+        for name in EPOCH_METRICS
+        if name in record
+    ]
+    tracker = client(info.tracking_uri)
+    tag = RunTag(PHASE_FROM_TAG.format(phase=phase), source_run_id)
+    for start in range(0, len(metrics), 900):  # MLflow takes at most 1,000 metrics per batch
+        tracker.log_batch(info.run_id, metrics=metrics[start : start + 900])
+    tracker.log_batch(info.run_id, tags=[tag])
+    log_summary(phase, records, [info.run_id])
 
 
 def _liveness() -> dict[str, str]:

@@ -1,0 +1,117 @@
+"""The README's first-hour route on a fresh copy of the repository, with synthetic data.
+
+A newcomer runs `make demo` (`python -m flows.demo`), then, in the demo's workspace demo/:
+`dvc status` and `dvc repro` (nothing changed: nothing runs), `ferflow compare` and
+`ferflow predict` with no model flags (the workspace's params name the demo's model), and
+then edits params.yaml and runs `dvc repro` for a second version that compare sets against
+the champion. The copy is made from the files git would hand out (tracked and new, not
+ignored), committed into a fresh git repository; the demo is shrunk by `--set` overrides
+(the real one takes minutes), its floors off so that a tiny model registers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import NO_FLOORS, REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(3600)]
+
+TINY_DEMO = (
+    *NO_FLOORS,
+    "synth.per_class=12",
+    "synth.test_per_class=4",
+    "finetune.epochs=1",
+    "model.head_units=[16]",
+    "model.dropout=[0.1]",
+)
+
+
+def fresh_copy(dest: Path) -> Path:
+    """The repository as a clone of the working tree would have it, in a new git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    for args in (("init", "-q"), ("add", "-A"), ("commit", "-q", "-m", "fresh copy")):
+        subprocess.run(
+            ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args],
+            cwd=dest,
+            check=True,
+            capture_output=True,
+        )
+    return dest
+
+
+def newcomer_env(repo: Path) -> dict[str, str]:
+    """An activated venv running the copy's code, with nothing of the test session's
+    MLflow or Prefect settings."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MLFLOW_", "PREFECT_")) and key != "PYTHONPATH"
+    }
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = f"{repo / 'src'}{os.pathsep}{repo}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def run(cwd: Path, env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=3000)
+    output = f"{done.stdout}\n{done.stderr}"
+    assert done.returncode == 0, f"{' '.join(command)} failed ({done.returncode}):\n{output}"
+    return done
+
+
+def test_demo_then_dvc_then_compare_and_predict_with_no_model_flags(tmp_path):
+    repo = fresh_copy(tmp_path / "repo")
+    env = newcomer_env(repo)
+    overrides = [arg for item in TINY_DEMO for arg in ("--set", item)]
+
+    demo = run(repo, env, sys.executable, "-m", "flows.demo", *overrides)
+    assert "Demo done." in demo.stdout and "cd demo" in demo.stdout
+    workspace = repo / "demo"
+    assert (workspace / "dvc.lock").exists() and (workspace / "mlflow" / "mlflow.db").exists()
+    # the demo left the repository's own files alone: its workspace is git-ignored
+    status = run(repo, env, "git", "status", "--porcelain")
+    assert status.stdout.strip() == ""
+
+    # nothing changed since the flow ran: DVC agrees and runs nothing
+    assert "Data and pipelines are up to date" in run(workspace, env, "dvc", "status").stdout
+    repro = run(workspace, env, "dvc", "repro")
+    assert "Running stage" not in repro.stdout
+    for stage in ("ingest", "validate", "train", "finetune", "evaluate", "register"):
+        assert f"Stage '{stage}' didn't change, skipping" in repro.stdout
+
+    # the workspace's params name the demo's model: no flag needed
+    compare = run(workspace, env, "ferflow", "compare")
+    assert "fer-densenet-demo" in compare.stdout
+    sample = next(iter(sorted((workspace / "data/raw/synthetic/test").glob("*/*.jpg"))))
+    image = str(sample.relative_to(workspace))
+    predict = run(workspace, env, "ferflow", "predict", "--format", "json", image)
+    assert '"class_name"' in predict.stdout
+
+    # the DVC route to a second version: edit params.yaml, `dvc repro` reruns from finetune
+    params = workspace / "params.yaml"
+    params.write_text(params.read_text().replace("finetune:\n  epochs: 1\n", "finetune:\n  epochs: 2\n", 1))
+    assert "epochs: 2" in params.read_text()
+    second = run(workspace, env, "dvc", "repro")
+    assert "Stage 'ingest' didn't change, skipping" in second.stdout
+    assert "Running stage 'finetune'" in second.stdout and "Running stage 'register'" in second.stdout
+    compare = run(workspace, env, "ferflow", "compare")
+    assert "v1" in compare.stdout and "v2" in compare.stdout
+    assert "Data and pipelines are up to date" in run(workspace, env, "dvc", "status").stdout
