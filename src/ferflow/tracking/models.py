@@ -176,8 +176,7 @@ def register_version(uri: str, name: str, model_uri: str, run_id: str, tags: Map
         if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
     path = model_uri.removeprefix("models:/")
-    # A logged model (`models:/<model_id>`) and its version point at each other, as in MLflow.
-    model_id = path if path != model_uri and not {"/", "@"} & set(path) else None
+    model_id = path if path != model_uri and not {"/", "@"} & set(path) else None  # `models:/<id>`
     created = tracker.create_model_version(
         name, model_uri, run_id, dict(tags), await_creation_for=0, model_id=model_id
     )
@@ -186,12 +185,13 @@ def register_version(uri: str, name: str, model_uri: str, run_id: str, tags: Map
         time.sleep(1)
         created = tracker.get_model_version(name, created.version)
     if created.status != "READY":
-        problem = f"{name} version {created.version} is {created.status}, not READY, after {AWAIT_READY_S} s"
-        raise RegistryError(f"{problem}: see the MLflow server's log, then register again")
+        raise RegistryError(f"{name} version {created.version} is {created.status}: see the server's log")
+    # The logged model lists its versions: a server adds this one itself, a local store does not.
     if model_id is not None:
         listed = json.loads(tracker.get_logged_model(model_id).tags.get(MODEL_VERSIONS_TAG) or "[]")
-        listed.append({"name": created.name, "version": created.version})
-        tracker.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps(listed)})
+        if (name, str(created.version)) not in {(item["name"], str(item["version"])) for item in listed}:
+            listed.append({"name": name, "version": created.version})
+            tracker.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps(listed)})
     log.info("registered %s (run %s) as %s version %s", model_uri, run_id, name, created.version)
     return str(created.version)
 
