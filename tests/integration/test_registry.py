@@ -12,6 +12,8 @@ model whose accuracy on the constant-brightness dataset is known by construction
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import threading
 import uuid
@@ -163,6 +165,68 @@ def test_ferflow_register_twice_on_the_same_model_registers_it_once(
     assert out[0] == out[1] and out[0].startswith(f"{name} version 1:")
     assert "hunter2" not in captured.out + captured.err
     assert "View run" not in captured.out
+
+
+# What MLflow itself prints when it registers a model or waits for a version (not ferflow's).
+MLFLOW_REGISTRY_LINES = ("Successfully registered", "Created version", "already exists", "Waiting up to")
+
+
+def mlflow_lines(stderr: str) -> list[str]:
+    """The lines of `stderr` MLflow wrote: its registration lines, its loggers' lines."""
+    lines = stderr.splitlines()
+    return [line for line in lines if " mlflow." in line or any(s in line for s in MLFLOW_REGISTRY_LINES)]
+
+
+def ferflow_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`ferflow ARGS` in a process of its own: its stdout and stderr as a person sees them."""
+    command = [sys.executable, "-m", "ferflow.cli", *args]
+    return subprocess.run(command, env=dict(os.environ), capture_output=True, text=True, timeout=600)
+
+
+def test_ferflow_register_prints_no_mlflow_lines_and_links_the_version(params, tmp_path, data_dir):
+    from mlflow import MlflowClient
+
+    # given a trained and evaluated model whose registered model does not exist yet
+    model_dir, report_dir = pipeline_run(params, tmp_path, data_dir, SWAPPED)
+    run = store.read_run_info(model_dir / "run.json")
+    name = params.registry.model_name
+    # when `ferflow register` runs
+    done = ferflow_cli(
+        "register",
+        *("--models-dir", str(model_dir), "--reports-dir", str(report_dir), "--data", str(data_dir)),
+        f"--set=register.model_name={name}",
+        *(f"--set={override}" for override in NO_FLOORS),
+    )
+    # then MLflow printed none of its registration lines, ferflow one line of its own
+    assert done.returncode == 0, done.stderr
+    assert mlflow_lines(done.stderr) == [], done.stderr
+    assert f"registered {run.model_uri} (run {run.run_id}) as {name} version 1" in done.stderr
+    # and the version is READY, linked to the run and to the logged model, as before
+    client = MlflowClient()
+    version = client.get_model_version(name, "1")
+    assert (version.status, version.run_id, version.source) == ("READY", run.run_id, run.model_uri)
+    logged = client.get_logged_model(run.model_uri.removeprefix("models:/"))
+    listed = json.loads(logged.tags["mlflow.modelVersions"])
+    assert [(item["name"], str(item["version"])) for item in listed] == [(name, "1")]
+
+
+def test_ferflow_promote_and_rollback_print_no_mlflow_lines(params):
+    from mlflow import MlflowClient
+
+    # given a registered model with two versions (of a run's artifacts)
+    name, client = params.registry.model_name, MlflowClient()
+    run = client.create_run(client.create_experiment(f"{name}-moves"))
+    client.create_registered_model(name)
+    for _ in range(2):
+        client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
+    # when version 1 then version 2 are promoted by hand, and then rolled back
+    moves = [("promote", "--version", "1"), ("promote", "--version", "2"), ("promote", "--rollback")]
+    done = [ferflow_cli(*move, f"--set=register.model_name={name}") for move in moves]
+    # then each printed its one line and MLflow printed nothing
+    assert [(d.returncode, mlflow_lines(d.stderr), len(d.stdout.splitlines())) for d in done] == [
+        (0, [], 1)
+    ] * 3
+    assert registry.aliases(params) == {"champion": "1", "challenger": "2", "previous-champion": "2"}
 
 
 def test_rollback_restores_the_previous_champion(params, tmp_path, data_dir):

@@ -242,7 +242,7 @@ def test_a_registration_killed_before_the_gate_reuses_its_version(evaluated_mode
     params, layout, run_id = evaluated_model
     uri = store.connect(params)
     model_uri = store.read_run_info(layout.run_file).model_uri
-    models.register_version(uri, "fer-cut-short", model_uri, {"ferflow.run_id": run_id})
+    models.register_version(uri, "fer-cut-short", model_uri, run_id, {"ferflow.run_id": run_id})
     # when registration runs again
     decision = promotion.register(params, layout)
     # then no second version: the first one got the decision and the aliases

@@ -125,7 +125,7 @@ def _register_new_version(params: Params, layout: Layout) -> dict[str, Any]:
         )
     else:
         version = models.register_version(
-            uri, name, model_uri, gate.version_tags(metrics, provenance, run_id)
+            uri, name, model_uri, run_id, gate.version_tags(metrics, provenance, run_id)
         )
     try:
         _publish_model_card(params, layout, version, run_id, metrics, provenance)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import random
@@ -46,6 +47,8 @@ LOCK_PREFIX = "ferflow.promotion_claim."
 DECISION_TAG, REASON_TAG, ALIAS_TAG = "ferflow.gate.decision", "ferflow.gate.reason", "ferflow.alias"
 CHAMPION_BEFORE_TAG = "ferflow.gate.champion_before"  # the champion the gate compared with
 MODEL_ARTIFACT = "model"
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # on a logged model: its registered versions
+AWAIT_READY_S = 300  # as long as mlflow.register_model waits for a new version
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 
@@ -158,14 +161,39 @@ def serve_predict(model_uri: str, uri: str, batch: np.ndarray) -> np.ndarray | s
 # --- versions and aliases ----------------------------------------------------------------
 
 
-def register_version(uri: str, name: str, model_uri: str, tags: Mapping[str, str]) -> str:
-    """Register `model_uri` as a new version of `name`; returns the version number."""
-    import mlflow
+def register_version(uri: str, name: str, model_uri: str, run_id: str, tags: Mapping[str, str]) -> str:
+    """Register `model_uri` (logged from `run_id`) as a new READY version of `name`; its number.
 
-    client(uri)
-    version = mlflow.register_model(model_uri, name, tags=dict(tags))
-    log.info("registered %s as %s version %s", model_uri, name, version.version)
-    return str(version.version)
+    As `mlflow.register_model` (MLflow 3 `_register_model`) does, minus its stderr lines
+    ("Successfully registered model", "Created version", its wait's "Waiting up to 300 s").
+    """
+    from mlflow.exceptions import MlflowException
+
+    tracker = client(uri)
+    try:
+        tracker.create_registered_model(name)
+    except MlflowException as err:  # it exists (or a concurrent run created it a moment ago)
+        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    path = model_uri.removeprefix("models:/")
+    model_id = path if path != model_uri and not {"/", "@"} & set(path) else None  # `models:/<id>`
+    created = tracker.create_model_version(
+        name, model_uri, run_id, dict(tags), await_creation_for=0, model_id=model_id
+    )
+    deadline = time.monotonic() + AWAIT_READY_S
+    while created.status == "PENDING_REGISTRATION" and time.monotonic() < deadline:
+        time.sleep(1)
+        created = tracker.get_model_version(name, created.version)
+    if created.status != "READY":
+        raise RegistryError(f"{name} version {created.version} is {created.status}: see the server's log")
+    # The logged model lists its versions: a server adds this one itself, a local store does not.
+    if model_id is not None:
+        listed = json.loads(tracker.get_logged_model(model_id).tags.get(MODEL_VERSIONS_TAG) or "[]")
+        if (name, str(created.version)) not in {(item["name"], str(item["version"])) for item in listed}:
+            listed.append({"name": name, "version": created.version})
+            tracker.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps(listed)})
+    log.info("registered %s (run %s) as %s version %s", model_uri, run_id, name, created.version)
+    return str(created.version)
 
 
 def delete_version(uri: str, name: str, version: str) -> None:
