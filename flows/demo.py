@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from ferflow.cli import QUIET_WARNINGS
 from ferflow.config import Params, apply_overrides, load_params, parse_params, read_params_file
 from ferflow.errors import FerflowError
 from flows.local import configure_local_prefect
@@ -220,11 +221,11 @@ def configure_demo_logging() -> None:
     logging.getLogger("flows").setLevel("INFO")
     logging.getLogger("prefect.flow_runs").setLevel("INFO")
     logging.getLogger("prefect.task_runs").setLevel("INFO")
-    # TensorFlow's retracing notes and these two library warnings say nothing a demo user
-    # can act on.
+    # TensorFlow's retracing notes and the library warnings the CLI also hides say nothing
+    # a demo user can act on.
     logging.getLogger("tensorflow").setLevel("ERROR")
-    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-    warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -321,6 +322,14 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Library warnings a ferflow user cannot act on (shown with -v): Keras on the smoke batch's
+# input structure, MLflow guessing the prepared dataset's source type.
+QUIET_WARNINGS = (
+    "The structure of `inputs` doesn't match",
+    "The specified dataset source can be interpreted",
+)
+
+
 def _configure_logging(level: str, verbose: bool = False) -> None:
     """ferflow's own lines at `level`; other libraries' (GX, MLflow, DVC, httpx) only when
     they warn, unless `-v` asks for everything."""
@@ -333,6 +342,8 @@ def _configure_logging(level: str, verbose: bool = False) -> None:
         # MLflow logs through a handler of its own, set from this variable at import
         # (its warnings about pip and conda specs say nothing a ferflow user can act on)
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
         logging.getLogger("ferflow").setLevel(level)
         logging.getLogger("flows").setLevel(level)
         logging.getLogger("tasks").setLevel(level)

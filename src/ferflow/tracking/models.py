@@ -390,10 +390,7 @@ def registered_models(client: Any) -> str:
         log.debug("cannot list registered models: %s", err)
         return ""
     if not found:
-        return (
-            "The registry holds no model yet: run the pipeline (`ferflow run` or `dvc repro`) first. "
-            "`make demo` keeps its model in its own workspace: run the command in demo/"
-        )
+        return "The registry holds no model yet: run the pipeline first (`make demo`'s model: run in demo/)"
     described = []
     for model in found:
         aliases = ", ".join(
