@@ -341,12 +341,12 @@ def _page_text(driver: Any) -> str:
 
 # MLflow 3.17's compare tables are react-virtualized grids (class ReactVirtualized__Grid).
 _SCROLL_CONTAINER_JS = """
-return [...document.querySelectorAll('.ReactVirtualized__Grid')].find(
+return [...document.querySelectorAll(arguments[1])].find(
   (grid) => grid.textContent.includes(arguments[0]) && grid.scrollHeight > grid.clientHeight) || null;
 """
 
 
-def text_seen_while_scrolling(driver: Any, anchor_text: str) -> str:
+def text_seen_while_scrolling(driver: Any, anchor_text: str, boxes: str = ".ReactVirtualized__Grid") -> str:
     """Everything rendered while scrolling through the scrollable box holding `anchor_text`.
 
     MLflow's compare tables are virtualised boxes a few rows high: a row far down is not
@@ -356,7 +356,7 @@ def text_seen_while_scrolling(driver: Any, anchor_text: str) -> str:
 
     # The same text may show elsewhere first (a chart axis): wait for the box itself.
     box = WebDriverWait(driver, RENDER_TIMEOUT_S, poll_frequency=0.5).until(
-        lambda d: d.execute_script(_SCROLL_CONTAINER_JS, anchor_text)
+        lambda d: d.execute_script(_SCROLL_CONTAINER_JS, anchor_text, boxes)
     )
     seen = [_page_text(driver)]
     for _ in range(200):  # bounded: a few hundred rows at most
@@ -516,6 +516,8 @@ def test_the_run_page_has_no_chart_per_class(tracked: TrackedRuns, mlflow_ui: An
     url = f"{tracked.url}/#/experiments/{tracked.experiment_id}/runs/{run_id}/model-metrics?{ML_VIEW}"
     # when its "Model metrics" tab is opened
     text = open_and_wait(mlflow_ui, url, ("Model metrics", "test.accuracy"), _shot(tracked, "run-charts"))
+    # (charts render as they scroll into view: read the whole scrolling box, as a person would)
+    text += text_seen_while_scrolling(mlflow_ui, "test.accuracy", boxes="div")
     # then the headline test metrics have charts and no per-class metric has one
     assert all(metric in text for metric in ("test.accuracy", "test.macro_f1", "test.macro_auc"))
     assert not [line for line in text.splitlines() if line.startswith(PER_CLASS_PREFIXES)]
