@@ -17,6 +17,10 @@ from ferflow.stages.training import recorded_run
 REPORT_KEY = "retrain-report"
 TABLE_KEY = "per-class-metrics"
 CONTRACT_KEY = "data-contract-failure"
+# MLflow 3.17's UI shows an experiment as GenAI (traces) or model training (runs) by a
+# switch kept in the browser (localStorage `mlflow.workflowType_v1`, default GenAI), not by
+# the experiment's tag; this query parameter selects model training for the link.
+ML_VIEW = "?workflowType=machine_learning"
 
 _SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_f1", "macro_auc")
 
@@ -33,7 +37,7 @@ def mlflow_run_link(run: dict[str, Any]) -> str:
         return "no MLflow run (training did not start)"
     uri = str(run.get("tracking_uri", ""))
     if uri.startswith(("http://", "https://")):
-        return f"[{run_id}]({uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id})"
+        return f"[{run_id}]({uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}{ML_VIEW})"
     return f"`{run_id}` in `{uri}` (open with `mlflow ui --backend-store-uri {uri}`)"
 
 

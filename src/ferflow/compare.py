@@ -3,9 +3,10 @@
 A and B are each a run id, `models:/<name>/<version>`, `models:/<name>@<alias>` or a bare
 alias of `register.model_name` (`champion`, `challenger`, `previous-champion`). The
 comparison lists the params that differ, every metric with its delta (B - A), the per-class
-test recall deltas and the largest changes between the two confusion matrices (read from
-the `evaluation/confusion_matrix.json` artifact that `ferflow.evaluate` writes:
-`{"classes": [...], "matrix": [[...]]}`, rows = actual class, columns = predicted).
+test recall deltas (the `evaluation/per_class.json` table) and the largest changes between
+the two confusion matrices (read from the `evaluation/confusion_matrix.json` artifact that
+`ferflow.evaluate` writes: `{"classes": [...], "matrix": [[...]]}`, rows = actual class,
+columns = predicted).
 
 It renders as aligned text for a terminal, Markdown for a pull request, or JSON for
 scripts. Pure: ferflow.tracking.reader reads the two sides from MLflow.
@@ -31,7 +32,7 @@ DEFAULT_B = "challenger"
 # How many confusion-matrix cells the report shows (the largest changes first).
 TOP_CONFUSION_CHANGES = 8
 
-# Per-class test metrics (`test.recall.happy`) are shown in their own section, not the main list.
+# Per-class metrics as runs logged them before the table (`test.recall.happy`): not in the main list.
 _PER_CLASS = re.compile(r"^test\.(precision|recall|f1|auc)\.")
 # Metrics that count things (`train.epochs`, `n_test`, `test.support.<class>`): whole numbers
 # in text and Markdown (`12`, not `12.0000`). JSON keeps them as numbers.
@@ -79,6 +80,11 @@ class Side:
     metrics: dict[str, float]
     tags: dict[str, str]
     confusion: Confusion | None = None
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)  # class -> {"recall": ...}
+
+    def recall(self, name: str) -> float | None:
+        """From the per-class table, else the `test.recall.<class>` metric of an older run."""
+        return self.per_class.get(name, {}).get("recall", self.metrics.get(f"test.recall.{name}"))
 
 
 @dataclass(frozen=True)
@@ -168,11 +174,9 @@ def compare_sides(a: Side, b: Side, classes: tuple[str, ...]) -> Comparison:
         changed_params=changed_params(a.params, b.params),
         metrics=metric_deltas(a.metrics, b.metrics),
         recall=[
-            MetricDelta(
-                f"test.recall.{c}", a.metrics.get(f"test.recall.{c}"), b.metrics.get(f"test.recall.{c}")
-            )
+            MetricDelta(f"test.recall.{c}", a.recall(c), b.recall(c))
             for c in classes
-            if f"test.recall.{c}" in a.metrics or f"test.recall.{c}" in b.metrics
+            if a.recall(c) is not None or b.recall(c) is not None
         ],
         confusion_changes=changes,
         notes=notes,

@@ -136,16 +136,25 @@ def _per_class_auc(labels: np.ndarray, probs: np.ndarray, k: int) -> list[float 
     return result
 
 
+SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_f1", "macro_auc")
+PER_CLASS_COLUMNS = ("class", "precision", "recall", "f1", "auc", "support")
+
+
 def flat_metric_names(metrics: dict[str, Any]) -> dict[str, float]:
-    """The MLflow names of docs/architecture.md: test.accuracy, test.recall.<class>, ..."""
-    flat = {
-        f"test.{key}": float(metrics[key]) for key in ("accuracy", "macro_f1", "weighted_f1", "macro_auc")
-    }
-    for name, row in metrics["per_class"].items():
-        for key in ("precision", "recall", "f1", "auc"):
-            if key in row:
-                flat[f"test.{key}.{name}"] = float(row[key])
-    return flat
+    """The MLflow metric names of docs/architecture.md: test.accuracy, test.macro_f1,
+    test.weighted_f1, test.macro_auc. Per-class numbers are a table (`per_class_table`):
+    35 scalars would be 35 charts on the run page."""
+    return {f"test.{key}": float(metrics[key]) for key in SUMMARY_METRICS}
+
+
+def per_class_table(metrics: dict[str, Any]) -> dict[str, list[Any]]:
+    """The per-class test metrics as columns (PER_CLASS_COLUMNS), one row per class in
+    metrics order; `auc` is None for a class absent from the test split."""
+    rows = metrics["per_class"]
+    table: dict[str, list[Any]] = {"class": list(rows)}
+    for key in PER_CLASS_COLUMNS[1:]:
+        table[key] = [row.get(key) for row in rows.values()]
+    return table
 
 
 def evaluate_predictions(labels: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> Evaluation:

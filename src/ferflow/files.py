@@ -2,6 +2,8 @@
 
 The modules that write a file import its name from here, and `ferflow.stages.layout.Layout`
 composes every path from them; dvc.yaml declares the same paths (a test compares).
+The evaluate stage's MLflow table artifact is named here too: the stage writes it and
+`ferflow compare` (ferflow.tracking.reader) reads it.
 The prepared dataset's own files (images.npy, manifest.csv, dataset.json) are named by
 ferflow.data.dataset, which reads and writes that format.
 """
@@ -39,3 +41,6 @@ PNG_FILES = (
 # reports/: the register stage
 PROMOTION_FILE = "promotion.json"
 MODEL_CARD_FILE = "model_card.md"
+
+# MLflow: the parent run's per-class test metrics, a `log_table` artifact (the evaluate stage)
+PER_CLASS_ARTIFACT = "evaluation/per_class.json"

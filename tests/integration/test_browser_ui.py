@@ -63,7 +63,12 @@ CHROMIUM_FLAGS = (
 ASSISTANT_PANEL_KEY = "mlflow.assistant.panelOpen_v1"
 ASSISTANT_OPENED_KEY = "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1"
 # The metrics a person compares first; the conventions name them on every evaluated run.
-SHOWN_METRICS = ("test.accuracy", "test.macro_f1", "test.recall.disgust")
+SHOWN_METRICS = ("test.accuracy", "test.macro_f1", "test.weighted_f1")
+# MLflow 3.17 chooses between its GenAI (traces) and model-training (runs) views by a switch
+# kept in the browser (localStorage), not by the experiment's `mlflow.experimentKind` tag.
+WORKFLOW_TYPE_KEY = "mlflow.workflowType_v1"
+ML_VIEW = "workflowType=machine_learning"  # the URL parameter ferflow's links carry
+PER_CLASS_PREFIXES = ("test.precision.", "test.recall.", "test.f1.", "test.auc.")
 # Logged on every pipeline run; alphabetically near the top of the compare view's metrics.
 FIRST_SUMMARY_METRIC = "finetune.best_val_accuracy"
 
@@ -163,10 +168,15 @@ class TrackedRuns:
     champion_run_name: str
 
 
-def _log_conventional_runs(url: str) -> TrackedRuns:
-    """Two parent runs and two registered versions exactly as the pipeline names them."""
+def _log_conventional_runs(url: str, root: Path) -> TrackedRuns:
+    """Two parent runs and two registered versions exactly as the pipeline names them, each
+    with its training curves (both phases) and what the evaluate stage logs besides metrics:
+    the keyed images of the run page (ferflow's own figures, drawn under `root`)."""
     import mlflow
+    from mlflow.entities import Metric
 
+    from ferflow.stages.evaluation import RUN_PAGE_IMAGES
+    from ferflow.tracking import runs as tracking
     from tests.unit.test_compare import (
         BASELINE_RECALL,
         CLASSES,
@@ -174,7 +184,9 @@ def _log_conventional_runs(url: str) -> TrackedRuns:
         conventional_metrics,
         diagonal_confusion,
         log_conventional_run,
+        per_class_rows,
     )
+    from tests.unit.test_evaluate import history_records
 
     client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
     experiment_id = client.create_experiment(
@@ -193,11 +205,25 @@ def _log_conventional_runs(url: str) -> TrackedRuns:
                 experiment_id,
                 name,
                 small_params(f"train.learning_rate={lr}"),
-                conventional_metrics(accuracy, recall),
+                conventional_metrics(accuracy),
                 {"ferflow.gate.decision": decision, "ferflow.data_version": "1a2b3c4d"},
                 diagonal_confusion(dict.fromkeys(CLASSES, correct)),
+                per_class_rows(recall),
             )
         )
+    history = history_records(head_epochs=3, finetune_epochs=2)
+    figures = _draw_run_page_figures(root / "plots", history)
+    for run_id in runs:
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(key, row[key], 0, row["epoch"])
+                for row in history
+                for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+            ],
+        )
+        images = {key: figures / png for png, key in RUN_PAGE_IMAGES.items()}
+        tracking.log_evaluation(url, run_id, {}, [], images=images, step=history[-1]["epoch"])
     client.create_registered_model(MODEL_NAME, description="FER2013 facial emotion classifier (DenseNet)")
     for run_id, alias, decision in zip(runs, ("champion", "challenger"), decisions, strict=True):
         version = client.create_model_version(
@@ -214,6 +240,19 @@ def _log_conventional_runs(url: str) -> TrackedRuns:
         champion_version="1",
         champion_run_name=names[0],
     )
+
+
+def _draw_run_page_figures(plots_dir: Path, history: list[dict[str, Any]]) -> Path:
+    """ferflow's curves (both phases) and confusion matrices, as write_reports draws them."""
+    import numpy as np
+
+    from ferflow import plots
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    plots.history_figures(history, plots_dir)
+    confusion = np.diag([6, 2, 5, 9, 5, 4, 7]) + np.eye(7, k=1, dtype=int)
+    plots.confusion_figures(confusion, small_params().base.class_labels, plots_dir)
+    return plots_dir
 
 
 def _run_pipeline_twice(url: str, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> TrackedRuns:
@@ -264,7 +303,7 @@ def tracked(
         if request.param == "pipeline":
             yield _run_pipeline_twice(url, tmp_path_factory.mktemp("pipeline"), patch)
         else:
-            yield _log_conventional_runs(url)
+            yield _log_conventional_runs(url, root)
 
 
 # --- the browser -----------------------------------------------------------------------
@@ -302,12 +341,12 @@ def _page_text(driver: Any) -> str:
 
 # MLflow 3.17's compare tables are react-virtualized grids (class ReactVirtualized__Grid).
 _SCROLL_CONTAINER_JS = """
-return [...document.querySelectorAll('.ReactVirtualized__Grid')].find(
+return [...document.querySelectorAll(arguments[1])].find(
   (grid) => grid.textContent.includes(arguments[0]) && grid.scrollHeight > grid.clientHeight) || null;
 """
 
 
-def text_seen_while_scrolling(driver: Any, anchor_text: str) -> str:
+def text_seen_while_scrolling(driver: Any, anchor_text: str, boxes: str = ".ReactVirtualized__Grid") -> str:
     """Everything rendered while scrolling through the scrollable box holding `anchor_text`.
 
     MLflow's compare tables are virtualised boxes a few rows high: a row far down is not
@@ -317,7 +356,7 @@ def text_seen_while_scrolling(driver: Any, anchor_text: str) -> str:
 
     # The same text may show elsewhere first (a chart axis): wait for the box itself.
     box = WebDriverWait(driver, RENDER_TIMEOUT_S, poll_frequency=0.5).until(
-        lambda d: d.execute_script(_SCROLL_CONTAINER_JS, anchor_text)
+        lambda d: d.execute_script(_SCROLL_CONTAINER_JS, anchor_text, boxes)
     )
     seen = [_page_text(driver)]
     for _ in range(200):  # bounded: a few hundred rows at most
@@ -389,6 +428,119 @@ def test_experiment_page_lists_both_runs_by_name(tracked: TrackedRuns, mlflow_ui
     text = open_and_wait(mlflow_ui, url, ("matching runs", *tracked.run_names), _shot(tracked, "experiment"))
     # then both readable run names are listed
     assert all(name in text for name in tracked.run_names)
+
+
+def test_a_ferflow_link_opens_the_experiment_on_its_training_runs(
+    tracked: TrackedRuns, mlflow_ui: Any
+) -> None:
+    # given the experiment link as ferflow prints it (the model-training view selected)
+    url = f"{tracked.url}/#/experiments/{tracked.experiment_id}?{ML_VIEW}"
+    # when it is opened
+    text = open_and_wait(
+        mlflow_ui, url, ("matching runs", *tracked.run_names), _shot(tracked, "experiment-link")
+    )
+    # then it lands on the runs table, not on the GenAI overview of traces
+    assert "/runs" in mlflow_ui.current_url
+    assert "Token Usage" not in text
+
+
+def test_the_model_training_switch_makes_the_experiment_open_on_its_runs(
+    tracked: TrackedRuns, mlflow_ui: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # given a browser that never chose a view (MLflow's default is GenAI)
+    mlflow_ui.get(f"{tracked.url}/")
+    mlflow_ui.execute_script(f"window.localStorage.removeItem('{WORKFLOW_TYPE_KEY}');")
+    mlflow_ui.refresh()
+    # when the sidebar's "Model training" switch is clicked once
+    switch = WebDriverWait(mlflow_ui, RENDER_TIMEOUT_S, poll_frequency=0.5).until(
+        lambda d: d.find_element(By.XPATH, "//*[normalize-space(text())='Model training']")
+    )
+    switch.click()
+    WebDriverWait(mlflow_ui, RENDER_TIMEOUT_S).until(
+        lambda d: (
+            d.execute_script(f"return window.localStorage.getItem('{WORKFLOW_TYPE_KEY}')")
+            == '"machine_learning"'
+        )
+    )
+    # then the plain experiment link (what clicking the experiment opens) shows the runs table
+    url = f"{tracked.url}/#/experiments/{tracked.experiment_id}"
+    open_and_wait(
+        mlflow_ui, url, ("matching runs", *tracked.run_names), _shot(tracked, "experiment-after-switch")
+    )
+    assert "/runs" in mlflow_ui.current_url
+
+
+def _image_keys_shown(driver: Any) -> dict[str, bool]:
+    """Each run-page image key -> whether its <img> is on the page and has loaded."""
+    from ferflow.stages.evaluation import RUN_PAGE_IMAGES
+
+    loaded = driver.execute_script(
+        "return [...document.images].filter((i) => i.complete && i.naturalWidth > 0).map((i) => i.src)"
+    )
+    # MLflow stores the image of key "a/b" as images/a~b+step+<n>+...; src is URL-encoded
+    return {
+        key: any(f"images%2F{key.replace('/', '~')}%2Bstep" in src for src in loaded)
+        for key in RUN_PAGE_IMAGES.values()
+    }
+
+
+def test_the_run_page_shows_the_curves_and_confusion_matrices(tracked: TrackedRuns, mlflow_ui: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from ferflow.stages.evaluation import RUN_PAGE_IMAGES
+
+    # given the champion's parent run, evaluated
+    run_id = tracked.run_ids[0]
+    url = f"{tracked.url}/#/experiments/{tracked.experiment_id}/runs/{run_id}/model-metrics?{ML_VIEW}"
+    # when its "Model metrics" tab is opened
+    open_and_wait(mlflow_ui, url, tuple(RUN_PAGE_IMAGES.values()), _shot(tracked, "run-model-metrics"))
+    # then every curve and confusion matrix is an image that has loaded
+    WebDriverWait(mlflow_ui, RENDER_TIMEOUT_S, poll_frequency=0.5).until(
+        lambda d: all(_image_keys_shown(d).values())
+    )
+    # (pictures of each image, scrolled into view inside its card, for a person to look at)
+    for image in mlflow_ui.find_elements(By.XPATH, "//img[contains(@src, 'images%2F')]"):
+        mlflow_ui.execute_script("arguments[0].scrollIntoView({block: 'center'})", image)
+        key = re.search(r"images%2F([^%]+)", image.get_attribute("src"))
+        name = key.group(1).replace("~", "-") if key else "unknown"
+        image.screenshot(str(SCREENSHOTS / f"{_shot(tracked, 'run-image')}-{name}.png"))
+
+
+def test_the_run_page_has_no_chart_per_class(tracked: TrackedRuns, mlflow_ui: Any) -> None:
+    # given an evaluated parent run
+    run_id = tracked.run_ids[0]
+    url = f"{tracked.url}/#/experiments/{tracked.experiment_id}/runs/{run_id}/model-metrics?{ML_VIEW}"
+    # when its "Model metrics" tab is opened
+    text = open_and_wait(mlflow_ui, url, ("Model metrics", "test.accuracy"), _shot(tracked, "run-charts"))
+    # (charts render as they scroll into view: read the whole scrolling box, as a person would)
+    text += text_seen_while_scrolling(mlflow_ui, "test.accuracy", boxes="div")
+    # then the headline test metrics have charts and no per-class metric has one
+    assert all(metric in text for metric in ("test.accuracy", "test.macro_f1", "test.macro_auc"))
+    assert not [line for line in text.splitlines() if line.startswith(PER_CLASS_PREFIXES)]
+    # the section title reads "Model metrics (<number of charts>)"
+    count = re.search(r"Model metrics\s*\((\d+)\)", text)
+    assert count is not None and int(count.group(1)) <= 16, f"metric charts: {count}"
+
+
+def test_the_per_class_metrics_are_one_table_under_artifacts(tracked: TrackedRuns, mlflow_ui: Any) -> None:
+    from ferflow.files import PER_CLASS_ARTIFACT
+
+    # given an evaluated parent run
+    run_id = tracked.run_ids[0]
+    # when its per-class table artifact is opened
+    url = f"{tracked.url}/#/experiments/{tracked.experiment_id}/runs/{run_id}/artifacts/{PER_CLASS_ARTIFACT}"
+    classes = small_params().base.classes
+    text = open_and_wait(
+        mlflow_ui, url, ("precision", "recall", *classes), _shot(tracked, "run-per-class-table")
+    )
+    # then it is shown as a table (a line per cell, not the raw JSON): the columns, a row per class
+    lines = set(text.splitlines())
+    assert {"class", "precision", "recall", "f1", "auc", "support"} <= lines
+    assert set(classes) <= lines
 
 
 def test_compare_view_shows_the_runs_side_by_side_with_metrics(tracked: TrackedRuns, mlflow_ui: Any) -> None:

@@ -1,8 +1,10 @@
 """`ferflow compare`: two runs or model versions side by side.
 
 The runs are logged directly with MlflowClient into a SQLite store under tmp_path, following
-the MLflow naming conventions of docs/architecture.md (flattened params, `test.*` metrics,
-`ferflow.*` tags, the `evaluation/confusion_matrix.json` artifact, registry aliases).
+the MLflow naming conventions of docs/architecture.md (flattened params, `test.*` summary
+metrics, `ferflow.*` tags, the `evaluation/confusion_matrix.json` artifact, the
+`evaluation/per_class.json` table, registry aliases). One run is logged as runs were before
+the per-class table: with `test.recall.<class>` metrics.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from ferflow.compare import (
     render,
 )
 from ferflow.config import Params
+from ferflow.evaluate import per_class_table
+from ferflow.files import PER_CLASS_ARTIFACT
 from ferflow.stages.evaluation import compare
 from tests.conftest import small_params
 
@@ -36,9 +40,9 @@ CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 MODEL_NAME = "fer-densenet169"
 
 
-def conventional_metrics(accuracy: float, recalls: Mapping[str, float]) -> dict[str, float]:
-    """Summary and per-class test metrics named as the conventions say."""
-    metrics = {
+def conventional_metrics(accuracy: float) -> dict[str, float]:
+    """The summary test and training metrics named as the conventions say."""
+    return {
         "test.accuracy": accuracy,
         "test.macro_f1": accuracy - 0.05,
         "test.weighted_f1": accuracy - 0.02,
@@ -46,8 +50,14 @@ def conventional_metrics(accuracy: float, recalls: Mapping[str, float]) -> dict[
         "train.best_val_accuracy": accuracy - 0.1,
         "finetune.best_val_accuracy": accuracy - 0.03,
     }
-    metrics.update({f"test.recall.{name}": value for name, value in recalls.items()})
-    return metrics
+
+
+def per_class_rows(recalls: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """metrics.json's `per_class` for these recalls (precision and F1 derived, 10 images each)."""
+    return {
+        name: {"precision": recall / 2, "recall": recall, "f1": recall / 1.5, "auc": 0.9, "support": 10}
+        for name, recall in recalls.items()
+    }
 
 
 def diagonal_confusion(correct: Mapping[str, int], per_class: int = 10) -> dict[str, Any]:
@@ -69,6 +79,7 @@ def log_conventional_run(
     metrics: Mapping[str, float],
     tags: Mapping[str, str],
     confusion: dict[str, Any] | None,
+    per_class: dict[str, dict[str, float]] | None = None,
 ) -> str:
     """A finished parent run as the pipeline logs it; returns its run id."""
     from mlflow.entities import Metric, Param, RunTag
@@ -85,6 +96,8 @@ def log_conventional_run(
     )
     if confusion is not None:
         client.log_dict(run_id, confusion, "evaluation/confusion_matrix.json")
+    if per_class is not None:
+        client.log_table(run_id, per_class_table({"per_class": per_class}), PER_CLASS_ARTIFACT)
     client.set_terminated(run_id)
     return run_id
 
@@ -95,6 +108,7 @@ class Store:
     baseline: str  # run ids
     tuned: str
     unevaluated: str
+    legacy: str  # per-class recall as metrics, no table
     baseline_metrics: dict[str, float]
     tuned_metrics: dict[str, float]
 
@@ -116,8 +130,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         experiment_id = client.create_experiment("ferflow", artifact_location=(root / "artifacts").as_uri())
-        baseline_metrics = conventional_metrics(0.5, BASELINE_RECALL)
-        tuned_metrics = conventional_metrics(0.62, TUNED_RECALL)
+        baseline_metrics = conventional_metrics(0.5)
+        tuned_metrics = conventional_metrics(0.62)
         common_tags = {"ferflow.data_version": "abc123", "ferflow.params_digest": params.digest()}
         baseline = log_conventional_run(
             client,
@@ -127,6 +141,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
             baseline_metrics,
             common_tags | {"ferflow.gate.decision": "promoted", "ferflow.alias": "champion"},
             diagonal_confusion(dict.fromkeys(CLASSES, 5) | {"disgust": 2}),
+            per_class_rows(BASELINE_RECALL),
         )
         tuned = log_conventional_run(
             client,
@@ -136,13 +151,16 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
             tuned_metrics,
             common_tags | {"ferflow.gate.decision": "not-promoted", "ferflow.alias": "challenger"},
             diagonal_confusion(dict.fromkeys(CLASSES, 6) | {"disgust": 7}),
+            per_class_rows(TUNED_RECALL),
         )
         unevaluated = log_conventional_run(client, experiment_id, "no-eval", params, {}, {}, None)
+        legacy_metrics = baseline_metrics | {f"test.recall.{c}": r for c, r in BASELINE_RECALL.items()}
+        legacy = log_conventional_run(client, experiment_id, "legacy", params, legacy_metrics, {}, None)
         client.create_registered_model(MODEL_NAME, description="FER2013 DenseNet169")
         for run_id, alias in ((baseline, "champion"), (tuned, "challenger")):
             version = client.create_model_version(MODEL_NAME, f"runs:/{run_id}/model", run_id=run_id)
             client.set_registered_model_alias(MODEL_NAME, alias, version.version)
-        yield Store(params, baseline, tuned, unevaluated, baseline_metrics, tuned_metrics)
+        yield Store(params, baseline, tuned, unevaluated, legacy, baseline_metrics, tuned_metrics)
 
 
 @pytest.fixture
@@ -187,6 +205,27 @@ def test_per_class_recall_deltas_follow_class_order(store: Store) -> None:
     assert [m.key for m in result.recall] == [f"test.recall.{c}" for c in CLASSES]
     deltas = {m.key.removeprefix("test.recall."): m.delta for m in result.recall}
     assert deltas == pytest.approx({c: TUNED_RECALL[c] - BASELINE_RECALL[c] for c in CLASSES})
+
+
+def test_per_class_numbers_come_from_the_table_not_from_metrics(store: Store) -> None:
+    # given runs whose per-class numbers are only in the evaluation/per_class.json table
+    # when compared
+    result = compare(store.baseline, store.tuned, store.params)
+    # then no per-class metric is listed, and each side holds the table's rows
+    assert not [m.key for m in result.metrics if m.key.startswith("test.recall.")]
+    assert result.b.per_class["disgust"] == pytest.approx(per_class_rows(TUNED_RECALL)["disgust"])
+
+
+def test_a_run_logged_before_the_table_compares_by_its_recall_metrics(store: Store) -> None:
+    # given a run with test.recall.<class> metrics and no per-class table (older ferflow)
+    # when compared with a run that has the table
+    result = compare(store.legacy, store.tuned, store.params)
+    # then the recall section still has every class, A from the metrics, B from the table
+    assert result.a.per_class == {}
+    deltas = {m.key.removeprefix("test.recall."): m.delta for m in result.recall}
+    assert deltas == pytest.approx({c: TUNED_RECALL[c] - BASELINE_RECALL[c] for c in CLASSES})
+    # and its per-class metrics stay out of the main metrics section
+    assert not [m.key for m in result.summary_metrics if m.key.startswith("test.recall.")]
 
 
 def test_confusion_changes_start_with_the_largest(store: Store) -> None:

@@ -155,17 +155,36 @@ def test_a_class_absent_from_the_test_split_has_no_auc():
     metrics = ev.compute_metrics(labels, one_hot(labels), FER_CLASSES)
 
     assert "auc" not in metrics["per_class"]["angry"]
-    assert "test.auc.angry" not in ev.flat_metric_names(metrics)
-    assert "test.auc.happy" in ev.flat_metric_names(metrics)
+    table = ev.per_class_table(metrics)
+    aucs = dict(zip(table["class"], table["auc"], strict=True))
+    assert aucs["angry"] is None
+    assert aucs["happy"] == pytest.approx(1.0)
 
 
-def test_flat_names_follow_the_mlflow_conventions():
+def test_flat_names_are_the_four_summary_metrics_only():
+    # given metrics of 7 classes
     labels = np.repeat(np.arange(7), 2)
-
+    # when named for MLflow
     flat = ev.flat_metric_names(ev.compute_metrics(labels, one_hot(labels), FER_CLASSES))
+    # then only the headline scalars are metrics (per-class ones would be 35 charts)
+    assert set(flat) == {"test.accuracy", "test.macro_f1", "test.weighted_f1", "test.macro_auc"}
 
-    assert {"test.accuracy", "test.macro_f1", "test.weighted_f1", "test.macro_auc"} <= set(flat)
-    assert {f"test.recall.{c}" for c in FER_CLASSES} <= set(flat)
+
+def test_the_per_class_table_has_one_row_per_class_in_class_order():
+    # given metrics of 7 classes where one sad image is called happy
+    labels = np.repeat(np.arange(7), 2)
+    probs = one_hot(labels)
+    probs[FER_CLASSES.index("sad") * 2] = one_hot(np.array([FER_CLASSES.index("happy")]), 7)[0]
+    metrics = ev.compute_metrics(labels, probs, FER_CLASSES)
+    # when turned into the table MLflow logs
+    table = ev.per_class_table(metrics)
+    # then its columns are the per-class numbers, rows in class order
+    assert tuple(table) == ev.PER_CLASS_COLUMNS
+    assert table["class"] == list(FER_CLASSES)
+    rows = {row[0]: dict(zip(table, row, strict=True)) for row in zip(*table.values(), strict=True)}
+    assert rows["sad"]["recall"] == pytest.approx(0.5)
+    assert rows["happy"]["precision"] == pytest.approx(2 / 3)
+    assert rows["sad"]["support"] == 2
 
 
 def test_tta_flip_averages_the_image_and_its_mirror():

@@ -193,7 +193,7 @@ def test_run_report_shows_contract_metrics_decision_and_mlflow_link():
     assert "all 12 checks passed" in text
     assert "| accuracy | 0.5000 |" in text
     assert "not-promoted" in text and "macro_f1 0.40 < champion 0.45" in text
-    assert "http://mlflow:5000/#/experiments/7/runs/r1" in text
+    assert "http://mlflow:5000/#/experiments/7/runs/r1?workflowType=machine_learning" in text
     assert "`fer` version 4" in text and "version 2 (macro_f1 0.4500)" in text
 
 

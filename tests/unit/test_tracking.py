@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -142,3 +143,37 @@ def test_redact_removes_user_info_from_urls_only():
     assert redact("s3://key:secret@bucket/x") == "s3://***@bucket/x"
     assert redact("sqlite:///mlflow/mlflow.db") == "sqlite:///mlflow/mlflow.db"
     assert redact(3) == 3
+
+
+def test_the_evaluate_stage_logs_summary_metrics_a_per_class_table_and_run_page_images(store, tmp_path):
+    from ferflow.config import FER_CLASSES
+    from ferflow.files import PER_CLASS_ARTIFACT
+    from ferflow.stages import Layout
+    from ferflow.stages.evaluation import RUN_PAGE_IMAGES, evaluate
+    from ferflow.tracking.store import RunInfo, write_run_info
+    from tests.unit.test_evaluate import centre_model, write_constant_dataset, write_history
+
+    # given a trained model, its two-phase history (5 epochs) and a parent run in run.json
+    data_dir = write_constant_dataset(tmp_path / "data")
+    layout = Layout(data_dir, data_dir, tmp_path / "models", tmp_path / "reports")
+    centre_model(path=layout.model_file)
+    write_history(layout.models, head_epochs=3, finetune_epochs=2)
+    parent = store.create_run(store.create_experiment("evaluate-logging"))
+    uri = mlflow.get_tracking_uri()
+    write_run_info(layout.run_file, RunInfo(parent.info.run_id, parent.info.experiment_id, uri))
+    # when the evaluate stage runs
+    evaluate(small_params(), layout)
+    # then the run has the four summary test metrics and no per-class scalar
+    run = store.get_run(parent.info.run_id)
+    assert set(run.data.metrics) == {"test.accuracy", "test.macro_f1", "test.weighted_f1", "test.macro_auc"}
+    # and the per-class numbers are one table with a row per class
+    local = store.download_artifacts(parent.info.run_id, PER_CLASS_ARTIFACT, str(tmp_path / "download"))
+    table = json.loads(Path(local).read_text())
+    assert table["columns"] == ["class", "precision", "recall", "f1", "auc", "support"]
+    assert [row[0] for row in table["data"]] == list(FER_CLASSES)
+    # and the curves and confusion matrices are keyed images at the last global epoch
+    images = {a.path for a in store.list_artifacts(parent.info.run_id, "images")}
+    for key in RUN_PAGE_IMAGES.values():
+        prefix = f"images/{key.replace('/', '~')}+step+4+"  # MLflow writes "/" in a key as "~"
+        assert any(p.startswith(prefix) and p.endswith(".png") for p in images), f"{key}: {images}"
+    assert run.data.tags["mlflow.loggedImages"] == "True"

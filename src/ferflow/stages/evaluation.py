@@ -2,8 +2,10 @@
 data, predict image files, compare two runs.
 
 - `evaluate`: models/model.keras on the prepared test split -> reports/metrics.json,
-  evaluation.json, confusion_matrix.json, plots/; logged (`test.*`, `evaluation/`) to the
-  MLflow parent run of models/run.json.
+  evaluation.json, confusion_matrix.json, plots/; logged to the MLflow parent run of
+  models/run.json: the `test.*` summary metrics, the files under `evaluation/`, the
+  per-class table `evaluation/per_class.json`, the curves and confusion matrices as keyed
+  images (RUN_PAGE_IMAGES) that the run page shows.
 - `evaluate_source`: any model (a .keras file or an MLflow URI) on the test images of any
   source ingest reads, into any folder; nothing logged.
 - `predict`, `compare`: `ferflow predict` and `ferflow compare`.
@@ -22,11 +24,21 @@ import numpy as np
 
 from ferflow import evaluate as ev
 from ferflow.config import Params
+from ferflow.files import PER_CLASS_ARTIFACT
 from ferflow.stages.layout import Layout, read_history
 from ferflow.stages.training import sweep_stale_runs
 
 log = logging.getLogger(__name__)
 
+
+# The figures the run page shows among its charts (MLflow keyed images), PNG -> key; the
+# rest of reports/plots/ is under the run's Artifacts only.
+RUN_PAGE_IMAGES = {
+    "accuracy.png": "curves/accuracy",
+    "loss.png": "curves/loss",
+    "confusion_matrix.png": "confusion/counts",
+    "confusion_matrix_normalized.png": "confusion/normalized",
+}
 
 _MODEL_URI = re.compile(r"^(models:/[^/@\s]+(/\d+|@[\w.-]+)|runs:/[0-9a-f]{32}/\S+)$")
 
@@ -82,7 +94,15 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
         log.warning("%s is missing: metrics are not logged to MLflow", layout.run_file)
     else:
         files = [layout.metrics_file, layout.confusion_file, layout.evaluation_file, layout.plots_dir]
-        runs.log_evaluation(store.run_uri(run), run.run_id, ev.flat_metric_names(evaluation.metrics), files)
+        runs.log_evaluation(
+            store.run_uri(run),
+            run.run_id,
+            ev.flat_metric_names(evaluation.metrics),
+            files,
+            tables={PER_CLASS_ARTIFACT: ev.per_class_table(evaluation.metrics)},
+            images={key: layout.plots_dir / png for png, key in RUN_PAGE_IMAGES.items()},
+            step=max((row["epoch"] for row in history or []), default=0),
+        )
     _log_summary(evaluation.metrics)
     return evaluation.metrics
 

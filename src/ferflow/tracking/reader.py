@@ -6,6 +6,7 @@ alias of `register.model_name`. Read-only; the comparison itself is ferflow.comp
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import tempfile
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ferflow.compare import CONFUSION_ARTIFACT, CompareError, Confusion, Side, parse_confusion
+from ferflow.files import PER_CLASS_ARTIFACT
 from ferflow.tracking.models import registered_models
 from ferflow.tracking.store import client
 
@@ -67,6 +69,7 @@ def read_side(reference: str, client: Any, model_name: str) -> Side:
         metrics=dict(run.data.metrics),
         tags={k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
         confusion=_read_confusion(client, run.info.run_id),
+        per_class=_read_per_class(client, run.info.run_id),
     )
 
 
@@ -120,3 +123,32 @@ def _read_confusion(client: Any, run_id: str) -> Confusion | None:
             log.debug("run %s has no %s: %s", run_id, CONFUSION_ARTIFACT, err)
             return None
         return parse_confusion(Path(local))
+
+
+def _read_per_class(client: Any, run_id: str) -> dict[str, dict[str, float]]:
+    """The run's per-class table (`log_table`'s `{"columns": [...], "data": [[...]]}`) as
+    class -> {column: value}; {} when the run has none (older runs: per-class metrics)."""
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory(prefix="ferflow-compare-") as tmp:
+        try:
+            local = Path(client.download_artifacts(run_id, PER_CLASS_ARTIFACT, tmp))
+        except (MlflowException, OSError) as err:
+            log.debug("run %s has no %s: %s", run_id, PER_CLASS_ARTIFACT, err)
+            return {}
+        try:
+            table = json.loads(local.read_text())
+            at = table["columns"].index("class")
+            return {
+                str(row[at]): {
+                    str(column): float(value)
+                    for column, value in zip(table["columns"], row, strict=True)
+                    if column != "class" and value is not None
+                }
+                for row in table["data"]
+            }
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CompareError(
+                f"{PER_CLASS_ARTIFACT} of run {run_id} is not a per-class table ({err}); expected "
+                '{"columns": ["class", "precision", ...], "data": [[...]]} as the evaluate stage logs it'
+            ) from err

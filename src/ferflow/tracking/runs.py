@@ -10,7 +10,9 @@ The naming follows docs/architecture.md:
   `step` = the global epoch (phase 2 continues where phase 1 stopped);
 - tags `ferflow.git_commit`, `ferflow.data_version`, `ferflow.manifest_digest`,
   `ferflow.params_digest`, and the manifest as an MLflow dataset input (data lineage);
-- the evaluation: `test.*` metrics and the report files under `evaluation/`.
+- the evaluation: the `test.*` summary metrics, the report files under `evaluation/`, the
+  per-class metrics as the table `evaluation/per_class.json`, and the training curves and
+  confusion matrices as keyed images (shown on the run page).
 
 A stage that raises marks its runs FAILED; Ctrl-C marks them KILLED: no run is left
 RUNNING by an exception.
@@ -246,9 +248,21 @@ def sweep(uri: str, experiment: str, stale_after_s: float) -> list[tuple[str, st
     return swept
 
 
-def log_evaluation(uri: str, run_id: str, metrics: Mapping[str, float], files: Sequence[Path]) -> None:
-    """Log `test.*` metrics and the evaluation files (folders: their contents) to a run."""
+def log_evaluation(
+    uri: str,
+    run_id: str,
+    metrics: Mapping[str, float],
+    files: Sequence[Path],
+    tables: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
+    images: Mapping[str, Path] | None = None,
+    step: int = 0,
+) -> None:
+    """Log `test.*` metrics, the evaluation files (folders: their contents) under
+    `evaluation/`, `tables` (artifact path -> columns) with MLflow's `log_table`, and
+    `images` (key -> PNG) as keyed images at `step`: the run page shows keyed images among
+    its charts, an artifact only under Artifacts."""
     from mlflow.entities import Metric
+    from PIL import Image
 
     tracker = client(uri)
     now = int(time.time() * 1000)
@@ -258,7 +272,19 @@ def log_evaluation(uri: str, run_id: str, metrics: Mapping[str, float], files: S
             tracker.log_artifacts(run_id, str(path), "evaluation")
         elif path.exists():
             tracker.log_artifact(run_id, str(path), "evaluation")
-    log.info("logged %d test metrics to MLflow run %s", len(metrics), run_id)
+    for artifact_file, columns in (tables or {}).items():
+        tracker.log_table(run_id, data=dict(columns), artifact_file=artifact_file)
+    for key, png in (images or {}).items():
+        if png.exists():
+            with Image.open(png) as image:
+                tracker.log_image(run_id, image.convert("RGB"), key=key, step=step, synchronous=True)
+    log.info(
+        "logged %d test metrics, %d tables and %d images to MLflow run %s",
+        len(metrics),
+        len(tables or {}),
+        len(images or {}),
+        run_id,
+    )
 
 
 def run_tags(uri: str, run_id: str) -> dict[str, str]:

@@ -142,8 +142,13 @@ def client(uri: str) -> Any:
 
 def experiment_id(mlflow_client: Any, name: str, uri: str) -> str:
     """The id of experiment `name`, created when missing (local stores keep artifacts in
-    mlflow/artifacts/, not ./mlruns) and tagged as model development: MLflow 3 opens other
-    experiments on its GenAI traces page."""
+    mlflow/artifacts/, not ./mlruns), tagged `mlflow.experimentKind=custom_model_development`.
+
+    The tag is what MLflow 3.x UIs before the GenAI / Model training switch read to open the
+    runs table instead of the GenAI traces page. MLflow 3.17's UI ignores it: the switch in
+    its sidebar decides, kept per browser (localStorage `mlflow.workflowType_v1`, default
+    GenAI) and overridden by `?workflowType=machine_learning` in the URL
+    (docs/comparing-models.md, "In the MLflow UI")."""
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is None:
         ident = mlflow_client.create_experiment(name, artifact_location=local_artifact_root(uri))
