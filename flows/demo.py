@@ -24,6 +24,7 @@ Running it again rewrites demo/params.yaml and reuses the cached stages.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import subprocess
@@ -39,6 +40,7 @@ import yaml
 from ferflow.cli import QUIET_WARNINGS
 from ferflow.config import Params, apply_overrides, load_params, parse_params, read_params_file
 from ferflow.errors import FerflowError
+from ferflow.files import RUN_FILE
 from flows.local import configure_local_prefect
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,12 @@ DEMO_RAW = "data/raw/synthetic"  # relative to the workspace
 DEMO_MODEL_NAME = "fer-densenet-demo"
 
 DEMO_PARAMS = "profiles/from-scratch.yaml"
+
+MLFLOW_UI_URL = "http://127.0.0.1:5000"
+# A lighter `mlflow ui`: one web worker and no background job runner (MLflow 3.17 starts
+# several uvicorn and huey processes by default: a minute or more on a laptop CPU)
+MLFLOW_UI_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true"
+ML_VIEW = "?workflowType=machine_learning"  # also in tasks/reports.py (which imports Prefect)
 
 # A few minutes on 2 CPU cores: the from-scratch profile (no ImageNet download, one phase,
 # augmentation in the training step), its DenseNet121 reading faces at 32 px, a few epochs on
@@ -175,7 +183,8 @@ def next_steps(workspace: Path, params: Params, decision: dict) -> str:
         f"  champion:   models:/{name}@champion (version {champion_version(decision)})",
         "",
         f"Open next, from the demo's workspace (`cd {DEMO_DIR}`; `source ../.venv/bin/activate`):",
-        f"  MLflow UI:  mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)",
+        f"  MLflow UI:  {MLFLOW_UI_ENV} mlflow ui --workers 1 --backend-store-uri {uri}",
+        f"              then {ui_link(workspace)}",
         "  metrics:    reports/metrics.json, plots in reports/plots/",
         f"  Data Docs:  {docs[0].relative_to(workspace) if docs else 'reports/validation.json'}",
         "  Prefect:    PREFECT_HOME=.prefect prefect server start   (runs and artifacts)",
@@ -188,6 +197,16 @@ def next_steps(workspace: Path, params: Params, decision: dict) -> str:
         "              a second version, registered and compared with the champion",
     ]
     return "\n".join(lines) + "\n"
+
+
+def ui_link(workspace: Path) -> str:
+    """The demo run in the MLflow UI, in its model-training view (MLflow 3.17 opens an
+    experiment on GenAI traces unless the URL or the sidebar switch says otherwise)."""
+    try:
+        run = json.loads((workspace / "models" / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return f"{MLFLOW_UI_URL}  (click 'Model training' in the sidebar once)"
+    return f"{MLFLOW_UI_URL}/#/experiments/{run['experiment_id']}/runs/{run['run_id']}{ML_VIEW}"
 
 
 def champion_version(decision: dict) -> str | None:

@@ -248,12 +248,17 @@ def test_demo_says_what_to_open_next_from_its_workspace(tmp_path):
 
     (tmp_path / DEMO_RAW / "test" / "happy").mkdir(parents=True)
     (tmp_path / DEMO_RAW / "test" / "happy" / "PublicTest_1.jpg").write_bytes(b"x")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "run.json").write_text('{"run_id": "abc123", "experiment_id": "1"}')
 
     params = load_params(REPO / DEMO_PARAMS, list(DEMO_OVERRIDES))
     text = next_steps(tmp_path, params, {"decision": "promoted", "reason": "first model", "version": "1"})
 
     assert "cd demo" in text
-    assert "mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db" in text
+    assert "mlflow ui --workers 1 --backend-store-uri sqlite:///mlflow/mlflow.db" in text
+    assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in text
+    # the run itself, in the UI's model-training view (not GenAI traces)
+    assert "http://127.0.0.1:5000/#/experiments/1/runs/abc123?workflowType=machine_learning" in text
     assert "reports/metrics.json" in text
     # in the workspace the commands read the demo's params: no model flag needed
     assert f"ferflow predict {DEMO_RAW}/test/happy/PublicTest_1.jpg" in text
