@@ -29,6 +29,7 @@ FORMATS: tuple[Format, ...] = ("text", "markdown", "json")
 CONFUSION_ARTIFACT = "evaluation/confusion_matrix.json"
 DEFAULT_A = "champion"
 DEFAULT_B = "challenger"
+PROMOTED_FROM = "previous-champion"  # A once the challenger is promoted (stages.evaluation.compare)
 # How many confusion-matrix cells the report shows (the largest changes first).
 TOP_CONFUSION_CHANGES = 8
 

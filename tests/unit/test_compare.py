@@ -263,6 +263,32 @@ def test_default_is_champion_versus_challenger(store: Store) -> None:
     assert "champion" in (result.a.model_version or "")
 
 
+def test_after_a_promotion_the_default_is_the_previous_champion_versus_the_champion(store: Store) -> None:
+    import mlflow
+
+    # given a model whose challenger was promoted: champion and challenger on version 2
+    uri = store.params.tracking.tracking_uri
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = "fer-promoted"
+    client.create_registered_model(name)
+    for run_id in (store.baseline, store.tuned):
+        client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
+    params = small_params(f"tracking.tracking_uri={uri}", f"register.model_name={name}")
+    client.set_registered_model_alias(name, "champion", "2")
+    client.set_registered_model_alias(name, "challenger", "2")
+    # when there is no previous champion, the one version is compared with itself, and said so
+    alone = compare(None, None, params)
+    assert alone.a.run_id == alone.b.run_id == store.tuned
+    assert any("holds both aliases" in note for note in alone.notes)
+    # when the promotion left a previous champion, A is that one: what the promotion changed
+    client.set_registered_model_alias(name, "previous-champion", "1")
+    result = compare(None, None, params)
+    assert (result.a.run_id, result.b.run_id) == (store.baseline, store.tuned)
+    assert "previous-champion" in result.a.reference
+    assert result.notes[0].startswith("the challenger is the champion (promoted)")
+    assert [m.key for m in result.summary_metrics if m.delta] != []
+
+
 @pytest.mark.parametrize(
     "reference",
     [f"models:/{MODEL_NAME}/2", f"models:/{MODEL_NAME}@challenger", "challenger"],

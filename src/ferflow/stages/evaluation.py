@@ -173,14 +173,24 @@ def predict(
 
 
 def compare(a: str | None, b: str | None, params: Params) -> Any:
-    """`ferflow compare`: A and B (default champion vs challenger of register.model_name)."""
-    from ferflow.compare import DEFAULT_A, DEFAULT_B, compare_sides
+    """`ferflow compare`: A and B (default champion vs challenger of register.model_name;
+    when the challenger was promoted, so both are one version, the previous champion vs
+    the champion: what the promotion changed)."""
+    from ferflow.compare import DEFAULT_A, DEFAULT_B, PROMOTED_FROM, compare_sides
     from ferflow.tracking import reader, store
 
-    side_a, side_b = reader.read_sides(
-        a or DEFAULT_A, b or DEFAULT_B, store.connect(params), params.registry.model_name
-    )
+    uri, name = store.connect(params), params.registry.model_name
+    side_a, side_b = reader.read_sides(a or DEFAULT_A, b or DEFAULT_B, uri, name)
+    note = None
+    if a is None and b is None and side_a.run_id == side_b.run_id:
+        previous = reader.read_side_if_any(PROMOTED_FROM, uri, name)
+        if previous is not None and previous.run_id != side_b.run_id:
+            side_a = previous
+            note = f"the challenger is the champion (promoted): A is the {PROMOTED_FROM} it replaced"
     log.info(
         "comparing %s (%s) with %s (%s)", side_a.reference, side_a.run_id, side_b.reference, side_b.run_id
     )
-    return compare_sides(side_a, side_b, params.base.classes)
+    comparison = compare_sides(side_a, side_b, params.base.classes)
+    if note:
+        comparison.notes.insert(0, note)
+    return comparison

@@ -29,6 +29,14 @@ def read_sides(a: str, b: str, uri: str, model_name: str) -> tuple[Side, Side]:
     return read_side(a, tracker, model_name), read_side(b, tracker, model_name)
 
 
+def read_side_if_any(reference: str, uri: str, model_name: str) -> Side | None:
+    """`read_side`, or None when `reference` (say an alias nobody set) names nothing."""
+    try:
+        return read_side(reference, client(uri), model_name)
+    except CompareError:
+        return None
+
+
 def _is_missing(err: Exception) -> bool:
     """True for MLflow's 'does not exist' errors (as opposed to a server that is down)."""
     code = getattr(err, "error_code", "")
