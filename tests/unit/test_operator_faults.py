@@ -20,7 +20,7 @@ import pytest
 from ferflow.callbacks import EpochBackup
 from ferflow.cli import main
 from ferflow.stages import promotion
-from ferflow.tracking import models
+from ferflow.tracking import lock, models
 from tests.conftest import REPO, small_params
 
 mlflow = pytest.importorskip("mlflow")
@@ -120,7 +120,7 @@ def test_a_stale_promotion_claim_of_a_dead_process_is_removed_not_waited_for(reg
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    key = f"{models.LOCK_PREFIX}stale"
+    key = f"{lock.LOCK_PREFIX}stale"
     client.set_registered_model_tag(
         "fer-faults", key, f"{time.time():.6f} {socket.gethostname()} {dead.stdout.strip()}"
     )

@@ -151,11 +151,11 @@ def _complete_recorded(
     """A decision the registry holds for this run but promotion.json does not: finish its
     alias moves if nothing happened since (the champion is still the one it was compared
     with), write promotion.json, register nothing."""
-    from ferflow.tracking import models, store
+    from ferflow.tracking import lock, models, store
 
     uri, name = store.connect(params), params.registry.model_name
     promoted = tags[models.DECISION_TAG] == gate.PROMOTED
-    with models.locked(uri, name, params.registry.lock_timeout_s):
+    with lock.locked(uri, name, params.registry.lock_timeout_s):
         if (models.alias_version(uri, name, models.CHAMPION) or "") == tags.get(
             models.CHAMPION_BEFORE_TAG, ""
         ):
@@ -253,7 +253,7 @@ def _gate_and_promote(
     smoke_set: tuple[np.ndarray, np.ndarray],
     expected: np.ndarray,
 ) -> dict[str, Any]:
-    from ferflow.tracking import models, store
+    from ferflow.tracking import lock, models, store
 
     uri, name, rules = store.connect(params), params.registry.model_name, params.registry
     (images, labels), (smoke_batch, smoke_labels) = test, smoke_set
@@ -269,7 +269,7 @@ def _gate_and_promote(
     # Evaluate the champion before taking the lock (slow); re-check inside it.
     champion = models.alias_version(uri, name, models.CHAMPION)
     champion_metrics = _evaluate_version(params, champion, images, labels)
-    with models.locked(uri, name, rules.lock_timeout_s):
+    with lock.locked(uri, name, rules.lock_timeout_s):
         now_champion = models.alias_version(uri, name, models.CHAMPION)
         if now_champion != champion:
             log.info("champion moved to version %s while this run evaluated; comparing again", now_champion)

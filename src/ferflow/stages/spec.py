@@ -76,7 +76,15 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             "finetune",
             params=("base", "model", "train", "finetune", "tracking", *_MASK_PARAMS),
-            code=(*_CORE, *_MODEL, *_MASK, *_TRACKING, "tracking/models.py", "stages/training.py"),
+            code=(
+                *_CORE,
+                *_MODEL,
+                *_MASK,
+                *_TRACKING,
+                "tracking/models.py",
+                "tracking/lock.py",
+                "stages/training.py",
+            ),
             inputs=("prepared", "models/head.keras"),
             outputs=("models/model.keras", "models/history.json"),
         ),
@@ -122,6 +130,7 @@ STAGES: dict[str, StageSpec] = {
                 "gate.py",
                 "model_card.py",
                 "tracking/models.py",
+                "tracking/lock.py",
                 "stages/training.py",  # sweep_stale_runs
                 "stages/evaluation.py",
                 "stages/promotion.py",
