@@ -412,6 +412,10 @@ def _remove(path: Path) -> None:
 
 def _log_next_steps(target: Path, root: Path) -> None:
     relative = target.relative_to(root)
+    if re.search(r"^\s*no_scm\s*=\s*true", _read_text(root / ".dvc" / "config"), re.I | re.M):
+        # a DVC project without git (the demo's workspace): nothing to commit
+        log.info("tracked %s with DVC (%s.dvc). Next: `ferflow data push`", relative, relative)
+        return
     to_stage = [f"{relative}.dvc"]
     if (target.parent / ".gitignore").exists():
         to_stage.append(str(relative.parent / ".gitignore"))
@@ -421,6 +425,13 @@ def _log_next_steps(target: Path, root: Path) -> None:
         " ".join(to_stage),
         relative.name,
     )
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
