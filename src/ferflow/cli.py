@@ -388,7 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 128 + int(signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:  # only the main thread installed a handler to restore
+            signal.signal(signal.SIGTERM, previous)
     return int(result or 0)
 
 

@@ -80,3 +80,27 @@ def test_importing_the_cli_loads_no_heavy_library():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
 
     assert result.stdout.strip() == "[]"
+
+
+def test_main_runs_from_a_thread_other_than_the_main_one(tmp_path):
+    # e.g. a Prefect task or a worker thread calling the CLI: SIGTERM handling (main thread
+    # only) is skipped, and nothing tries to restore a handler it never installed
+    import threading
+
+    from tests.conftest import PARAMS_FILE
+
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            args = ["synth", "--out", str(tmp_path / "faces"), "--per-class", "1", "--test-per-class", "1"]
+            outcome.append(main([*args, "--params", str(PARAMS_FILE)]))
+        except BaseException as err:  # reported below, not lost in the thread
+            outcome.append(err)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join(timeout=120)
+
+    assert outcome == [0]
+    assert any((tmp_path / "faces" / "train").iterdir())
