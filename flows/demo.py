@@ -24,7 +24,6 @@ Running it again rewrites demo/params.yaml and reuses the cached stages.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import subprocess
@@ -41,6 +40,7 @@ from ferflow.cli import QUIET_WARNINGS
 from ferflow.config import Params, apply_overrides, load_params, parse_params, read_params_file
 from ferflow.errors import FerflowError
 from ferflow.files import RUN_FILE
+from ferflow.tracking.store import TrackingError, read_run_info, run_page_url
 from flows.local import configure_local_prefect
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ MLFLOW_UI_URL = "http://127.0.0.1:5000"
 # A lighter `mlflow ui`: one web worker and no background job runner (MLflow 3.17 starts
 # several uvicorn and huey processes by default: a minute or more on a laptop CPU)
 MLFLOW_UI_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true"
-ML_VIEW = "?workflowType=machine_learning"  # also in tasks/reports.py (which imports Prefect)
 
 # A few minutes on 2 CPU cores: the from-scratch profile (no ImageNet download, one phase,
 # augmentation in the training step), its DenseNet121 reading faces at 32 px, a few epochs on
@@ -76,11 +75,9 @@ DEMO_OVERRIDES = (
 def run_demo(root: Path, params_file: str = DEMO_PARAMS, extra: Sequence[str] = ()) -> dict:
     """Write the workspace, synthesize, version, run the flow, record it for DVC; returns
     the promotion decision."""
-    overrides = [*DEMO_OVERRIDES, *extra]
-    params = load_params(root / params_file, overrides)  # fail fast on a bad override
     workspace = root / DEMO_DIR
     _step(1, f"writing the demo's workspace {DEMO_DIR}/ (params.yaml, dvc.yaml)")
-    write_workspace(root, workspace, root / params_file, overrides)
+    params = write_workspace(root, workspace, root / params_file, [*DEMO_OVERRIDES, *extra])
     configure_local_prefect(workspace)
 
     from ferflow.stages.data import add_data, synthesize
@@ -104,10 +101,11 @@ def run_demo(root: Path, params_file: str = DEMO_PARAMS, extra: Sequence[str] = 
     return decision
 
 
-def write_workspace(root: Path, workspace: Path, params_file: Path, overrides: Sequence[str]) -> None:
+def write_workspace(root: Path, workspace: Path, params_file: Path, overrides: Sequence[str]) -> Params:
     """demo/params.yaml: the profile and overrides resolved into one file (DVC reads the
     params a stage depends on from the file itself: no `extends`); demo/dvc.yaml: the
-    project's dvc.yaml with its code dependencies pointing back at the repository."""
+    project's dvc.yaml with its code dependencies pointing back at the repository.
+    Returns the demo's params; a bad override fails before anything is written."""
     raw = apply_overrides(read_params_file(params_file), overrides)
     expected = parse_params(raw, f"{params_file} with {list(overrides)}")
     workspace.mkdir(exist_ok=True)
@@ -122,7 +120,8 @@ def write_workspace(root: Path, workspace: Path, params_file: Path, overrides: S
     )
     target = workspace / "params.yaml"
     target.write_text(header + yaml.safe_dump(raw, sort_keys=False, default_flow_style=False, width=100))
-    if load_params(target).digest() != expected.digest():  # the file says what the demo runs
+    written = load_params(target)
+    if written.digest() != expected.digest():  # the file says what the demo runs
         raise RuntimeError(f"{target} does not read back as the demo's params")
     stages = workspace_stages(yaml.safe_load((root / "dvc.yaml").read_text()), root, workspace)
     (workspace / "dvc.yaml").write_text(
@@ -130,6 +129,7 @@ def write_workspace(root: Path, workspace: Path, params_file: Path, overrides: S
         "# the same stages and commands, reading ./params.yaml, code paths pointing back at the repository.\n"
         + yaml.safe_dump(stages, sort_keys=False, width=100)
     )
+    return written
 
 
 def workspace_stages(pipeline: dict[str, Any], root: Path, workspace: Path) -> dict[str, Any]:
@@ -203,10 +203,12 @@ def ui_link(workspace: Path) -> str:
     """The demo run in the MLflow UI, in its model-training view (MLflow 3.17 opens an
     experiment on GenAI traces unless the URL or the sidebar switch says otherwise)."""
     try:
-        run = json.loads((workspace / "models" / RUN_FILE).read_text())
-    except (OSError, ValueError):
+        run = read_run_info(workspace / "models" / RUN_FILE)
+    except TrackingError:
+        run = None
+    if run is None:
         return f"{MLFLOW_UI_URL}  (click 'Model training' in the sidebar once)"
-    return f"{MLFLOW_UI_URL}/#/experiments/{run['experiment_id']}/runs/{run['run_id']}{ML_VIEW}"
+    return run_page_url(MLFLOW_UI_URL, run.experiment_id, run.run_id)
 
 
 def champion_version(decision: dict) -> str | None:

@@ -11,18 +11,14 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from ferflow.evaluate import SUMMARY_METRICS
 from ferflow.stages import Layout
 from ferflow.stages.training import recorded_run
+from ferflow.tracking.store import run_page_url
 
 REPORT_KEY = "retrain-report"
 TABLE_KEY = "per-class-metrics"
 CONTRACT_KEY = "data-contract-failure"
-# MLflow 3.17's UI shows an experiment as GenAI (traces) or model training (runs) by a
-# switch kept in the browser (localStorage `mlflow.workflowType_v1`, default GenAI), not by
-# the experiment's tag; this query parameter selects model training for the link.
-ML_VIEW = "?workflowType=machine_learning"
-
-_SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_f1", "macro_auc")
 
 
 def mlflow_run_info(layout: Layout) -> dict[str, Any]:
@@ -37,7 +33,7 @@ def mlflow_run_link(run: dict[str, Any]) -> str:
         return "no MLflow run (training did not start)"
     uri = str(run.get("tracking_uri", ""))
     if uri.startswith(("http://", "https://")):
-        return f"[{run_id}]({uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}{ML_VIEW})"
+        return f"[{run_id}]({run_page_url(uri, str(experiment), run_id)})"
     return f"`{run_id}` in `{uri}` (open with `mlflow ui --backend-store-uri {uri}`)"
 
 
@@ -82,7 +78,7 @@ def run_report_markdown(
     lines += ["## Test metrics", "", "| metric | value |", "|---|---|"]
     lines += [
         f"| {name} | {metrics[name]:.4f} |"
-        for name in _SUMMARY_METRICS
+        for name in SUMMARY_METRICS
         if isinstance(metrics.get(name), int | float)
     ]
     lines += ["", "## Champion vs challenger", ""]
@@ -98,7 +94,7 @@ def _champion_text(champion: Any) -> str:
         return "none"
     scores = champion.get("metrics") or {}
     shown = ", ".join(
-        f"{name} {scores[name]:.4f}" for name in _SUMMARY_METRICS if isinstance(scores.get(name), int | float)
+        f"{name} {scores[name]:.4f}" for name in SUMMARY_METRICS if isinstance(scores.get(name), int | float)
     )
     return f"version {champion.get('version')}" + (f" ({shown})" if shown else "")
 

@@ -249,7 +249,8 @@ def test_demo_says_what_to_open_next_from_its_workspace(tmp_path):
     (tmp_path / DEMO_RAW / "test" / "happy").mkdir(parents=True)
     (tmp_path / DEMO_RAW / "test" / "happy" / "PublicTest_1.jpg").write_bytes(b"x")
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "run.json").write_text('{"run_id": "abc123", "experiment_id": "1"}')
+    run = {"run_id": "abc123", "experiment_id": "1", "tracking_uri": "sqlite:///mlflow/mlflow.db"}
+    (tmp_path / "models" / "run.json").write_text(json.dumps(run))
 
     params = load_params(REPO / DEMO_PARAMS, list(DEMO_OVERRIDES))
     text = next_steps(tmp_path, params, {"decision": "promoted", "reason": "first model", "version": "1"})

@@ -209,9 +209,12 @@ def add_dataset(
     target = _destination(destination, suffix, root)
     if source.resolve() != target.resolve():
         _copy_into_place(source, target, force)
+    from dvc.scm import NoSCM
+
     with _open_repo(root) as repo, _dvc_errors(f"dvc add {target}"):
         repo.add([str(target)])
-    _log_next_steps(target, root)
+        has_git = not isinstance(repo.scm, NoSCM)
+    _log_next_steps(target, root, has_git)
     return target
 
 
@@ -410,10 +413,9 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _log_next_steps(target: Path, root: Path) -> None:
+def _log_next_steps(target: Path, root: Path, has_git: bool) -> None:
     relative = target.relative_to(root)
-    if re.search(r"^\s*no_scm\s*=\s*true", _read_text(root / ".dvc" / "config"), re.I | re.M):
-        # a DVC project without git (the demo's workspace): nothing to commit
+    if not has_git:  # a DVC project without git (the demo's workspace): nothing to commit
         log.info("tracked %s with DVC (%s.dvc). Next: `ferflow data push`", relative, relative)
         return
     to_stage = [f"{relative}.dvc"]
@@ -425,13 +427,6 @@ def _log_next_steps(target: Path, root: Path) -> None:
         " ".join(to_stage),
         relative.name,
     )
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -34,6 +34,10 @@ _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 REDACTED = "***"
 SQLITE_PREFIX = "sqlite:///"
 ARTIFACTS_DIR = "artifacts"  # beside a local SQLite store: mlflow/artifacts/
+# MLflow 3.17's UI shows an experiment as GenAI (traces) or model training (runs) by a switch
+# kept in the browser, not by the experiment's tag (see `experiment_id`); this URL query
+# selects model training for the page it opens.
+ML_VIEW = "?workflowType=machine_learning"
 # Who runs a RUNNING run, and when it last showed life: what `runs.sweep` judges a dead run by.
 HOST_TAG, PID_TAG, HEARTBEAT_TAG = "ferflow.host", "ferflow.pid", "ferflow.heartbeat"
 
@@ -138,6 +142,11 @@ def client(uri: str) -> Any:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def run_page_url(ui_url: str, experiment: str, run_id: str) -> str:
+    """A run's page in the MLflow UI at `ui_url`, opened in its model-training view."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}{ML_VIEW}"
 
 
 def experiment_id(mlflow_client: Any, name: str, uri: str) -> str:
