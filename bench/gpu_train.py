@@ -3,16 +3,20 @@
 What it does, in order, and writes to `--out` (the device tool's $OUT):
 
 1. ingests the real zip with ferflow's own ingest (before JAX starts: ingest forks workers);
-2. loads profiles/from-scratch.yaml (+ `--set` overrides; batch 256 and bf16 by default),
-   points the JAX compilation cache at `--cache` (or $FERFLOW_COMPILATION_CACHE);
-3. builds the DenseNet and runs ferflow's `fine_tune` (augmentation in the compiled step,
-   AdamW, the cosine schedule) with `finetune.time_budget_s` so training ends in time;
+2. loads profiles/gpu.yaml (+ `--set` overrides): the from-scratch DenseNet, batch 256, bf16,
+   `finetune.epochs: auto`, the XLA flags; points the JAX compilation cache at `--cache` (or
+   $FERFLOW_COMPILATION_CACHE, or the profile's folder);
+3. builds the DenseNet and runs ferflow's `fine_tune` (full batches only, augmentation in the
+   compiled step, AdamW, the cosine schedule) with `finetune.time_budget_s` set to what is
+   left of `--budget-s` after `--reserve-s`: the epochs are planned from the steady epoch
+   time and the schedule ends with the budget (ferflow.budget);
 4. evaluates PublicTest with flip test-time augmentation (ferflow's `predict_probabilities`
    and `compute_metrics`);
-5. writes `summary.json` (timings: first step, images/s, per-epoch records, test metrics)
-   and the weights as float32 arrays in `model.weights` order, in parts of 15 MB
-   (`weights.part0..N`): `bench/gpu_weights_to_keras.py` turns them back into a `.keras`
-   model that `ferflow evaluate --model` and `ferflow register --model` accept.
+5. writes `summary.json` (timings: first step, images/s, per-epoch records, test metrics,
+   the compiles of each step function, the epochs planned and run) and the weights as
+   float32 arrays in `model.weights` order, in parts of 15 MB (`weights.part0..N`):
+   `bench/gpu_weights_to_keras.py` turns them back into a `.keras` model that
+   `ferflow evaluate --model` accepts.
 
 Run on the device machine from the repo root, e.g. (docs/training.md, "On a GPU worker"):
 
@@ -20,7 +24,8 @@ Run on the device machine from the repo root, e.g. (docs/training.md, "On a GPU 
     PYTHONPATH=/tmp/site:src KERAS_BACKEND=jax python3 bench/gpu_train.py \\
         --zip .gpu/fer2013.zip --budget-s 480 --out $OUT
 
-Dry run on a CPU: `--subset 640 --budget-s 300 --set model.input_size=32 --set base.image_size=48`.
+Dry run on a CPU (JAX): `--subset 300 --set model.input_size=32 --set train.batch_size=64
+--set finetune.epochs=2`: one compile of each step function.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 PART_BYTES = 15 * 1024 * 1024
-DEFAULT_SET = ("train.batch_size=256", "train.mixed_precision=true", "finetune.epochs=60")
+DEFAULT_SET: tuple[str, ...] = ()  # the GPU settings live in profiles/gpu.yaml
 
 
 class Summary:
@@ -66,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reserve-s", type=float, default=60.0, help="kept for evaluation and writing")
     parser.add_argument("--cache", default=None, help="JAX compilation cache folder")
     parser.add_argument("--subset", type=int, default=0, help="train rows (0: all); for dry runs")
-    parser.add_argument("--profile", default=str(REPO / "profiles" / "from-scratch.yaml"))
+    parser.add_argument("--profile", default=str(REPO / "profiles" / "gpu.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser.parse_args(argv)
 
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ferflow.evaluate import compute_metrics, predict_probabilities
     from ferflow.model import build_model
-    from ferflow.runtime import configure_compilation_cache, configure_runtime
+    from ferflow.runtime import configure_compilation_cache, configure_runtime, count_compiles
     from ferflow.train import fine_tune, training_splits
 
     summary.note("backend", f"{keras.backend.backend()} (keras {keras.__version__})")
@@ -125,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     summary.note("sizes", {"train": len(train[0]), "val": len(val[0]), "test": len(test[0])})
     configure_runtime(params)
-    summary.note("compilation_cache", str(configure_compilation_cache(args.cache)))
+    cache = configure_compilation_cache(args.cache or params.train.compilation_cache)
+    summary.note("compilation_cache", str(cache))
     if keras.backend.backend() == "jax":
         import jax
 
@@ -143,9 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     summary.note("train_window_s", round(window, 1))
     clock = StepClock(summary, len(train[0]))
     started = time.perf_counter()
-    records = fine_tune(model, train, val, params, Path("/tmp/ferflow-gpu-backup"), 0, [clock])
+    with count_compiles() as compiles:
+        records = fine_tune(model, train, val, params, Path("/tmp/ferflow-gpu-backup"), 0, [clock])
     summary.note("train_s", round(time.perf_counter() - started, 1))
-    summary.note("epochs_run", f"{len(records)} of {params.finetune.epochs} planned")
+    summary.note("compiles", {k: v for k, v in compiles.items() if k.endswith("_step)")})
+    planned = records[-1].get("epochs_planned", params.finetune.epochs) if records else 0
+    summary.note("epochs_run", f"{len(records)} of {planned} planned")
+    summary.note("epochs_planned", planned)
+    summary.note("final_learning_rate", records[-1].get("learning_rate") if records else None)
 
     started = time.perf_counter()
     predict = lambda batch: model.predict_on_batch(batch)  # noqa: E731
@@ -165,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
 
 class StepClock(keras.callbacks.Callback):
     """The first step's wall time (compile included), per-epoch seconds and images/s."""
+
+    # Keras calls it from a worker thread on JAX, after the step's loss reached the host: no
+    # sync on the training loop's thread (the first step's time is when its result was ready)
+    async_safe = True
 
     def __init__(self, summary: Summary, rows: int) -> None:
         super().__init__()

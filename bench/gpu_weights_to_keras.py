@@ -1,5 +1,5 @@
 """Turn the weights `bench/gpu_train.py` wrote (weights.part0..N) into a `.keras` model that
-`ferflow evaluate --model` and `ferflow register --model` accept.
+`ferflow evaluate --model` accepts.
 
     .venv/bin/python bench/gpu_weights_to_keras.py RESULTS_DIR models/gpu.keras
 

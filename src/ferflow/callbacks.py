@@ -4,9 +4,16 @@
   resumed phase still reports every epoch.
 - `EpochBackup`: weights and optimizer state after every epoch, written by a background
   thread; `resumable_fit` restores it before `fit`.
-- `DivergenceGuard`, `TerminateOnNaN`, `check_finite`: a phase whose loss or weights stop
-  being finite, or whose loss explodes, fails with `TrainingError` and drops its backup.
-- `TimeBudget`: stops a wall-clock-boxed phase before an epoch that would overrun.
+- `Validation`: the validation metrics at every epoch end, predicted in fixed-size batches
+  (ferflow.batching), so the predict step compiles once; first in the list, so every other
+  callback sees `val_loss` and `val_accuracy`.
+- `DivergenceGuard`, `NanGuard`, `check_finite`: a phase whose loss or weights stop being
+  finite, or whose loss explodes, fails with `TrainingError` and drops its backup.
+
+No callback here reads a tensor on the main thread after every batch: the per-batch ones
+are `async_safe`, so on JAX Keras hands their calls to a worker thread and the training
+loop keeps dispatching steps instead of waiting for the device at every batch.
+The wall-clock budget of a phase is ferflow.budget.
 """
 
 from __future__ import annotations
@@ -27,12 +34,16 @@ from typing import Any
 import keras
 import numpy as np
 
+from ferflow.batching import predict_padded
+from ferflow.budget import LearningRateLog
 from ferflow.errors import FerflowError
 from ferflow.progress import bar
 
 log = logging.getLogger(__name__)
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+# Recorded when a phase has them: the rate at the epoch's end and a budget's plan (ferflow.budget).
+EPOCH_EXTRAS = ("learning_rate", "epochs_planned")
 
 
 class TrainingError(FerflowError, RuntimeError):
@@ -60,7 +71,7 @@ class EpochRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
         record: dict[str, Any] = {"epoch": self.epoch_offset + epoch, "phase": self.phase}
-        record.update({k: float(logs[k]) for k in EPOCH_METRICS if k in logs})
+        record.update({k: float(logs[k]) for k in (*EPOCH_METRICS, *EPOCH_EXTRAS) if k in logs})
         self.records = [r for r in self.records if r["epoch"] != record["epoch"]] + [record]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.records))
@@ -75,16 +86,24 @@ class EpochRecorder(keras.callbacks.Callback):
 
 class EpochProgress(keras.callbacks.Callback):
     """A progress bar per epoch over its batches, with the running loss (ferflow.progress:
-    shown only on a terminal; logs get EpochRecorder's line per epoch)."""
+    shown only on a terminal; logs get EpochRecorder's line per epoch). Under a planning
+    time budget the total is the budget's current plan."""
 
-    def __init__(self, phase: str, epoch_offset: int) -> None:
+    async_safe = True  # only draws a bar: Keras may call it from a worker thread
+
+    def __init__(self, phase: str, epoch_offset: int, budget: Any = None) -> None:
         super().__init__()
         self.phase = phase
         self.epoch_offset = epoch_offset
+        self.budget = budget
         self._bar: Any = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        total = self.epoch_offset + int(self.params.get("epochs") or 0)
+        planning = self.budget is not None and self.budget.planning
+        if planning:
+            total = f"{self.budget.planned}" if self.budget.planned else "?"
+        else:
+            total = str(self.epoch_offset + int(self.params.get("epochs") or 0))
         self._bar = bar(
             total=self.params.get("steps"),
             desc=f"{self.phase} epoch {self.epoch_offset + epoch + 1}/{total}",
@@ -201,31 +220,70 @@ def resumable_fit(model: keras.Model, backup_dir: Path) -> Iterator[tuple[EpochB
 
 
 def phase_callbacks(
-    phase: str, backup: EpochBackup, epoch_offset: int, patience: int | None, restore_best: bool
-) -> tuple[list[keras.callbacks.Callback], EpochRecorder]:
+    phase: str,
+    backup: EpochBackup,
+    epoch_offset: int,
+    patience: int | None,
+    restore_best: bool,
+    validation: Validation,
+    budget: keras.callbacks.Callback | None = None,
+) -> tuple[list[keras.callbacks.Callback], EpochRecorder, NanGuard]:
+    """The callbacks of a phase, in the order they must run at an epoch end: validation
+    first (the others read its metrics), the time budget (its plan goes into the logs), then
+    the guards, the backup and the records."""
     recorder = EpochRecorder(phase, epoch_offset, backup.path.parent)
+    nan_guard = NanGuard()
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.TerminateOnNaN(),
+        validation,
+        *([budget] if budget is not None else []),
+        LearningRateLog(),
+        nan_guard,
         DivergenceGuard(),
         backup,
         recorder,
-        EpochProgress(phase, epoch_offset),
+        EpochProgress(phase, epoch_offset, budget),
     ]
     if patience is not None:
         callbacks.insert(
-            1,
+            callbacks.index(nan_guard),
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=patience, restore_best_weights=restore_best
             ),
         )
-    return callbacks, recorder
+    return callbacks, recorder, nan_guard
+
+
+class Validation(keras.callbacks.Callback):
+    """`val_loss` and `val_accuracy` at every epoch end, written into the epoch's logs.
+
+    Keras' own validation feeds the split in `batch_size` slices, and a last slice of another
+    size compiles the test step a second time. Here the model predicts fixed-size batches
+    (the last one padded, its rows dropped) and the loss and accuracy are computed over the
+    real rows only: exactly the numbers of an unpadded pass (the same loss function;
+    regularisation terms included, as Keras adds them).
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, loss: Any) -> None:
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.loss = keras.losses.get(loss)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is None or len(self.x) == 0:
+            return
+        probs = predict_padded(self.model.predict_on_batch, self.x, self.batch_size).astype("float32")
+        # the mean over the rows (a Loss object returns it already, a loss function per row)
+        loss = float(np.mean(keras.ops.convert_to_numpy(self.loss(self.y, probs))))
+        loss += sum(float(keras.ops.convert_to_numpy(extra)) for extra in self.model.losses)
+        logs["val_loss"] = loss
+        logs["val_accuracy"] = float(np.mean(probs.argmax(axis=1) == self.y.argmax(axis=1)))
 
 
 class DivergenceGuard(keras.callbacks.Callback):
     """Stops a phase at an epoch end whose weights are not all finite, or whose loss
     exploded (over `factor` x the first epoch's loss), and records why in `problem`; the
     phase then fails after `fit` (`_check_finite`). A huge learning rate can leave the loss
-    finite while weights overflow to NaN: TerminateOnNaN does not see that."""
+    finite while weights overflow to NaN: NanGuard does not see that."""
 
     def __init__(self, factor: float = 50.0) -> None:
         super().__init__()
@@ -251,31 +309,46 @@ class DivergenceGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class LastBatchLoss(keras.callbacks.Callback):
-    """Remembers the last batch loss: TerminateOnNaN stops mid-epoch, before History sees it."""
+class NanGuard(keras.callbacks.Callback):
+    """Stops a phase as soon as a batch loss is NaN or infinite (Keras' TerminateOnNaN does
+    the same, but on the main thread: a device sync after every step) and remembers it, since
+    `fit` then returns before History sees the epoch."""
 
-    loss = 0.0
+    async_safe = True  # reads the loss Keras already converted, in Keras' worker thread
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss = 0.0
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if logs and "loss" in logs:
-            self.loss = float(logs["loss"])
+        self._check((logs or {}).get("loss"))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check((logs or {}).get("loss"))
+
+    def _check(self, loss: Any) -> None:
+        if loss is None:
+            return
+        self.loss = float(loss)
+        if not math.isfinite(self.loss):
+            self.model.stop_training = True
 
 
 def check_finite(
     phase: str,
     history: keras.callbacks.History,
-    last_batch: LastBatchLoss,
+    nan_guard: NanGuard,
     backup_dir: Path,
     callbacks: Sequence[keras.callbacks.Callback],
 ) -> None:
-    """TerminateOnNaN and DivergenceGuard stop training but `fit` returns normally: turn
+    """NanGuard and DivergenceGuard stop training but `fit` returns normally: turn
     either into an error.
 
     The backup holds the diverged weights; it is removed so a rerun starts afresh.
     """
     losses = history.history.get("loss", [])
     bad = [i for i, value in enumerate(losses) if not math.isfinite(float(value))]
-    if bad or not math.isfinite(last_batch.loss):
+    if bad or not math.isfinite(nan_guard.loss):
         finish_backup(backup_dir)
         raise TrainingError(
             f"{phase}: the loss became NaN or infinite (epoch {bad[0] + 1 if bad else len(losses) + 1}); "
@@ -294,32 +367,3 @@ def check_finite(
 def finish_backup(backup_dir: Path) -> None:
     """A completed phase needs no backup: remove the folder so a rerun starts fresh."""
     shutil.rmtree(backup_dir, ignore_errors=True)
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stops `fit` before an epoch that would end more than `seconds` after fit started
-    (judged by the slowest epoch so far). The schedule still spans `finetune.epochs`, so
-    pick epochs that fit the budget; this is the guard for a wall-clock-boxed run."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.seconds = seconds
-        self.started = self.epoch_started = time.perf_counter()
-        self.slowest = 0.0
-
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.started = time.perf_counter()
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epoch_started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        now = time.perf_counter()
-        self.slowest = max(self.slowest, now - self.epoch_started)
-        if now - self.started + self.slowest > self.seconds:
-            log.warning(
-                "finetune: stopping after epoch %d: the next would end past the %.0f s budget",
-                epoch + 1,
-                self.seconds,
-            )
-            self.model.stop_training = True

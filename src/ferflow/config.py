@@ -175,6 +175,16 @@ class Train(_Strict):
         description="JAX: folder of the persistent XLA compilation cache "
         "(FERFLOW_COMPILATION_CACHE overrides); a rerun skips compiling the train step",
     )
+    xla_flags: str = Field(
+        "",
+        description="JAX: XLA_FLAGS for this run, set before the backend starts (flags already in "
+        "the XLA_FLAGS environment variable come after them, so they win)",
+    )
+    data_parallel: Literal["auto", "all", "off"] = Field(
+        "auto",
+        description="JAX/TensorFlow: train data-parallel; auto: over all GPUs when there are several, "
+        "all: over every local device (GPUs, or CPU devices), off: one device",
+    )
 
 
 class Finetune(_Strict):
@@ -186,7 +196,12 @@ class Finetune(_Strict):
     (`model.weights: none`) needs, with a faster `batchnorm_momentum` on small data.
     """
 
-    epochs: int = Field(20, ge=0)
+    epochs: int | Literal["auto"] = Field(
+        20, description="auto: as many as `time_budget_s` holds, planned from the steady epochs"
+    )
+    steps_per_execution: int = Field(
+        1, ge=1, description="train steps per compiled call (callbacks see every n-th batch)"
+    )
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     learning_rate: float = Field(1e-3, gt=0.0, description="the peak rate of the schedule")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD only")
@@ -202,6 +217,19 @@ class Finetune(_Strict):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     class_weights: bool = False
     augment: Augment = Augment()
+
+    @model_validator(mode="after")
+    def _auto_epochs_need_a_budget(self) -> Finetune:
+        if isinstance(self.epochs, int) and self.epochs < 0:
+            raise ValueError(f"epochs must be 0 or more, or auto (got {self.epochs})")
+        if self.epochs == "auto" and self.time_budget_s is None:
+            raise ValueError("epochs: auto plans the epochs from the time budget: set time_budget_s too")
+        if self.epochs == "auto" and self.schedule == "onecycle" and self.warmup_epochs == 0:
+            raise ValueError(
+                "epochs: auto with schedule: onecycle needs warmup_epochs > 0 (its default rise is "
+                "30% of a run whose length is not known yet)"
+            )
+        return self
 
 
 class Evaluate(_Strict):

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ferflow.batching import predict_padded
 from ferflow.config import Params
 from ferflow.errors import FerflowError
 from ferflow.files import (
@@ -33,7 +34,6 @@ from ferflow.files import (
     ROC_CSV,
 )
 from ferflow.plots import confusion_figures, history_figures, metrics_lib, per_class_figure, roc_figure
-from ferflow.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +60,22 @@ class Evaluation:
 def predict_probabilities(
     predict_fn: PredictFn, images: np.ndarray, batch_size: int, tta_flip: bool = False
 ) -> np.ndarray:
-    """Class probabilities for `images` (n, S, S), in batches; optionally averaged with the mirror."""
-    chunks = []
-    for start in bar(range(0, len(images), batch_size), desc="evaluate", unit="batch"):
-        batch = np.asarray(images[start : start + batch_size], dtype=np.float32)
+    """Class probabilities for `images` (n, S, S) in batches of exactly `batch_size` rows (the
+    last one padded, ferflow.batching: a compiled predict step compiles once); optionally
+    averaged with the mirror image."""
+    if len(images) == 0:
+        raise EvaluationError("no images to evaluate: the test split is empty")
+
+    def scored(batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, dtype=np.float32)
         probs = np.asarray(predict_fn(batch), dtype=np.float64)
         if tta_flip:
             # A mirrored face keeps its expression: averaging both views is cheap test-time
             # augmentation (the flip is along the width axis).
             probs = (probs + np.asarray(predict_fn(batch[:, :, ::-1].copy()), dtype=np.float64)) / 2
-        chunks.append(probs)
-    if not chunks:
-        raise EvaluationError("no images to evaluate: the test split is empty")
-    return np.concatenate(chunks)
+        return probs
+
+    return predict_padded(scored, images, batch_size, desc="evaluate")
 
 
 def check_probabilities(probs: np.ndarray, n: int, n_classes: int, source: str) -> None:

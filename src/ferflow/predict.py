@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ferflow.batching import predict_padded
 from ferflow.config import Params
 from ferflow.data.images import IMAGE_SUFFIXES, BadImage, decode_canonical
 from ferflow.errors import FerflowError
@@ -116,7 +117,8 @@ def predict_files(
     predictions: list[Prediction] = []
     with bar(total=len(paths), desc="predict", unit="img") as progress:
         for chunk_paths, images in iter_decoded(paths, size, params.ingest.max_image_pixels, skip_bad):
-            probs = np.asarray(predict_fn(images.astype(np.float32)))
+            # fixed-size batches: the model's compiled predict step compiles once
+            probs = predict_padded(predict_fn, images.astype(np.float32), params.evaluate.batch_size)
             if probs.shape != (len(images), len(classes)):
                 raise PredictError(
                     f"the model returned shape {probs.shape} for {len(images)} images; expected "

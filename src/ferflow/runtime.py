@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ def configure_runtime(params: Params) -> None:
     Determinism costs speed: TensorFlow then picks deterministic (often slower) kernels.
     """
     train = params.train
+    configure_xla_flags(train.xla_flags)
     if train.deterministic:
         keras.utils.set_random_seed(params.base.seed)
         if keras.backend.backend() == "tensorflow":
@@ -75,16 +78,97 @@ def configure_compilation_cache(folder: str | None) -> Path | None:
     return path
 
 
-def distribution_scope() -> contextlib.AbstractContextManager[Any]:
-    """Data parallelism over all visible GPUs, chosen by the Keras backend; a no-op on one."""
+def configure_xla_flags(flags: str) -> str:
+    """`train.xla_flags` into XLA_FLAGS, before JAX starts its backend (XLA reads them once).
+
+    Flags the environment already holds come last, so an operator's XLA_FLAGS wins over the
+    params. Returns the resulting XLA_FLAGS. On a backend that started already, or on
+    TensorFlow and PyTorch, it only warns or does nothing.
+    """
+    current = os.environ.get("XLA_FLAGS", "")
+    if not flags.strip() or keras.backend.backend() != "jax":
+        return current
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        log.warning("train.xla_flags %r not applied: JAX started before the params were read", flags)
+        return current
+    combined = " ".join(part for part in (flags.strip(), current.strip()) if part)
+    os.environ["XLA_FLAGS"] = combined
+    log.info("XLA_FLAGS=%s", combined)
+    return combined
+
+
+def distribution_scope(mode: str = "auto") -> contextlib.AbstractContextManager[Any]:
+    """Data parallelism for `train.data_parallel`: auto (all GPUs when there are several),
+    all (every local device: GPUs, or the CPU devices XLA was asked for), off.
+
+    On JAX, Keras' `DataParallel` replicates the weights on every device and splits each
+    batch between them (the batch size must divide evenly; ferflow's batches are all full,
+    ferflow.batching). On TensorFlow, a `MirroredStrategy` scope over the GPUs.
+    """
+    if mode == "off":
+        return contextlib.nullcontext()
     backend = keras.backend.backend()
     if backend == "jax":
-        gpus = keras.distribution.list_devices("gpu")
-        if len(gpus) > 1:
-            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=gpus))
+        devices = keras.distribution.list_devices("gpu" if mode == "auto" else None)
+        if len(devices) > 1:
+            log.info("data-parallel over %d devices", len(devices))
+            return _distributed(keras.distribution.DataParallel(devices=devices))
     elif backend == "tensorflow":
         import tensorflow as tf
 
         if len(tf.config.list_logical_devices("GPU")) > 1:
             return tf.distribute.MirroredStrategy().scope()
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _distributed(distribution: Any) -> Iterator[None]:
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(distribution)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
+
+
+def check_data_parallel_batch(batch_size: int) -> None:
+    """A data-parallel batch splits evenly over the devices, or fails here in one line."""
+    distribution = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
+    devices = distribution.device_mesh.devices.size if distribution is not None else 1
+    if devices > 1 and batch_size % devices:
+        raise ValueError(
+            f"train.batch_size={batch_size} does not split over {devices} devices (data-parallel): "
+            f"use a multiple of {devices}, or train.data_parallel=off"
+        )
+
+
+@contextlib.contextmanager
+def count_compiles() -> Iterator[Counter[str]]:
+    """On JAX, how many times each function is compiled inside the block, by name
+    (`jit(train_step)`, `jit(predict_step)`, ...), read from JAX's compile log (which is
+    kept off the console meanwhile). Empty on the other backends."""
+    counts: Counter[str] = Counter()
+    if keras.backend.backend() != "jax":
+        yield counts
+        return
+    import jax
+
+    class _Counter(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if message.startswith("Compiling "):
+                counts[message.split()[1]] += 1
+
+    source = logging.getLogger("jax")  # the compile log's lines come from its children
+    handler, propagate, level = _Counter(), source.propagate, source.level
+    source.addHandler(handler)
+    source.propagate = False
+    source.setLevel(logging.WARNING)
+    try:
+        with jax.log_compiles(True):
+            yield counts
+    finally:
+        source.removeHandler(handler)
+        source.propagate, source.level = propagate, level

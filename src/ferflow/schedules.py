@@ -13,7 +13,9 @@ Kinds (`finetune.schedule`), with `w` warmup steps, `T` total steps and peak rat
 - `onecycle`: warmup from `lr / 25` to `lr` (a cosine ramp over `w`, or the first 30% of
   `T` when no warmup is given), then half a cosine down to `lr / 25 / 1e4`.
 
-Past `T` every schedule stays at its last value.
+Past `T` every schedule stays at its last value. `T` can move during training
+(`track_total`): under `finetune.epochs: auto` the time budget (ferflow.budget) sets it from
+the epochs it plans, so the schedule ends where the budget does.
 """
 
 from __future__ import annotations
@@ -53,6 +55,19 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         if kind == "onecycle" and warmup_steps == 0:
             warmup_steps = max(1, int(ONECYCLE_DEFAULT_WARMUP * total_steps))
         self.warmup_steps = min(int(warmup_steps), self.total_steps)
+        self.total_variable: Any = None
+
+    def track_total(self, optimizer: keras.optimizers.Optimizer) -> Any:
+        """Make `T` a variable of `optimizer`, returned: assigning it moves the schedule's end.
+
+        An optimizer variable, because that is what the compiled step reads afresh: the JAX
+        trainer passes the optimizer's variables into its jitted step at every epoch start,
+        while any other Python value or variable would be frozen into the compiled program.
+        """
+        if self.total_variable is None:
+            initial = keras.initializers.Constant(float(self.total_steps))
+            self.total_variable = optimizer.add_variable((), initial, "float32", name="schedule_total_steps")
+        return self.total_variable
 
     def __call__(self, step: Any) -> Any:
         step = ops.cast(step, "float32")
@@ -67,7 +82,8 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             rising = peak * ops.minimum((step + 1.0) / max(warmup, 1.0), 1.0)
         if self.kind == "constant":
             return rising
-        span = max(float(self.total_steps) - warmup, 1.0)
+        total = float(self.total_steps) if self.total_variable is None else self.total_variable
+        span = ops.maximum(ops.cast(total, "float32") - warmup, 1.0)
         progress = ops.clip((step - warmup) / span, 0.0, 1.0)
         falling = end + (peak - end) * 0.5 * (1.0 + ops.cos(math.pi * progress))
         return ops.where(step < warmup, rising, falling)

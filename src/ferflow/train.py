@@ -33,10 +33,11 @@ import keras
 import numpy as np
 
 from ferflow.augment import TrainingModel
+from ferflow.batching import predict_padded, wrap_to_batches
+from ferflow.budget import AUTO_EPOCHS_CAP, TimeBudget
 from ferflow.callbacks import (
-    LastBatchLoss,
-    TimeBudget,
     TrainingError,
+    Validation,
     check_finite,
     finish_backup,
     phase_callbacks,
@@ -45,9 +46,8 @@ from ferflow.callbacks import (
 from ferflow.config import Params
 from ferflow.data.dataset import PreparedData, load_prepared
 from ferflow.model import feature_extractor, head_model, set_backbone_trainable
-from ferflow.progress import bar
-from ferflow.runtime import resolve_jit_compile
-from ferflow.schedules import make_optimizer, schedule_for
+from ferflow.runtime import check_data_parallel_batch, resolve_jit_compile
+from ferflow.schedules import WarmupSchedule, make_optimizer, schedule_for
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +77,13 @@ def _feature_extractor_of(model: keras.Model) -> keras.Model:
 
 
 def _features(extractor: keras.Model, images: np.ndarray, batch_size: int, split: str) -> np.ndarray:
-    """The backbone's pooled features of `images`, in chunks under a progress bar: on a CPU
-    the whole train split takes minutes."""
-    chunk = batch_size * 8
-    parts = []
-    with bar(total=len(images), desc=f"features {split}", unit="img") as progress:
-        for start in range(0, len(images), chunk):
-            batch = _as_float(images[start : start + chunk])
-            parts.append(extractor.predict(batch, batch_size=batch_size, verbose=0))
-            progress.update(len(batch))
-    return np.concatenate(parts) if parts else np.zeros((0, *extractor.output_shape[1:]), "float32")
+    """The backbone's pooled features of `images`, in fixed-size batches (one compiled
+    predict step) under a progress bar: on a CPU the whole train split takes minutes."""
+    if len(images) == 0:
+        return np.zeros((0, *extractor.output_shape[1:]), "float32")
+    return predict_padded(
+        lambda batch: extractor.predict_on_batch(_as_float(batch)), images, batch_size, f"features {split}"
+    )
 
 
 def _steps_per_execution(cached: bool, rows: int, batch_size: int) -> int:
@@ -127,17 +124,20 @@ def fit_head(
     else:
         trained = model
         x_train, x_val = _as_float(train[0]), _as_float(val[0])
+    loss = keras.losses.CategoricalCrossentropy()
     trained.compile(
         optimizer=keras.optimizers.Adam(settings.learning_rate),
-        loss="categorical_crossentropy",
+        loss=loss,
         metrics=["accuracy"],
         jit_compile=resolve_jit_compile(settings.jit_compile),
         steps_per_execution=_steps_per_execution(settings.cache_features, len(x_train), settings.batch_size),
     )
-    last_batch = LastBatchLoss()
+    check_data_parallel_batch(settings.batch_size)
+    x_train, y_train = wrap_to_batches((x_train, y_train), settings.batch_size, params.base.seed)
     with resumable_fit(trained, backup_dir) as (backup, initial_epoch):
-        callbacks, recorder = phase_callbacks(
-            "train", backup, 0, settings.early_stopping_patience, settings.restore_best_weights
+        validation = Validation(x_val, y_val, settings.batch_size, loss)
+        callbacks, recorder, nan_guard = phase_callbacks(
+            "train", backup, 0, settings.early_stopping_patience, settings.restore_best_weights, validation
         )
         if settings.deterministic:
             keras.utils.set_random_seed(params.base.seed)  # same shuffling in both feature modes
@@ -147,11 +147,10 @@ def fit_head(
             batch_size=settings.batch_size,
             epochs=settings.epochs,
             initial_epoch=initial_epoch,
-            validation_data=(x_val, y_val),
-            callbacks=[*callbacks, last_batch, *extra_callbacks],
+            callbacks=[*callbacks, *extra_callbacks],
             verbose=0,
         )
-    check_finite("phase 1 (train)", history, last_batch, backup_dir, callbacks)
+    check_finite("phase 1 (train)", history, nan_guard, backup_dir, callbacks)
     finish_backup(backup_dir)
     return recorder.records
 
@@ -186,43 +185,127 @@ def fine_tune(
         return []
     set_backbone_trainable(model, True, settings.train_batchnorm, settings.batchnorm_momentum)
     batch_size = params.train.batch_size
-    steps_per_epoch = math.ceil(len(train[0]) / batch_size)
+    check_data_parallel_batch(batch_size)
+    x_train, y_train = wrap_to_batches((train[0], train[1]), batch_size, params.base.seed)
+    steps_per_epoch = len(x_train) // batch_size
+    epochs = AUTO_EPOCHS_CAP if settings.epochs == "auto" else settings.epochs
     learning_rate = schedule_for(
         settings.schedule,
         settings.learning_rate,
-        settings.epochs,
+        epochs,
         steps_per_epoch,
         settings.warmup_epochs,
         settings.final_lr_fraction,
     )
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
     trainer = TrainingModel(model, settings.augment, seed=params.base.seed)
+    optimizer = make_optimizer(settings.optimizer, learning_rate, settings.momentum, settings.weight_decay)
     trainer.compile(
-        optimizer=make_optimizer(settings.optimizer, learning_rate, settings.momentum, settings.weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
+        optimizer=optimizer,
+        loss=loss,
         metrics=["accuracy"],
         jit_compile=resolve_jit_compile(params.train.jit_compile),
+        steps_per_execution=settings.steps_per_execution,
     )
-    weights = balanced_class_weights(train[1], num_classes) if settings.class_weights else None
-    last_batch = LastBatchLoss()
-    budget = [] if settings.time_budget_s is None else [TimeBudget(settings.time_budget_s)]
+    budget = _budget(
+        settings.time_budget_s,
+        settings.epochs == "auto",
+        learning_rate,
+        optimizer,
+        trainer.trainable_variables,
+        steps_per_epoch,
+    )
+    class_weights = balanced_class_weights(train[1], num_classes) if settings.class_weights else None
+    row_weights = None if class_weights is None else np.array([class_weights[c] for c in y_train], "float32")
+    inputs = training_input(
+        _as_pixels(x_train), _one_hot(y_train, num_classes), row_weights, batch_size, params.base.seed
+    )
     with resumable_fit(trainer, backup_dir) as (backup, initial_epoch):
-        callbacks, recorder = phase_callbacks("finetune", backup, epoch_offset, None, False)
+        validation = Validation(_as_pixels(val[0]), _one_hot(val[1], num_classes), batch_size, loss)
+        callbacks, recorder, nan_guard = phase_callbacks(
+            "finetune", backup, epoch_offset, None, False, validation, budget
+        )
         if params.train.deterministic:
             keras.utils.set_random_seed(params.base.seed)
         history = trainer.fit(
-            _as_pixels(train[0]),
-            _one_hot(train[1], num_classes),
-            batch_size=batch_size,
-            class_weight=weights,
-            epochs=settings.epochs,
+            **inputs,
+            epochs=epochs,
             initial_epoch=initial_epoch,
-            validation_data=(_as_pixels(val[0]), _one_hot(val[1], num_classes)),
-            callbacks=[*callbacks, *budget, last_batch, *extra_callbacks],
+            callbacks=[*callbacks, *extra_callbacks],
             verbose=0,
         )
-    check_finite("phase 2 (finetune)", history, last_batch, backup_dir, callbacks)
+    check_finite("phase 2 (finetune)", history, nan_guard, backup_dir, callbacks)
     finish_backup(backup_dir)
     return recorder.records
+
+
+def _budget(
+    seconds: float | None,
+    auto: bool,
+    learning_rate: Any,
+    optimizer: keras.optimizers.Optimizer,
+    trainable_variables: list[Any],
+    steps_per_epoch: int,
+) -> TimeBudget | None:
+    """The phase's time budget; under `epochs: auto` it also moves the schedule's end (a
+    schedule's total steps become an optimizer variable it sets, ferflow.budget)."""
+    if seconds is None:
+        return None
+    if not auto:
+        return TimeBudget(seconds)
+    total = None
+    if isinstance(learning_rate, WarmupSchedule):
+        # built now, so the new variable comes after the slots, in the same order in every
+        # run (a backup restores into them by position)
+        optimizer.build(trainable_variables)
+        total = learning_rate.track_total(optimizer)
+    return TimeBudget(seconds, plan=True, total_steps=total, steps_per_epoch=steps_per_epoch)
+
+
+class DeviceBatches(keras.utils.PyDataset):
+    """Phase 2's training batches, gathered on the accelerator from arrays put there once.
+
+    Keras' array input copies every batch from host memory to the device. On JAX (one
+    device) the images, as uint8 (FER2013's train split is ~53 MB), the one-hot labels and
+    the per-row weights go to the device once; each epoch draws a new order on the host
+    (a few KB of indices sent over) and each batch is a gather on the device, dispatched
+    without waiting. The rows must be whole batches already (ferflow.batching).
+    """
+
+    def __init__(self, arrays: tuple[np.ndarray, ...], batch_size: int, seed: int | None = None) -> None:
+        super().__init__()  # read in the training loop's thread: no workers, no copies
+        rows = len(arrays[0])
+        if rows % batch_size:
+            raise ValueError(f"{rows} rows are not whole batches of {batch_size}: wrap_to_batches first")
+        self.arrays = tuple(keras.ops.convert_to_tensor(a) for a in arrays)
+        self.rows, self.batch_size = rows, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order = self._new_order()
+
+    def _new_order(self) -> Any:
+        return keras.ops.convert_to_tensor(self.rng.permutation(self.rows).astype("int32"))
+
+    def __len__(self) -> int:
+        return self.rows // self.batch_size
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return tuple(keras.ops.take(a, rows, axis=0) for a in self.arrays)
+
+    def on_epoch_end(self) -> None:
+        self.order = self._new_order()
+
+
+def training_input(
+    x: np.ndarray, y: np.ndarray, weights: np.ndarray | None, batch_size: int, seed: int | None
+) -> dict[str, Any]:
+    """`fit`'s input arguments for whole-batch training rows: `DeviceBatches` on JAX with one
+    device, else the arrays (Keras shuffles them every epoch)."""
+    single_device = keras.distribution.distribution() is None
+    if keras.backend.backend() == "jax" and single_device:
+        arrays = (x, y) if weights is None else (x, y, weights)
+        return {"x": DeviceBatches(arrays, batch_size, seed)}
+    return {"x": x, "y": y, "sample_weight": weights, "batch_size": batch_size}
 
 
 def _as_pixels(images: np.ndarray) -> np.ndarray:

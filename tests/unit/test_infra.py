@@ -124,13 +124,33 @@ def test_built_images_have_dockerfiles_and_the_env_tag(compose):
         assert service["image"].endswith(":${FERFLOW_IMAGE_TAG}")
 
 
-@pytest.mark.parametrize(("dockerfile", "extra"), [("worker-cpu", "cpu"), ("worker-gpu", "gpu")])
+@pytest.mark.parametrize(("dockerfile", "extra"), [("worker-cpu", "cpu"), ("worker-gpu", "jax-gpu")])
 def test_worker_images_install_the_locked_extra(dockerfile, extra, defaults):
     text = (INFRA / "docker" / f"{dockerfile}.Dockerfile").read_text()
     pool = defaults.flow.work_pool if extra == "cpu" else defaults.flow.gpu_work_pool
 
     assert f"uv sync --frozen --extra {extra}" in text
     assert f'"--pool", "{pool}"' in text
+
+
+def test_the_gpu_worker_trains_on_jax_with_the_gpu_profile_and_a_compile_cache(compose, prefect_yaml):
+    image = (INFRA / "docker" / "worker-gpu.Dockerfile").read_text()
+    service = compose["services"]["worker-gpu"]
+    deployment = yaml.safe_load((INFRA / "k8s" / "gpu-worker.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    gpu_run = {d.name: d for d in prefect_yaml.deployments}["weekly-retrain-gpu"]
+
+    assert "KERAS_BACKEND=jax" in image and "tensorflow" not in image.split("FROM", 1)[1].lower()
+    assert service["environment"]["KERAS_BACKEND"] == "jax" == env["KERAS_BACKEND"]
+    cache = env["FERFLOW_COMPILATION_CACHE"]
+    assert service["environment"]["FERFLOW_COMPILATION_CACHE"] == cache
+    assert any(cache.startswith(m["mountPath"]) for m in pod["containers"][0]["volumeMounts"])
+    assert any(v.endswith(":/var/cache/ferflow") for v in service["volumes"])
+    assert gpu_run.parameters["params_file"] == "profiles/gpu.yaml"
+    profile = load_params(REPO / "profiles" / "gpu.yaml")
+    assert profile.finetune.epochs == "auto" and profile.finetune.time_budget_s
+    assert profile.train.mixed_precision and profile.train.batch_size % 8 == 0
 
 
 def test_compose_deploy_service_runs_the_deploy_script(compose):

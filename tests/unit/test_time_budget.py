@@ -1,4 +1,5 @@
-"""The wall-clock guard of a time-boxed phase 2, and the JAX compilation cache switch."""
+"""The wall-clock budget of a time-boxed phase 2 (its guard and `epochs: auto` planning),
+and the JAX compilation cache switch."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from types import SimpleNamespace
 
 import keras
 
-from ferflow.callbacks import TimeBudget
+from ferflow.budget import TimeBudget
 from ferflow.runtime import configure_compilation_cache
 
 
@@ -32,6 +33,85 @@ def test_training_stops_before_an_epoch_that_would_overrun_the_budget():
 
 def test_a_budget_that_fits_every_epoch_never_stops_training():
     assert run_epochs(TimeBudget(60.0), [0.01] * 5) == 5
+
+
+class FakeClock:
+    """A clock the test advances: epochs of exact lengths, whatever the machine is doing."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TotalSteps:
+    """Stands in for the schedule's total-steps variable."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def assign(self, value: float) -> None:
+        self.values.append(value)
+
+
+def drive(budget: TimeBudget, clock: FakeClock, lengths: list[float]) -> list[dict]:
+    """Run epochs of the given lengths on the fake clock; return each epoch's logs."""
+    model = SimpleNamespace(stop_training=False)
+    budget.set_model(model)
+    budget.on_train_begin()
+    logs_seen = []
+    for epoch, length in enumerate(lengths):
+        budget.on_epoch_begin(epoch)
+        clock.now += length
+        logs: dict = {}
+        budget.on_epoch_end(epoch, logs)
+        logs_seen.append(logs)
+        if model.stop_training:
+            break
+    return logs_seen
+
+
+def test_the_guard_judges_by_the_steady_epochs_not_the_compile_epoch():
+    # given a cold start: epoch 1 compiles for 100 s, later epochs take 4 s, budget 400 s
+    clock = FakeClock()
+    budget = TimeBudget(400.0, clock=clock)
+    # when it runs fixed epochs
+    ran = drive(budget, clock, [100.0] + [4.0] * 200)
+    # then it trains until the next steady epoch would overrun: 1 + 75 epochs (100 + 75 x 4 = 400)
+    assert len(ran) == 76
+
+
+def test_auto_epochs_plan_from_the_steady_epochs_and_move_the_schedule_end():
+    # given epochs: auto, a 400 s budget, 10 steps an epoch, a 100 s compile epoch, 4 s epochs
+    clock, total = FakeClock(), TotalSteps()
+    budget = TimeBudget(400.0, plan=True, total_steps=total, steps_per_epoch=10, clock=clock, margin=0.05)
+    # when it runs
+    ran = drive(budget, clock, [100.0] + [4.0] * 200)
+    # then after the first steady epoch it plans 2 + floor(296 / 4.2) = 72 epochs and ends
+    # the schedule at that epoch's last step; the margin it did not need is planned in as it
+    # goes, and the run ends at its last planned epoch, with the schedule, inside the budget
+    assert ran[1]["epochs_planned"] == 72.0 and total.values[0] == 720.0
+    assert len(ran) == ran[-1]["epochs_planned"] == 75
+    assert total.values[-1] == 750.0
+    assert clock.now <= 400.0
+
+
+def test_auto_epochs_replan_when_epochs_slow_down():
+    clock, total = FakeClock(), TotalSteps()
+    budget = TimeBudget(100.0, plan=True, total_steps=total, steps_per_epoch=1, clock=clock, margin=0.0)
+    # epochs double in length halfway: the plan shrinks, the schedule end with it
+    ran = drive(budget, clock, [10.0] + [2.0] * 10 + [4.0] * 100)
+    assert total.values[0] == 2 + 44  # 88 s left at 2 s an epoch
+    assert total.values[-1] < total.values[0]
+    assert len(ran) == ran[-1]["epochs_planned"]
+    assert clock.now <= 100.0
+
+
+def test_a_budget_too_short_for_a_second_epoch_stops_after_the_first():
+    clock = FakeClock()
+    budget = TimeBudget(150.0, plan=True, total_steps=TotalSteps(), clock=clock)
+    assert len(drive(budget, clock, [100.0] + [4.0] * 10)) == 1
 
 
 def test_the_compilation_cache_is_a_jax_switch(tmp_path, monkeypatch):

@@ -30,7 +30,17 @@ class StageSpec:
 STAGE_NAMES = ("pull-data", "ingest", "validate", "train", "finetune", "evaluate", "register", "push-data")
 
 _CORE = ("config.py", "errors.py", "files.py", "data/dataset.py", "stages/layout.py")
-_MODEL = ("augment.py", "callbacks.py", "model.py", "progress.py", "runtime.py", "schedules.py", "train.py")
+_MODEL = (
+    "augment.py",
+    "batching.py",
+    "budget.py",
+    "callbacks.py",
+    "model.py",
+    "progress.py",
+    "runtime.py",
+    "schedules.py",
+    "train.py",
+)
 _TRACKING = ("tracking/store.py", "tracking/runs.py", "tracking/epochs.py", "data/versioning.py")
 # training reads `validate.drop_blank_from_train` through ferflow.validation.training_mask
 _MASK = ("validation.py", "contract")
@@ -94,6 +104,8 @@ STAGES: dict[str, StageSpec] = {
             code=(
                 *_CORE,
                 *_TRACKING,
+                "batching.py",
+                "budget.py",
                 "callbacks.py",
                 "evaluate.py",
                 "plots.py",
@@ -123,6 +135,8 @@ STAGES: dict[str, StageSpec] = {
             code=(
                 *_CORE,
                 *_TRACKING,
+                "batching.py",
+                "budget.py",
                 "callbacks.py",
                 "evaluate.py",
                 "plots.py",

@@ -37,7 +37,10 @@ def train(params: Params, layout: Layout) -> Path:
     train_split, val_split = load_training_data(params, layout.prepared)
     layout.models.mkdir(parents=True, exist_ok=True)
     with runs.pipeline_run(params, layout.prepared, layout.run_file, resume=False, raw=layout.raw) as run:
-        with runs.phase_run(run, TRAIN, 0, params) as epoch_logger, distribution_scope():
+        with (
+            runs.phase_run(run, TRAIN, 0, params) as epoch_logger,
+            distribution_scope(params.train.data_parallel),
+        ):
             model = build_model(params.model, params.base.image_size, len(params.base.classes))
             records = fit_head(model, train_split, val_split, params, layout.backup(TRAIN), [epoch_logger])
             runs.log_summary(TRAIN, records, epoch_logger.run_ids)
@@ -68,7 +71,7 @@ def finetune(params: Params, layout: Layout) -> Path:
             runs.log_earlier_phase(run, TRAIN, train_records, previous.run_id)
         with (
             runs.phase_run(run, FINETUNE, len(train_records), params) as epoch_logger,
-            distribution_scope(),
+            distribution_scope(params.train.data_parallel),
         ):
             model = load_model(layout.head_model)
             records = fine_tune(

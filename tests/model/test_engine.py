@@ -1,0 +1,101 @@
+"""The training engine on JAX (the GPU workers' backend), checked on the CPU in subprocesses
+(tests/model/engine_checks.py): one compile per step function whatever the row count, a
+schedule whose end the compiled step reads from a variable, and data-parallel phase 2 over
+two host devices. The same checks run in-process on the suite's own backend where they
+are backend-independent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def run_checks(*checks: str, env: dict[str, str] | None = None) -> dict:
+    pytest.importorskip("jax")
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.model.engine_checks", *checks],
+        cwd=REPO,
+        env={**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "jax"
+    return result
+
+
+@pytest.fixture(scope="module")
+def jax_checks() -> dict:
+    return run_checks("compiles", "schedule-variable")
+
+
+def test_each_phase_compiles_its_train_and_predict_steps_once_on_jax(jax_checks):
+    # given 35 train and 21 val rows at batch 16 (neither a multiple of the batch)
+    result = jax_checks["compiles"]
+    assert result["rows"] == {"train": 35, "val": 21}
+    # then phase 1, phase 2 and evaluation each compile each step function exactly once
+    for phase in ("phase1", "phase2"):
+        assert result[phase].get("jit(train_step)") == 1, result[phase]
+        assert result[phase].get("jit(predict_step)") == 1, result[phase]
+        assert "jit(test_step)" not in result[phase], result[phase]
+    assert result["evaluate"] == {"jit(predict_step)": 1}
+    # and phase 2 gathered its batches on the device from data put there once
+    assert result["training_input"] == "DeviceBatches" and result["batch_on_device"]
+    assert result["probs_shape"] == [21, 7]
+    assert result["epochs"] == [2, 3, 4]
+
+
+def test_the_compiled_step_reads_the_schedule_end_from_its_variable_on_jax(jax_checks):
+    result = jax_checks["schedule-variable"]
+    assert result["max_change_before_end"] > 0  # the rate was not 0 before
+    assert result["learning_rate_after_end"] == 0.0
+    assert result["max_change_after_end"] == 0.0  # a frozen end would still move the weights
+
+
+def test_the_schedule_end_moves_on_the_suites_backend_too():
+    from tests.model.engine_checks import check_schedule_variable
+
+    result = check_schedule_variable()
+
+    assert result["max_change_before_end"] > 0
+    assert result["max_change_after_end"] == 0.0
+
+
+def test_phase_2_trains_data_parallel_over_two_host_devices_on_jax():
+    result = run_checks("data-parallel", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})[
+        "data-parallel"
+    ]
+    assert result["devices"] == 2 and result["mesh_devices"] == 2
+    assert result["batch_axis"] == "batch"  # each batch is split between the devices
+    assert all(0 < loss < 10 for loss in result["losses"])
+    assert result["replicas_equal"]  # every weight is the same on both replicas
+    assert result["train_step_compiles"] == 1
+
+
+def test_device_batches_cover_every_row_each_epoch_in_a_new_order():
+    import numpy as np
+
+    from ferflow.train import DeviceBatches
+
+    labels = np.arange(48)
+    batches = DeviceBatches((labels[:, None] * np.ones((1, 3), "uint8"), labels), 16, seed=0)
+
+    def epoch() -> list[int]:
+        rows = [int(r) for index in range(len(batches)) for r in np.asarray(batches[index][1])]
+        batches.on_epoch_end()
+        return rows
+
+    first, second = epoch(), epoch()
+    assert len(batches) == 3
+    assert sorted(first) == sorted(second) == list(range(48))
+    assert first != second
+    with pytest.raises(ValueError, match="not whole batches"):
+        DeviceBatches((labels[:40],), 16)
