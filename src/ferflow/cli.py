@@ -22,6 +22,7 @@ from pathlib import Path
 from ferflow import __version__
 from ferflow.config import Params, load_params
 from ferflow.errors import EXIT_USER_ERROR, FerflowError
+from ferflow.native_stderr import quiet_tensorflow_import
 from ferflow.stages.layout import Layout
 from ferflow.stages.spec import STAGE_NAMES
 
@@ -347,8 +348,9 @@ def _configure_logging(level: str, verbose: bool = False) -> None:
         logging.getLogger("ferflow").setLevel(level)
         logging.getLogger("flows").setLevel(level)
         logging.getLogger("tasks").setLevel(level)
-    # TensorFlow's C++ start-up chatter is noise for a CLI user.
+    # TensorFlow's C++ start-up chatter is noise for a CLI user (oneDNN's too: native_stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow_import()
 
 
 class Terminated(KeyboardInterrupt):
