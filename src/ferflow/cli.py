@@ -67,11 +67,7 @@ def _validate(args: argparse.Namespace, params: Params) -> int:
 
     layout = _layout(params).moved(prepared=args.data, reports=args.report_dir)
     report = validate(params, layout, Path(args.reference) if args.reference else None)
-    print(report.summary_markdown())
-    for check in report.warnings:
-        print(f"warning: {check.line()}", file=sys.stderr)
-    for check in report.errors:
-        print(f"error: {check.line()}", file=sys.stderr)
+    # ferflow.validation logs each finding once; every check is in the report and Data Docs
     print(f"report: {report.report_path}\nData Docs: {report.data_docs_index}")
     return 0 if report.passed else 1
 
