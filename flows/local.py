@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ferflow.errors import FerflowError
+from ferflow.native_stderr import quiet_tensorflow_import
 
 # A quiet run: no Prefect telemetry, a local-server start-up timeout that tolerates a busy
 # laptop, library chatter only when it matters. Values the user set win.
@@ -36,6 +37,7 @@ def quiet_prefect_defaults() -> None:
     """Set QUIET_ENVIRONMENT where the user has not; call before importing prefect."""
     for name, value in QUIET_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+    quiet_tensorflow_import()  # absl's lines before TF_CPP_MIN_LOG_LEVEL applies (oneDNN's)
 
 
 def configure_local_prefect(root: Path) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from ferflow import __version__
 from ferflow.config import Params, load_params
 from ferflow.errors import EXIT_USER_ERROR, FerflowError
+from ferflow.native_stderr import quiet_tensorflow_import
 from ferflow.stages.layout import Layout
 from ferflow.stages.spec import STAGE_NAMES
 
@@ -66,11 +67,7 @@ def _validate(args: argparse.Namespace, params: Params) -> int:
 
     layout = _layout(params).moved(prepared=args.data, reports=args.report_dir)
     report = validate(params, layout, Path(args.reference) if args.reference else None)
-    print(report.summary_markdown())
-    for check in report.warnings:
-        print(f"warning: {check.line()}", file=sys.stderr)
-    for check in report.errors:
-        print(f"error: {check.line()}", file=sys.stderr)
+    # ferflow.validation logs each finding once; every check is in the report and Data Docs
     print(f"report: {report.report_path}\nData Docs: {report.data_docs_index}")
     return 0 if report.passed else 1
 
@@ -347,8 +344,9 @@ def _configure_logging(level: str, verbose: bool = False) -> None:
         logging.getLogger("ferflow").setLevel(level)
         logging.getLogger("flows").setLevel(level)
         logging.getLogger("tasks").setLevel(level)
-    # TensorFlow's C++ start-up chatter is noise for a CLI user.
+    # TensorFlow's C++ start-up chatter is noise for a CLI user (oneDNN's too: native_stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow_import()
 
 
 class Terminated(KeyboardInterrupt):

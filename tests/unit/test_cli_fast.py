@@ -6,6 +6,7 @@ stderr holds ferflow's lines only. The times are measured in bench/bench_cli.py,
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -64,6 +65,10 @@ def test_a_normal_command_prints_no_tensorflow_log_lines(tmp_path):
     )
     model.save(tmp_path / "tiny.keras")
     Image.new("L", (48, 48), 100).save(tmp_path / "face.png")
+    # and oneDNN forced on, so TensorFlow prints its absl start-up lines on any x86 CPU
+    # (on AVX512-VNNI it does so by default): "oneDNN custom operations are on", twice
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}
+    env["TF_ENABLE_ONEDNN_OPTS"] = "1"
     # when `ferflow predict` runs in its own process
     done = subprocess.run(
         [
@@ -73,6 +78,7 @@ def test_a_normal_command_prints_no_tensorflow_log_lines(tmp_path):
             str(PARAMS_FILE),
         ],
         cwd=tmp_path,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,

@@ -59,11 +59,15 @@ class CheckResult:
         return "warning" if self.severity == "warning" else "failed"
 
     def line(self) -> str:
-        """One human line: `[error] image_size: observed ...; e.g. a.jpg, b.jpg`."""
-        text = f"[{self.severity}] {self.id}: {self.description}; observed {_short(self.observed)}"
+        """One short line, the finding first, then what was expected (the log level, or the
+        list it is in, gives the severity); every example is in validation.json:
+        `blank_images: blank 13, per_split (train 13); e.g. a.jpg, b.jpg, c.jpg, ...;
+        expected no blank images (...)`."""
+        text = f"{self.id}: {_compact(self.observed)}"
         if self.examples:
-            text += "; e.g. " + ", ".join(self.examples)
-        return text
+            more = ", ..." if len(self.examples) > LINE_EXAMPLES else ""
+            text += "; e.g. " + ", ".join(self.examples[:LINE_EXAMPLES]) + more
+        return f"{text}; expected {self.description}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +85,23 @@ class CheckResult:
 def _short(value: Any, limit: int = 300) -> str:
     text = json.dumps(value, default=str) if not isinstance(value, str) else value
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+LINE_EXAMPLES = 3  # examples in a console line
+
+
+def _compact(value: Any, limit: int = 120) -> str:
+    """An observed value for a console line: `blank 13, per_split (train 10, test 3)`."""
+
+    def words(item: Any) -> str:
+        if isinstance(item, dict):
+            nested = {k: f"({words(v)})" if isinstance(v, dict) else words(v) for k, v in item.items()}
+            return ", ".join(f"{k} {v}" for k, v in nested.items())
+        if isinstance(item, list | tuple):
+            return "[" + ", ".join(map(words, item)) + "]"
+        return str(item)
+
+    return _short(words(value), limit)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,9 @@ import functools
 import hashlib
 import logging
 import multiprocessing
+import multiprocessing.pool
 import os
+import signal
 import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -455,10 +457,33 @@ def _decode_all(
     progress = functools.partial(bar, total=total, desc=f"ingest {label}", unit="img")
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return list(progress(map(decode, payloads)))
-    # fork, not spawn: spawn re-imports the caller's __main__, which fails for `python -` and
-    # notebooks. The workers only decode bytes with PIL and never touch the parent's threads.
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with decoding_pool(workers) as pool:
         return list(progress(pool.imap(decode, payloads, chunksize=256)))
+
+
+def decoding_pool(workers: int) -> multiprocessing.pool.Pool:
+    """`workers` forked processes that die quietly when the pool terminates them.
+
+    fork, not spawn: spawn re-imports the caller's __main__, which fails for `python -` and
+    notebooks. The workers only decode bytes with PIL and never touch the parent's threads.
+    """
+    # SIGTERM stays blocked while forking, so none reaches a worker before it has reset the
+    # handlers it inherits (it is delivered, or stays pending, once unblocked)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        return multiprocessing.get_context("fork").Pool(workers, initializer=reset_worker_signals)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def reset_worker_signals() -> None:
+    """Pool initializer: a forked worker inherits the parent's handlers, such as the CLI's
+    SIGTERM -> `Terminated`, which printed a traceback per worker when a successful ingest
+    ended its pool (`Pool.terminate` sends SIGTERM). SIGTERM now ends a worker silently and
+    Ctrl-C is the parent's to handle (it terminates the pool)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def _not_canonical(image: DecodedImage, size: int) -> str:
