@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml uv.lock
 	python3 -m uv sync --frozen --extra $(EXTRA) --extra dev
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv from uv.lock (EXTRA=gpu for CUDA workers)
+install: $(STAMP) ## create .venv from uv.lock (EXTRA=jax-gpu for GPU workers, run with KERAS_BACKEND=jax)
 
 demo: $(STAMP) ## the main job on synthetic faces, offline, a few minutes on a laptop CPU
 	$(PY) -m flows.demo

@@ -111,7 +111,9 @@ def distribution_scope(mode: str = "auto") -> contextlib.AbstractContextManager[
         return contextlib.nullcontext()
     backend = keras.backend.backend()
     if backend == "jax":
-        devices = keras.distribution.list_devices("gpu" if mode == "auto" else None)
+        devices = keras.distribution.list_devices()  # the accelerators, else the CPU devices
+        if mode == "auto" and any(device.lower().startswith("cpu") for device in devices):
+            devices = []  # auto means GPUs (asking for "gpu" on a CPU-only JAX raises)
         if len(devices) > 1:
             log.info("data-parallel over %d devices", len(devices))
             return _distributed(keras.distribution.DataParallel(devices=devices))

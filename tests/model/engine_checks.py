@@ -137,6 +137,8 @@ def check_data_parallel() -> dict:
     configure_runtime(params)
     train, val = faces(params, 5, "train"), faces(params, 2, "val")
     work = Path(tempfile.mkdtemp(prefix="engine-dp-"))
+    with distribution_scope("auto"):  # auto means GPUs: none here, so one device
+        auto_distribution = keras.distribution.distribution()
     with distribution_scope(params.train.data_parallel):
         distribution = keras.distribution.distribution()
         model = small_ferflow_model()
@@ -156,6 +158,7 @@ def check_data_parallel() -> dict:
         "losses": [r["loss"] for r in records],
         "replicas_equal": all(replicas_equal),
         "train_step_compiles": compiles.get("jit(train_step)", 0),
+        "auto_on_cpu_distributes": auto_distribution is not None,
     }
 
 

@@ -78,6 +78,7 @@ def test_phase_2_trains_data_parallel_over_two_host_devices_on_jax():
     assert all(0 < loss < 10 for loss in result["losses"])
     assert result["replicas_equal"]  # every weight is the same on both replicas
     assert result["train_step_compiles"] == 1
+    assert not result["auto_on_cpu_distributes"]  # data_parallel: auto spreads over GPUs only
 
 
 def test_device_batches_cover_every_row_each_epoch_in_a_new_order():

@@ -177,3 +177,26 @@ def test_the_evaluate_stage_logs_summary_metrics_a_per_class_table_and_run_page_
         prefix = f"images/{key.replace('/', '~')}+step+4+"  # MLflow writes "/" in a key as "~"
         assert any(p.startswith(prefix) and p.endswith(".png") for p in images), f"{key}: {images}"
     assert run.data.tags["mlflow.loggedImages"] == "True"
+
+
+def test_a_budget_planned_phase_logs_its_resolved_epochs_and_rate_curve(store, data_dir, tmp_path):
+    # given a phase 2 under `epochs: auto` whose budget planned 3 epochs
+    params = small_params()
+    records = [
+        {"epoch": e, "phase": "finetune", "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4}
+        | {"learning_rate": 0.1 / (e + 1), "epochs_planned": 3.0}
+        for e in range(3)
+    ]
+    with (
+        tracking.pipeline_run(params, data_dir, tmp_path / "models" / "run.json", resume=False) as run,
+        tracking.phase_run(run, "finetune", 0, params) as epoch_logger,
+    ):
+        epoch_logger.set_model(None)
+        for record in records:
+            epoch_logger.on_epoch_end(record["epoch"], record)
+        tracking.log_summary("finetune", records, epoch_logger.run_ids)
+    # then the parent run holds the resolved value and the rate at each epoch
+    parent = store.get_run(run.run_id)
+    assert parent.data.metrics["finetune.epochs_planned"] == 3.0
+    curve = store.get_metric_history(run.run_id, "learning_rate")
+    assert [round(m.value, 4) for m in sorted(curve, key=lambda m: m.step)] == [0.1, 0.05, 0.0333]

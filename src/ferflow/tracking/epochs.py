@@ -10,7 +10,7 @@ from typing import Any
 
 import keras
 
-from ferflow.callbacks import EPOCH_METRICS
+from ferflow.callbacks import EPOCH_EXTRAS, EPOCH_METRICS
 from ferflow.tracking.store import HEARTBEAT_TAG, now_stamp
 
 
@@ -33,7 +33,7 @@ class EpochLogger(keras.callbacks.Callback):
         metrics = [
             Metric(name, float(value), now, step)
             for name, value in (logs or {}).items()
-            if name in EPOCH_METRICS and math.isfinite(float(value))
+            if name in (*EPOCH_METRICS, *EPOCH_EXTRAS) and math.isfinite(float(value))
         ]
         heartbeat = [RunTag(HEARTBEAT_TAG, now_stamp())]
         for run_id in self.run_ids:

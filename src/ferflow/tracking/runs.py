@@ -169,7 +169,8 @@ def phase_run(
 
 
 def log_summary(phase: str, records: Sequence[Mapping[str, Any]], run_ids: Sequence[str]) -> None:
-    """`<phase>.best_val_accuracy`, `<phase>.best_val_loss`, `<phase>.epochs` on each run."""
+    """`<phase>.best_val_accuracy`, `<phase>.best_val_loss`, `<phase>.epochs` (and, under
+    `epochs: auto`, `<phase>.epochs_planned`) on each run."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
@@ -181,6 +182,8 @@ def log_summary(phase: str, records: Sequence[Mapping[str, Any]], run_ids: Seque
         Metric(f"{phase}.best_val_loss", min(r["val_loss"] for r in records), now, 0),
         Metric(f"{phase}.epochs", float(len(records)), now, 0),
     ]
+    if "epochs_planned" in records[-1]:  # `epochs: auto`: what the time budget resolved
+        metrics.append(Metric(f"{phase}.epochs_planned", float(records[-1]["epochs_planned"]), now, 0))
     tracker = MlflowClient()
     for run_id in run_ids:
         tracker.log_batch(run_id, metrics=metrics)
