@@ -78,7 +78,7 @@ def test_the_flow_runs_on_jax_without_tensorflow_and_its_model_serves_on_tensorf
     assert done.returncode == 0, done.stderr[-4000:]
     promotion = json.loads((tmp_path / "reports" / "promotion.json").read_text())
     assert promotion["decision"] == "promoted", promotion
-    history = json.loads((tmp_path / "models" / "history.json").read_text())
+    history = json.loads((tmp_path / "models" / "history.json").read_text())["epochs"]
     assert [r["phase"] for r in history] == ["train", "finetune", "finetune"]
 
     # and the registered model serves in the stock pyfunc client on TensorFlow (this process)

@@ -100,3 +100,40 @@ def test_device_batches_cover_every_row_each_epoch_in_a_new_order():
     assert first != second
     with pytest.raises(ValueError, match="not whole batches"):
         DeviceBatches((labels[:40],), 16)
+
+
+def test_a_budget_boxed_auto_run_ends_inside_its_budget_with_the_schedule_at_its_floor(tmp_path):
+    # given phase 2 with epochs: auto in a 6 s budget, epochs made ~0.4 s long and steady
+    import time
+
+    import keras
+
+    from ferflow.train import fine_tune
+    from tests.model.conftest import synthetic_faces, tiny_params
+    from tests.model.engine_checks import SIZE, small_ferflow_model
+
+    class SlowEpochs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            time.sleep(0.4)
+
+    params = tiny_params(
+        f"base.image_size={SIZE}",
+        f"model.input_size={SIZE}",
+        "finetune.epochs=auto",
+        "finetune.time_budget_s=6",
+        "finetune.schedule=cosine",
+        "finetune.warmup_epochs=1",
+        "finetune.final_lr_fraction=0.0",
+        "finetune.optimizer=adam",
+    )
+    train, val = synthetic_faces(params, 3, "train"), synthetic_faces(params, 2, "val")
+    started = time.perf_counter()
+    # when it trains
+    records = fine_tune(small_ferflow_model(), train, val, params, tmp_path / "tune", 0, [SlowEpochs()])
+    elapsed = time.perf_counter() - started
+    # then it ran the epochs it planned, the last one ending the schedule, inside the budget
+    assert len(records) >= 3
+    assert records[-1]["epochs_planned"] == len(records)
+    assert records[-1]["learning_rate"] == pytest.approx(0.0, abs=1e-7)
+    assert records[1]["learning_rate"] > 0.1 * params.finetune.learning_rate
+    assert elapsed <= 6.0 + 2.0  # the budget counts from fit's start; model set-up comes before
