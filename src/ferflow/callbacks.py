@@ -33,10 +33,42 @@ from ferflow.progress import bar
 log = logging.getLogger(__name__)
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+EPOCHS_FILE = "epochs.json"  # beside state.npz in a phase's backup folder
 
 
 class TrainingError(FerflowError, RuntimeError):
     """Training diverged (NaN/inf loss) or its inputs are unusable."""
+
+
+def read_epoch_records(path: Path) -> list[dict[str, Any]] | None:
+    """The epoch records of a backup's epochs.json; None when there is none or it is
+    unreadable (truncated, garbage, not a list of records): then it is moved aside to
+    `epochs.json.corrupt-<time>` with a warning, like an unreadable state.npz."""
+    if not path.exists():
+        return None
+    try:
+        records = json.loads(path.read_bytes())
+        if not isinstance(records, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records
+        ):
+            raise ValueError("not a list of epoch records")
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        set_aside(path, f"{type(err).__name__}: {err}")
+        return None
+    return records
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Move a damaged backup file to `<name>.corrupt-<time>` (kept for inspection), with a warning."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    log.warning(
+        "the backup file %s cannot be used (%s); moved it to %s and starting this phase afresh",
+        path,
+        why,
+        aside.name,
+    )
+    return aside
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -50,8 +82,8 @@ class EpochRecorder(keras.callbacks.Callback):
         super().__init__()
         self.phase = phase
         self.epoch_offset = epoch_offset
-        self.path = backup_dir / "epochs.json"
-        self.records: list[dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else []
+        self.path = backup_dir / EPOCHS_FILE
+        self.records = read_epoch_records(self.path) or []
         self.started = time.perf_counter()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -193,6 +225,10 @@ def resumable_fit(model: keras.Model, backup_dir: Path) -> Iterator[tuple[EpochB
     """(backup callback, epoch to start at); every backup write has finished on exit,
     whether `fit` returned or raised, so a rerun resumes from the last completed epoch."""
     backup_dir.mkdir(parents=True, exist_ok=True)
+    epochs = backup_dir / EPOCHS_FILE
+    if epochs.exists() and read_epoch_records(epochs) is None and (backup_dir / EpochBackup.FILE).exists():
+        # Weights without the records of their epochs cannot be resumed truthfully.
+        set_aside(backup_dir / EpochBackup.FILE, f"the {EPOCHS_FILE} of its epochs was unreadable")
     backup = EpochBackup(backup_dir)
     try:
         yield backup, backup.restore(model)
