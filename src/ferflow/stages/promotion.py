@@ -155,7 +155,8 @@ def _complete_recorded(
 
     uri, name = store.connect(params), params.registry.model_name
     promoted = tags[models.DECISION_TAG] == gate.PROMOTED
-    with lock.locked(uri, name, params.registry.lock_timeout_s):
+    with lock.locked(uri, name, params.registry.lock_timeout_s) as claim:
+        claim.confirm()
         if (models.alias_version(uri, name, models.CHAMPION) or "") == tags.get(
             models.CHAMPION_BEFORE_TAG, ""
         ):
@@ -269,13 +270,14 @@ def _gate_and_promote(
     # Evaluate the champion before taking the lock (slow); re-check inside it.
     champion = models.alias_version(uri, name, models.CHAMPION)
     champion_metrics = _evaluate_version(params, champion, images, labels)
-    with lock.locked(uri, name, rules.lock_timeout_s):
+    with lock.locked(uri, name, rules.lock_timeout_s) as claim:
         now_champion = models.alias_version(uri, name, models.CHAMPION)
         if now_champion != champion:
             log.info("champion moved to version %s while this run evaluated; comparing again", now_champion)
             champion, champion_metrics = now_champion, _evaluate_version(params, now_champion, images, labels)
         verdict = gate.decide(metrics, champion_metrics, rules, smoke)
         decision = gate.decision_record(name, version, metrics, champion, champion_metrics, verdict, smoke)
+        claim.confirm()
         models.tag_decision(uri, name, version, run_id, decision)
         models.move_aliases(uri, name, version, verdict.promoted)
     return decision

@@ -259,10 +259,11 @@ def rollback(uri: str, name: str, lock_timeout_s: float) -> dict[str, Any]:
     The two aliases swap, so a second rollback undoes the first.
     """
     tracker = client(uri)
-    with promotion_lock(tracker, name, lock_timeout_s):
+    with promotion_lock(tracker, name, lock_timeout_s) as claim:
         current, previous = alias_version(uri, name, CHAMPION), alias_version(uri, name, PREVIOUS)
         if previous is None:
             raise RegistryError(f"{name!r} has no {PREVIOUS!r} alias: there is nothing to roll back to")
+        claim.confirm()
         tracker.set_registered_model_alias(name, CHAMPION, previous)
         if current is not None:
             tracker.set_registered_model_alias(name, PREVIOUS, current)
@@ -276,7 +277,8 @@ def promote_version(uri: str, name: str, version: str, lock_timeout_s: float) ->
     """Make `version` the champion by hand (no gate); the old one becomes previous-champion."""
     tracker = client(uri)
     version = require_version(uri, name, version)
-    with promotion_lock(tracker, name, lock_timeout_s):
+    with promotion_lock(tracker, name, lock_timeout_s) as claim:
+        claim.confirm()
         old = move_aliases(uri, name, version, promoted=True)
         reason = f"promoted by hand (ferflow promote --version {version}); previous champion {old}"
         _tag_manual_move(tracker, name, version, old, reason)
