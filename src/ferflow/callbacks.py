@@ -205,8 +205,13 @@ class EpochBackup(keras.callbacks.Callback):
 
     def _write(self, state: dict[str, Any]) -> None:
         temporary = self.path.with_name(f".{self.FILE}.partial")
-        with temporary.open("wb") as handle:
-            np.savez(handle, **state)
+        try:
+            with temporary.open("wb") as handle:
+                np.savez(handle, **state)
+        except BaseException:  # a full disk: no half-written snapshot stays behind
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise
         os.replace(temporary, self.path)
 
     def wait(self) -> None:

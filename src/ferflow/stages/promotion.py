@@ -161,9 +161,10 @@ def _complete_recorded(
             models.CHAMPION_BEFORE_TAG, ""
         ):
             models.move_aliases(uri, name, version, promoted)
+        reason = models.complete_decision_tags(uri, name, version, run_id, tags)
     decision = {
         "decision": tags[models.DECISION_TAG],
-        "reason": tags.get(models.REASON_TAG, ""),
+        "reason": reason,
         "model_name": name,
         "version": version,
         "run_id": run_id,
@@ -318,6 +319,18 @@ def promote(params: Params, version: str) -> dict[str, Any]:
     return models.promote_version(
         store.connect(params), params.registry.model_name, str(version), params.registry.lock_timeout_s
     )
+
+
+def check_registry(params: Params, layout: Layout, repair: bool = False) -> list[Any]:
+    """`ferflow runs check`: where the version tags and promotion.json differ from the
+    aliases (ferflow.tracking.audit); with `repair`, they are made to follow them."""
+    from ferflow.tracking import audit, store
+
+    promotion = read_json(layout.promotion_file) if layout.promotion_file.exists() else None
+    findings, fixed = audit.check(store.connect(params), params.registry.model_name, promotion, repair)
+    if fixed is not None:
+        _write_json(layout.promotion_file, fixed)
+    return findings
 
 
 def aliases(params: Params) -> dict[str, str | None]:

@@ -106,10 +106,10 @@ def require_reachable(uri: str, timeout_s: float) -> None:
         netloc = f"{netloc}:{parts.port}"
     health = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
     try:
-        with urllib.request.urlopen(health, timeout=timeout_s):
-            pass
+        with urllib.request.urlopen(health, timeout=timeout_s) as answer:
+            body = answer.read(512).lstrip().lower()
     except urllib.error.HTTPError:
-        pass  # it answered (perhaps 401 behind auth): it is up
+        body = b""  # it answered (perhaps 401 behind auth): it is up
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise TrackingUnreachableError(
@@ -117,6 +117,12 @@ def require_reachable(uri: str, timeout_s: float) -> None:
             f"tracking.connect_timeout_s={timeout_s:g} s); nothing was run. Start it, or point "
             "MLFLOW_TRACKING_URI (or tracking.tracking_uri) at one that is up"
         ) from err
+    if body.startswith((b"<!doctype", b"<html")):  # MLflow's /health answers "OK"
+        raise TrackingError(
+            f"the server at {redact(uri)} answers with a web page, not MLflow's health check: "
+            "MLFLOW_TRACKING_URI (or tracking.tracking_uri) points at another server, a proxy's "
+            "login page or the wrong port; nothing was run. Point it at the MLflow tracking server"
+        )
     _REACHABLE.add(uri)
 
 
@@ -139,9 +145,31 @@ def client(uri: str) -> Any:
     if uri.startswith(SQLITE_PREFIX):
         # The local default store lives under mlflow/; make sure its folder exists.
         Path(uri.removeprefix(SQLITE_PREFIX)).parent.mkdir(parents=True, exist_ok=True)
+        _wait_for_sqlite_locks()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+_SQLITE_WAIT: list[bool] = []
+
+
+def _wait_for_sqlite_locks() -> None:
+    """Make every SQLite connection wait up to MLFLOW_HTTP_REQUEST_TIMEOUT (set from
+    tracking.http_timeout_s by `connect`) for a lock another process holds, instead of
+    SQLite's 5 s, before "database is locked" (then one line: ferflow.console)."""
+    if _SQLITE_WAIT:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def busy_timeout(connection: Any, _record: Any) -> None:
+        if type(connection).__module__.startswith("sqlite3"):
+            seconds = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or 30)
+            connection.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
+    event.listen(Engine, "connect", busy_timeout)
+    _SQLITE_WAIT.append(True)
 
 
 def run_page_url(ui_url: str, experiment: str, run_id: str) -> str:
