@@ -23,6 +23,7 @@ from ferflow.console import Terminated, configure_logging, fault_line, terminate
 from ferflow.errors import EXIT_USER_ERROR, FerflowError
 from ferflow.stages.layout import Layout
 from ferflow.stages.spec import STAGE_NAMES
+from ferflow.tracking.store import redact, tracking_uri
 
 log = logging.getLogger("ferflow")
 
@@ -359,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(params.base.log_level, verbose=args.verbose)
         result = args.handler(args, params)
     except FerflowError as err:
-        print(f"ferflow {args.command}: error: {err}", file=sys.stderr)
+        print(f"ferflow {args.command}: error: {redact(str(err))}", file=sys.stderr)
         return int(getattr(err, "exit_code", EXIT_USER_ERROR))
     except KeyboardInterrupt as err:
         name = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
@@ -369,8 +370,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 128 + int(signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
     except Exception as err:  # a server, store or disk fault is one line; anything else a bug
-        from ferflow.tracking.store import tracking_uri
-
         line = fault_line(err, tracking_uri(params) if params is not None else "")
         if line is None:
             raise

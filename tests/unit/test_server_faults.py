@@ -256,3 +256,87 @@ def test_a_backup_cut_short_by_a_full_disk_leaves_no_partial_file(tmp_path, monk
     with pytest.raises(OSError, match="No space left"):
         backup.close()
     assert list(tmp_path.iterdir()) == []
+
+
+# --- SIGTERM inside a store write ---------------------------------------------------------------
+
+
+def test_sigterm_inside_a_store_write_is_raised_once_the_write_ended():
+    import signal
+
+    from ferflow import console
+
+    # given SIGTERM arriving while a frame of SQLAlchemy is on the stack
+    inside = {"__name__": "sqlalchemy.orm.session"}
+    exec("def write(handler, sig):\n    handler(sig, __import__('sys')._getframe())\n", inside)
+    previous = signal.getsignal(signal.SIGALRM)
+    try:
+        # when the handler runs there, it does not raise (the write goes on) ...
+        inside["write"](console.terminate, signal.SIGTERM)
+        # ... and raises Terminated moments later, outside the write
+        with pytest.raises(console.Terminated):
+            time.sleep(2)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# --- the tracking server killed mid-finetune -----------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_tracking_server_killed_mid_finetune_is_one_masked_line(tmp_path):
+    from ferflow.stages import Layout, ingest, synthesize
+    from tests.conftest import small_params
+    from tests.servers import background_server, console_script, free_port, stop_process_group
+    from tests.unit.test_operator_faults import _wait_for_phase_run
+
+    mlflow = pytest.importorskip("mlflow")
+    # given a prepared dataset, a real MLflow server (a password in its URI) and phase 1 done
+    params = small_params("model.input_size=32")
+    layout = Layout.from_params(params, tmp_path).with_raw(tmp_path / "raw")
+    synthesize(params, layout.raw)
+    ingest(params, layout)
+    port = free_port()
+    program = [
+        str(console_script("mlflow") or "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    program += ["--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}"]
+    program += ["--artifacts-destination", str(tmp_path / "artifacts")]
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    uri = f"http://bob:{PASSWORD}@127.0.0.1:{port}"
+    shrink = [f"--set={o}" for o in ("model.weights=none", "model.input_size=32", "train.epochs=1")]
+    folders = ["--data", str(layout.prepared), "--models", str(layout.models)]
+    with background_server(program, f"http://127.0.0.1:{port}/health", env=env, timeout=300) as server:
+        trained = ferflow(tmp_path, uri, "train", *folders, *shrink, timeout=900)
+        assert trained.returncode == 0, trained.stderr
+        # when the server is killed while `ferflow finetune` trains
+        command = [sys.executable, "-m", "ferflow.cli", "finetune", *folders, *shrink, *PARAMS]
+        command += ["--set=finetune.epochs=500"]
+        finetune = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env={**ENV, "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            client = mlflow.MlflowClient(tracking_uri=f"http://127.0.0.1:{port}")
+            _wait_for_phase_run(client, layout.run_file, "finetune", deadline=time.monotonic() + 600)
+            time.sleep(3)  # into its epochs
+            stop_process_group(server, grace=5)
+            out, err = finetune.communicate(timeout=600)
+        finally:
+            finetune.kill()
+    # then it ends with one line naming the server (password masked) and what to run next
+    result = subprocess.CompletedProcess(command, finetune.returncode, out, err)
+    assert_one_masked_line(result, "stopped answering")
+    assert "ferflow runs sweep" in err
+    assert PASSWORD not in layout.run_file.read_text()
