@@ -231,7 +231,7 @@ class Register(_Strict):
     metric: Literal["accuracy", "macro_f1", "weighted_f1"] = "macro_f1"
     margin: float = Field(0.0, ge=0.0, le=1.0)
     lock_timeout_s: float = Field(
-        600.0, gt=0.0, description="wait for the promotion lock; older claims count as stale"
+        600.0, gt=0.0, description="wait at most this long for the promotion lock, then fail"
     )
 
 
