@@ -189,6 +189,6 @@ def _disk(exc: OSError) -> str:
             f"Write somewhere else (another output folder) or remount it, and rerun this command"
         )
     return (
-        f"cannot access {where} ({exc.strerror}): it, or the folder {folder}, is read-only or "
-        f"not yours. Make it writable for this user (or pass another folder) and rerun this command"
+        f"cannot access {where} ({exc.strerror}): it, or the folder {folder}, is not open to "
+        "this user. Give this user access (or pass another folder) and rerun this command"
     )

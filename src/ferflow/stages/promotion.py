@@ -31,6 +31,7 @@ from ferflow import evaluate as ev
 from ferflow import gate
 from ferflow.config import Params
 from ferflow.errors import FerflowError
+from ferflow.files import written_whole
 from ferflow.stages.layout import Layout
 from ferflow.stages.training import sweep_stale_runs
 
@@ -299,7 +300,8 @@ def _evaluate_version(
 
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    with written_whole(path) as partial:  # a full disk never leaves half a promotion.json
+        partial.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 # --- manual moves ------------------------------------------------------------------------

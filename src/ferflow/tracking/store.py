@@ -25,6 +25,7 @@ from typing import Any
 
 from ferflow.config import Params
 from ferflow.errors import FerflowError
+from ferflow.files import written_whole
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,8 @@ class RunInfo:
 def write_run_info(path: Path, info: RunInfo) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n")
+    with written_whole(path) as partial:  # a full disk never leaves half a run.json
+        partial.write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n")
     return path
 
 
