@@ -377,7 +377,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     finally:
         if previous is not None:  # only the main thread installed a handler to restore
-            signal.setitimer(signal.ITIMER_REAL, 0)  # a SIGTERM held back (console.terminate) ends here
             signal.signal(signal.SIGTERM, previous)
     return int(result or 0)
 

@@ -2,8 +2,7 @@
 
 - `configure_logging`: ferflow's own lines at `base.log_level`, other libraries' warnings;
   every line (tracebacks of logged exceptions included) with URL passwords masked.
-- `terminate`: SIGTERM unwinds like Ctrl-C (`Terminated`), except inside a database write
-  of MLflow's store, where it waits for the write to end (see `terminate`).
+- `terminate`: SIGTERM unwinds like Ctrl-C (`Terminated`).
 - `fault_line`: a fault of the tracking server, its SQLite store or the disk, as one line
   with secrets masked, for the CLI to print instead of a traceback (exit 2).
 """
@@ -66,33 +65,9 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a `kill`, an orchestrator stopping a worker), raised where Python is."""
 
 
-# Raising inside these leaves MLflow's SQLite store with an open write transaction
-# (SQLAlchemy rolls back on Exception, and KeyboardInterrupt is not one): the KILLED status
-# written next would wait for a lock its own process holds, then fail "database is locked".
-_STORE_MODULES = ("sqlalchemy", "sqlite3", "mlflow.store")
-_RETRY_S, _MAX_DEFERRALS = 0.05, 100  # at most ~5 s late
-_deferrals = 0
-
-
-def terminate(signum: int, frame: FrameType | None) -> None:
-    """The SIGTERM handler: raise `Terminated`, or, inside a store write, raise it again
-    `_RETRY_S` later (SIGALRM), once the write has ended."""
-    global _deferrals
-    if _inside(frame, _STORE_MODULES) and _deferrals < _MAX_DEFERRALS:
-        _deferrals += 1
-        signal.signal(signal.SIGALRM, terminate)
-        signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
-        return
-    _deferrals = 0
-    raise Terminated(signal.Signals.SIGTERM.name)
-
-
-def _inside(frame: FrameType | None, modules: tuple[str, ...]) -> bool:
-    while frame is not None:
-        if str(frame.f_globals.get("__name__", "")).startswith(modules):
-            return True
-        frame = frame.f_back
-    return False
+def terminate(signum: int, _frame: FrameType | None) -> None:
+    """The SIGTERM handler: unwind like Ctrl-C (the stages mark their runs KILLED)."""
+    raise Terminated(signal.Signals(signum).name)
 
 
 # --- faults of the server, the store and the disk ---------------------------------------------
@@ -129,7 +104,7 @@ def _describe(chain: list[BaseException], uri: str) -> str | None:
     if "database is locked" in lowered:
         return (
             f"the MLflow store {server} stayed locked by another process (SQLite 'database is "
-            "locked' after waiting tracking.http_timeout_s); this command's runs may be left "
+            "locked' after MLflow's 20 s wait); this command's runs may be left "
             "RUNNING. Let the other process (another ferflow, `mlflow ui`, a backup) finish, "
             "then run `ferflow runs sweep` and rerun this command"
         )

@@ -153,28 +153,27 @@ def sqlite_store(tmp_path) -> tuple[Path, str]:
     return db, uri
 
 
-def test_a_store_locked_past_the_timeout_is_one_line(sqlite_store, tmp_path):
+def test_a_store_locked_past_mlflows_wait_is_one_line(sqlite_store, tmp_path):
     db, uri = sqlite_store
-    # given another process that keeps the store locked for a minute
-    with locked_store(db, 60):
+    # given another process that keeps the store locked for longer than MLflow waits (20 s)
+    with locked_store(db, 45):
         started = time.monotonic()
-        # when a command waits at most 2 s for it
-        result = ferflow(tmp_path, uri, "runs", "sweep", "--set", "tracking.http_timeout_s=2")
+        # when a command reads it
+        result = ferflow(tmp_path, uri, "runs", "sweep")
         elapsed = time.monotonic() - started
     # then it gives up with one line saying who to wait for and what to run next
     assert_one_masked_line(result, "stayed locked by another process")
     assert "ferflow runs sweep" in result.stderr
-    assert elapsed < 60
+    assert elapsed < 45
 
 
 def test_a_store_locked_for_a_moment_is_waited_for(sqlite_store, tmp_path):
     db, uri = sqlite_store
-    # given another process that holds the lock for 3 s (SQLite alone gives up after 5 s
-    # of the command's own wait only when the lock outlasts it)
+    # given another process that holds the lock for 3 s
     with locked_store(db, 3):
-        # when a command that may wait 60 s runs
-        result = ferflow(tmp_path, uri, "runs", "sweep", "--set", "tracking.http_timeout_s=60")
-    # then it waited and succeeded
+        # when a command reads the store
+        result = ferflow(tmp_path, uri, "runs", "sweep")
+    # then it waited (MLflow's SQLite sessions retry for up to 20 s) and succeeded
     assert result.returncode == 0, result.stderr
     assert "run(s) marked FAILED" in result.stdout
 
@@ -256,29 +255,6 @@ def test_a_backup_cut_short_by_a_full_disk_leaves_no_partial_file(tmp_path, monk
     with pytest.raises(OSError, match="No space left"):
         backup.close()
     assert list(tmp_path.iterdir()) == []
-
-
-# --- SIGTERM inside a store write ---------------------------------------------------------------
-
-
-def test_sigterm_inside_a_store_write_is_raised_once_the_write_ended():
-    import signal
-
-    from ferflow import console
-
-    # given SIGTERM arriving while a frame of SQLAlchemy is on the stack
-    inside = {"__name__": "sqlalchemy.orm.session"}
-    exec("def write(handler, sig):\n    handler(sig, __import__('sys')._getframe())\n", inside)
-    previous = signal.getsignal(signal.SIGALRM)
-    try:
-        # when the handler runs there, it does not raise (the write goes on) ...
-        inside["write"](console.terminate, signal.SIGTERM)
-        # ... and raises Terminated moments later, outside the write
-        with pytest.raises(console.Terminated):
-            time.sleep(2)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # --- the tracking server killed mid-finetune -----------------------------------------------------

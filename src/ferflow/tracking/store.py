@@ -146,31 +146,9 @@ def client(uri: str) -> Any:
     if uri.startswith(SQLITE_PREFIX):
         # The local default store lives under mlflow/; make sure its folder exists.
         Path(uri.removeprefix(SQLITE_PREFIX)).parent.mkdir(parents=True, exist_ok=True)
-        _wait_for_sqlite_locks()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-_SQLITE_WAIT: list[bool] = []
-
-
-def _wait_for_sqlite_locks() -> None:
-    """Make every SQLite connection wait up to MLFLOW_HTTP_REQUEST_TIMEOUT (set from
-    tracking.http_timeout_s by `connect`) for a lock another process holds, instead of
-    SQLite's 5 s, before "database is locked" (then one line: ferflow.console)."""
-    if _SQLITE_WAIT:
-        return
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    def busy_timeout(connection: Any, _record: Any) -> None:
-        if type(connection).__module__.startswith("sqlite3"):
-            seconds = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or 30)
-            connection.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
-
-    event.listen(Engine, "connect", busy_timeout)
-    _SQLITE_WAIT.append(True)
 
 
 def run_page_url(ui_url: str, experiment: str, run_id: str) -> str:
