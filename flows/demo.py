@@ -36,8 +36,8 @@ from typing import Any
 
 import yaml
 
-from ferflow.cli import QUIET_WARNINGS
 from ferflow.config import Params, apply_overrides, load_params, parse_params, read_params_file
+from ferflow.console import QUIET_WARNINGS
 from ferflow.errors import FerflowError
 from ferflow.files import RUN_FILE
 from ferflow.tracking.store import TrackingError, read_run_info, run_page_url

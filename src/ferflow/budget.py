@@ -103,12 +103,3 @@ class TimeBudget(keras.callbacks.Callback):
             self.planned = planned
         if logs is not None:
             logs["epochs_planned"] = float(planned)
-
-
-class LearningRateLog(keras.callbacks.Callback):
-    """The optimizer's learning rate at each epoch end, into the epoch's logs (the schedule
-    as a curve in MLflow and history.json)."""
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if logs is not None and getattr(self.model, "optimizer", None) is not None:
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))

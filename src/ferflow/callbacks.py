@@ -4,15 +4,11 @@
   resumed phase still reports every epoch.
 - `EpochBackup`: weights and optimizer state after every epoch, written by a background
   thread; `resumable_fit` restores it before `fit`.
-- `Validation`: the validation metrics at every epoch end, predicted in fixed-size batches
-  (ferflow.batching), so the predict step compiles once; first in the list, so every other
-  callback sees `val_loss` and `val_accuracy`.
-- `DivergenceGuard`, `NanGuard`, `check_finite`: a phase whose loss or weights stop being
-  finite, or whose loss explodes, fails with `TrainingError` and drops its backup.
+- `DivergenceGuard`, `check_finite`: a phase whose loss or weights stop being finite, or
+  whose loss explodes, fails with `TrainingError` and drops its backup.
+- `phase_callbacks`: a phase's list, in the order they run at an epoch end, with the
+  monitors of ferflow.monitors (validation first, the NaN guard, progress, the rate).
 
-No callback here reads a tensor on the main thread after every batch: the per-batch ones
-are `async_safe`, so on JAX Keras hands their calls to a worker thread and the training
-loop keeps dispatching steps instead of waiting for the device at every batch.
 The wall-clock budget of a phase is ferflow.budget.
 """
 
@@ -34,20 +30,50 @@ from typing import Any
 import keras
 import numpy as np
 
-from ferflow.batching import predict_padded
-from ferflow.budget import LearningRateLog
 from ferflow.errors import FerflowError
-from ferflow.progress import bar
+from ferflow.monitors import EpochProgress, LearningRateLog, NanGuard, Validation
 
 log = logging.getLogger(__name__)
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 # Recorded when a phase has them: the rate at the epoch's end and a budget's plan (ferflow.budget).
 EPOCH_EXTRAS = ("learning_rate", "epochs_planned")
+EPOCHS_FILE = "epochs.json"  # beside state.npz in a phase's backup folder
 
 
 class TrainingError(FerflowError, RuntimeError):
     """Training diverged (NaN/inf loss) or its inputs are unusable."""
+
+
+def read_epoch_records(path: Path) -> list[dict[str, Any]] | None:
+    """The epoch records of a backup's epochs.json; None when there is none or it is
+    unreadable (truncated, garbage, not a list of records): then it is moved aside to
+    `epochs.json.corrupt-<time>` with a warning, like an unreadable state.npz."""
+    if not path.exists():
+        return None
+    try:
+        records = json.loads(path.read_bytes())
+        if not isinstance(records, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records
+        ):
+            raise ValueError("not a list of epoch records")
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        set_aside(path, f"{type(err).__name__}: {err}")
+        return None
+    return records
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Move a damaged backup file to `<name>.corrupt-<time>` (kept for inspection), with a warning."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    log.warning(
+        "the backup file %s cannot be used (%s); moved it to %s and starting this phase afresh",
+        path,
+        why,
+        aside.name,
+    )
+    return aside
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -61,8 +87,8 @@ class EpochRecorder(keras.callbacks.Callback):
         super().__init__()
         self.phase = phase
         self.epoch_offset = epoch_offset
-        self.path = backup_dir / "epochs.json"
-        self.records: list[dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else []
+        self.path = backup_dir / EPOCHS_FILE
+        self.records = read_epoch_records(self.path) or []
         self.started = time.perf_counter()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -82,44 +108,6 @@ class EpochRecorder(keras.callbacks.Callback):
             " ".join(f"{k}={record[k]:.4f}" for k in EPOCH_METRICS if k in record),
             time.perf_counter() - self.started,
         )
-
-
-class EpochProgress(keras.callbacks.Callback):
-    """A progress bar per epoch over its batches, with the running loss (ferflow.progress:
-    shown only on a terminal; logs get EpochRecorder's line per epoch). Under a planning
-    time budget the total is the budget's current plan."""
-
-    async_safe = True  # only draws a bar: Keras may call it from a worker thread
-
-    def __init__(self, phase: str, epoch_offset: int, budget: Any = None) -> None:
-        super().__init__()
-        self.phase = phase
-        self.epoch_offset = epoch_offset
-        self.budget = budget
-        self._bar: Any = None
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        planning = self.budget is not None and self.budget.planning
-        if planning:
-            total = f"{self.budget.planned}" if self.budget.planned else "?"
-        else:
-            total = str(self.epoch_offset + int(self.params.get("epochs") or 0))
-        self._bar = bar(
-            total=self.params.get("steps"),
-            desc=f"{self.phase} epoch {self.epoch_offset + epoch + 1}/{total}",
-            unit="batch",
-        )
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._bar is not None:
-            self._bar.update(batch + 1 - self._bar.n)  # per-batch calls may skip (steps_per_execution)
-            if logs and "loss" in logs:
-                self._bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
 
 
 class EpochBackup(keras.callbacks.Callback):
@@ -192,8 +180,13 @@ class EpochBackup(keras.callbacks.Callback):
 
     def _write(self, state: dict[str, Any]) -> None:
         temporary = self.path.with_name(f".{self.FILE}.partial")
-        with temporary.open("wb") as handle:
-            np.savez(handle, **state)
+        try:
+            with temporary.open("wb") as handle:
+                np.savez(handle, **state)
+        except BaseException:  # a full disk: no half-written snapshot stays behind
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise
         os.replace(temporary, self.path)
 
     def wait(self) -> None:
@@ -212,6 +205,10 @@ def resumable_fit(model: keras.Model, backup_dir: Path) -> Iterator[tuple[EpochB
     """(backup callback, epoch to start at); every backup write has finished on exit,
     whether `fit` returned or raised, so a rerun resumes from the last completed epoch."""
     backup_dir.mkdir(parents=True, exist_ok=True)
+    epochs = backup_dir / EPOCHS_FILE
+    if epochs.exists() and read_epoch_records(epochs) is None and (backup_dir / EpochBackup.FILE).exists():
+        # Weights without the records of their epochs cannot be resumed truthfully.
+        set_aside(backup_dir / EpochBackup.FILE, f"the {EPOCHS_FILE} of its epochs was unreadable")
     backup = EpochBackup(backup_dir)
     try:
         yield backup, backup.restore(model)
@@ -253,32 +250,6 @@ def phase_callbacks(
     return callbacks, recorder, nan_guard
 
 
-class Validation(keras.callbacks.Callback):
-    """`val_loss` and `val_accuracy` at every epoch end, written into the epoch's logs.
-
-    Keras' own validation feeds the split in `batch_size` slices, and a last slice of another
-    size compiles the test step a second time. Here the model predicts fixed-size batches
-    (the last one padded, its rows dropped) and the loss and accuracy are computed over the
-    real rows only: exactly the numbers of an unpadded pass (the same loss function;
-    regularisation terms included, as Keras adds them).
-    """
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, loss: Any) -> None:
-        super().__init__()
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.loss = keras.losses.get(loss)
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if logs is None or len(self.x) == 0:
-            return
-        probs = predict_padded(self.model.predict_on_batch, self.x, self.batch_size).astype("float32")
-        # the mean over the rows (a Loss object returns it already, a loss function per row)
-        loss = float(np.mean(keras.ops.convert_to_numpy(self.loss(self.y, probs))))
-        loss += sum(float(keras.ops.convert_to_numpy(extra)) for extra in self.model.losses)
-        logs["val_loss"] = loss
-        logs["val_accuracy"] = float(np.mean(probs.argmax(axis=1) == self.y.argmax(axis=1)))
-
-
 class DivergenceGuard(keras.callbacks.Callback):
     """Stops a phase at an epoch end whose weights are not all finite, or whose loss
     exploded (over `factor` x the first epoch's loss), and records why in `problem`; the
@@ -306,31 +277,6 @@ class DivergenceGuard(keras.callbacks.Callback):
             self.problem = f"the loss exploded to {loss:.3g} (first epoch {self.first_loss:.3g})"
         if self.problem:
             self.problem = f"epoch {epoch + 1}: {self.problem}"
-            self.model.stop_training = True
-
-
-class NanGuard(keras.callbacks.Callback):
-    """Stops a phase as soon as a batch loss is NaN or infinite (Keras' TerminateOnNaN does
-    the same, but on the main thread: a device sync after every step) and remembers it, since
-    `fit` then returns before History sees the epoch."""
-
-    async_safe = True  # reads the loss Keras already converted, in Keras' worker thread
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.loss = 0.0
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self._check((logs or {}).get("loss"))
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._check((logs or {}).get("loss"))
-
-    def _check(self, loss: Any) -> None:
-        if loss is None:
-            return
-        self.loss = float(loss)
-        if not math.isfinite(self.loss):
             self.model.stop_training = True
 
 

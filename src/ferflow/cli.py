@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ferflow import __version__
 from ferflow.config import Params, load_params
+from ferflow.console import Terminated, configure_logging, fault_line, terminate
 from ferflow.errors import EXIT_USER_ERROR, FerflowError
-from ferflow.native_stderr import quiet_tensorflow_import
 from ferflow.stages.layout import Layout
 from ferflow.stages.spec import STAGE_NAMES
+from ferflow.tracking.store import redact, tracking_uri
 
 log = logging.getLogger("ferflow")
 
@@ -187,6 +186,17 @@ def _runs_sweep(args: argparse.Namespace, params: Params) -> None:
     print(f"{len(swept)} run(s) marked FAILED in experiment {params.tracking.experiment!r}")
 
 
+def _runs_check(args: argparse.Namespace, params: Params) -> int:
+    from ferflow.stages.promotion import check_registry
+
+    findings = check_registry(params, _layout(params).moved(reports=args.reports_dir), args.repair)
+    for finding in findings:
+        print(f"{'repaired' if finding.repaired else 'drift'}: {finding.line}")
+    left = sum(not f.repaired for f in findings)
+    print(f"{params.registry.model_name}: {len(findings)} difference(s), {len(findings) - left} repaired")
+    return 1 if left else 0
+
+
 # --- orchestration ---------------------------------------------------------------------
 
 
@@ -285,12 +295,19 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pull", action="store_true", default=None, help="dvc pull the data first")
     p.add_argument("--push", action="store_true", default=None, help="dvc push the data afterwards")
 
-    runs = sub.add_parser("runs", help="MLflow runs: sweep", description="MLflow runs of tracking.experiment")
+    runs_help = "MLflow runs of tracking.experiment and the registry's records: sweep, check"
+    runs = sub.add_parser("runs", help="MLflow runs: sweep, check", description=runs_help)
     runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
     sweep_help = "mark FAILED the RUNNING runs whose process is gone (killed, crashed, host lost)"
     p = runs_sub.add_parser("sweep", help=sweep_help, description=sweep_help)
     _common(p)
     p.set_defaults(handler=_runs_sweep)
+    check_help = "compare aliases, version tags and promotion.json (exit 1: they differ); --repair"
+    p = runs_sub.add_parser("check", help=check_help, description=check_help)
+    _common(p)
+    p.set_defaults(handler=_runs_check)
+    p.add_argument("--repair", action="store_true", help="make tags and promotion.json follow the aliases")
+    p.add_argument("--reports-dir", default="reports", help="where promotion.json is (default: reports)")
 
     data = sub.add_parser(
         "data",
@@ -319,44 +336,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Library warnings a ferflow user cannot act on (shown with -v): Keras on the smoke batch's
-# input structure, MLflow guessing the prepared dataset's source type.
-QUIET_WARNINGS = (
-    "The structure of `inputs` doesn't match",
-    "The specified dataset source can be interpreted",
-)
-
-
-def _configure_logging(level: str, verbose: bool = False) -> None:
-    """ferflow's own lines at `level`; other libraries' (GX, MLflow, DVC, httpx) only when
-    they warn, unless `-v` asks for everything."""
-    logging.basicConfig(
-        level="DEBUG" if verbose else "WARNING",
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    if not verbose:
-        # MLflow logs through a handler of its own, set from this variable at import
-        # (its warnings about pip and conda specs say nothing a ferflow user can act on)
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
-        for message in QUIET_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
-        logging.getLogger("ferflow").setLevel(level)
-        logging.getLogger("flows").setLevel(level)
-        logging.getLogger("tasks").setLevel(level)
-    # TensorFlow's C++ start-up chatter is noise for a CLI user (oneDNN's too: native_stderr)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    quiet_tensorflow_import()
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a `kill`, an orchestrator stopping a worker), raised where Python is."""
-
-
-def _terminate(signum: int, _frame: object) -> None:
-    raise Terminated(signal.Signals(signum).name)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -367,16 +346,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # and finish their backups before the process exits (kill -9 cannot be caught:
     # `ferflow runs sweep` and the next stage mark such runs FAILED).
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    previous = signal.signal(signal.SIGTERM, terminate) if in_main_thread else None
+    params: Params | None = None
     try:
         overrides = list(args.overrides)
         if getattr(args, "model_name", None):
             overrides.append(f"register.model_name={args.model_name}")
         params = load_params(args.params, overrides)
-        _configure_logging(params.base.log_level, verbose=args.verbose)
+        configure_logging(params.base.log_level, verbose=args.verbose)
         result = args.handler(args, params)
     except FerflowError as err:
-        print(f"ferflow {args.command}: error: {err}", file=sys.stderr)
+        print(f"ferflow {args.command}: error: {redact(str(err))}", file=sys.stderr)
         return int(getattr(err, "exit_code", EXIT_USER_ERROR))
     except KeyboardInterrupt as err:
         name = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
@@ -385,6 +365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 128 + int(signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
+    except Exception as err:  # a server, store or disk fault is one line; anything else a bug
+        line = fault_line(err, tracking_uri(params) if params is not None else "")
+        if line is None:
+            raise
+        print(f"ferflow {args.command}: error: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
     finally:
         if previous is not None:  # only the main thread installed a handler to restore
             signal.signal(signal.SIGTERM, previous)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,10 @@ DEFAULT_PARAMS_PATH = Path("params.yaml")
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 FER_LABELS = ("Anger", "Disgust", "Fear", "Happy", "Neutral", "Sadness", "Surprise")
+
+
+# params.yaml is ~10 KB; a file a hundred times larger is not a params file.
+MAX_PARAMS_BYTES = 1024 * 1024
 
 
 class ParamsError(FerflowError, ValueError):
@@ -254,7 +259,7 @@ class Register(_Strict):
     metric: Literal["accuracy", "macro_f1", "weighted_f1"] = "macro_f1"
     margin: float = Field(0.0, ge=0.0, le=1.0)
     lock_timeout_s: float = Field(
-        600.0, gt=0.0, description="wait for the promotion lock; older claims count as stale"
+        600.0, gt=0.0, description="wait at most this long for the promotion lock, then fail"
     )
 
 
@@ -452,9 +457,14 @@ def read_params_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]
     if path.resolve() in _seen:
         raise ParamsError(f"{path}: `extends` makes a cycle ({' -> '.join(str(p) for p in _seen)})")
     try:
-        raw = read_yaml(path.read_text()) or {}
+        raw = read_yaml(_params_text(path))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ParamsError(f"{path}: not valid YAML text: {err}") from err
+    if raw is None:  # empty, or only comments: not "all defaults" by accident
+        raise ParamsError(
+            f"{path} is empty; pass a params file with sections (params.yaml, or a profile that "
+            "`extends: params.yaml`)"
+        )
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping of sections")
     parent = raw.pop(EXTENDS_KEY, None)
@@ -464,6 +474,21 @@ def read_params_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]
         raise ParamsError(f"{path}: `extends` must be the path of another params file, got {parent!r}")
     base = read_params_file(path.parent / parent, (*_seen, path.resolve()))
     return _merge(base, raw)
+
+
+def _params_text(path: Path) -> str:
+    """The text of a params file: a regular file of at most MAX_PARAMS_BYTES (a device or a
+    FIFO would be read until memory runs out, or block forever)."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise ParamsError(f"{path} is not a regular file (a device, FIFO or folder); pass a params file")
+    if info.st_size > MAX_PARAMS_BYTES:
+        raise ParamsError(
+            f"{path} is {info.st_size:,} bytes, over the {MAX_PARAMS_BYTES:,} a params file may hold; "
+            "is it the right file?"
+        )
+    with path.open("rb") as handle:  # read no more than the limit, should it grow meanwhile
+        return handle.read(MAX_PARAMS_BYTES + 1)[:MAX_PARAMS_BYTES].decode("utf-8")
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS_PATH, overrides: Iterable[str] = ()) -> Params:

@@ -10,8 +10,10 @@ class FerflowError(Exception):
 #   code  meaning                          raised as / returned when
 #   ----  -------------------------------  ---------------------------------------------------
 #   0     ok                               the command did what it was asked
-#   1     data contract failed             validation found error-severity failures
-#   2     user error                       any other FerflowError: a bad path, param or value
+#   1     data contract failed             validation found error-severity failures; also
+#                                          `ferflow runs check` finding drift left unrepaired
+#   2     user error                       any other FerflowError: a bad path, param or value;
+#                                          a server, store or disk fault (ferflow.console)
 #   3     prepared data unreadable         PreparedDataError (ferflow.data.dataset): the files
 #                                          ingest wrote are truncated or inconsistent; re-run
 #                                          `ferflow ingest`

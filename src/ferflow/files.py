@@ -6,7 +6,16 @@ The evaluate stage's MLflow table artifact is named here too: the stage writes i
 `ferflow compare` (ferflow.tracking.reader) reads it.
 The prepared dataset's own files (images.npy, manifest.csv, dataset.json) are named by
 ferflow.data.dataset, which reads and writes that format.
+
+`written_whole(path)`: how a file that a later stage trusts is written: under a temporary
+name, renamed when complete, the temporary removed when writing fails (a full disk).
 """
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
 
 # models/
 HEAD_FILE = "head.keras"  # phase 1's model (the `train` stage)
@@ -44,3 +53,19 @@ MODEL_CARD_FILE = "model_card.md"
 
 # MLflow: the parent run's per-class test metrics, a `log_table` artifact (the evaluate stage)
 PER_CLASS_ARTIFACT = "evaluation/per_class.json"
+
+
+@contextlib.contextmanager
+def written_whole(path: Path) -> Iterator[Path]:
+    """Yields a temporary path beside `path` (same suffix) to write; renamed to `path` on
+    success, removed on failure: a reader never sees half a file, none is left behind."""
+    temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        if isinstance(err, OSError) and err.errno is None:  # numpy's "N requested and M written"
+            raise OSError(errno.ENOSPC, f"No space left on device ({err})", str(path)) from err
+        raise

@@ -125,10 +125,16 @@ def predict_files(
                     f"({len(images)}, {len(classes)}): is it a FER model?"
                 )
             predictions += [
-                _prediction(str(p), row, params) for p, row in zip(chunk_paths, probs, strict=True)
+                _prediction(printable_path(p), row, params) for p, row in zip(chunk_paths, probs, strict=True)
             ]
             progress.update(len(chunk_paths))
     return predictions
+
+
+def printable_path(path: Path) -> str:
+    """`path` as valid UTF-8 text: bytes of a file name that are not UTF-8 shown as `\\xe9`
+    (printing the name as it is fails, or writes JSON and CSV that are not UTF-8)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _prediction(path: str, probs: np.ndarray, params: Params) -> Prediction:

@@ -96,8 +96,8 @@ def test_other_libraries_info_lines_show_only_with_verbose(verbose):
     code = (
         "import json, logging, os\n"
         "os.environ.pop('MLFLOW_LOGGING_LEVEL', None)\n"
-        "from ferflow.cli import _configure_logging\n"
-        f"_configure_logging('INFO', verbose={verbose})\n"
+        "from ferflow.console import configure_logging\n"
+        f"configure_logging('INFO', verbose={verbose})\n"
         "names = ('ferflow.stages', 'flows.retrain', 'great_expectations._docs_decorators',"
         " 'mlflow', 'dvc')\n"
         "enabled = {n: logging.getLogger(n).isEnabledFor(logging.INFO) for n in names}\n"

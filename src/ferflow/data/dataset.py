@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ferflow.errors import EXIT_PREPARED_DATA, FerflowError
+from ferflow.files import written_whole
 
 SPLITS = ("train", "val", "test")
 IMAGES_FILE = "images.npy"
@@ -86,11 +87,15 @@ def write_prepared(out_dir: Path, images: np.ndarray, manifest: pd.DataFrame, in
     if len(images) != len(manifest):
         raise DatasetError(f"{len(images)} images but {len(manifest)} manifest rows")
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / IMAGES_FILE, np.ascontiguousarray(images, dtype=np.uint8), allow_pickle=False)
-    manifest.loc[:, list(MANIFEST_COLUMNS)].to_csv(
-        out_dir / MANIFEST_FILE, index=False, lineterminator="\n", float_format="%.6f"
-    )
-    (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    # Each file whole or not at all (a full disk leaves no half-written .npy behind).
+    with written_whole(out_dir / IMAGES_FILE) as path:
+        np.save(path, np.ascontiguousarray(images, dtype=np.uint8), allow_pickle=False)
+    with written_whole(out_dir / MANIFEST_FILE) as path:
+        manifest.loc[:, list(MANIFEST_COLUMNS)].to_csv(
+            path, index=False, lineterminator="\n", float_format="%.6f"
+        )
+    with written_whole(out_dir / INFO_FILE) as path:
+        path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
 def load_prepared(data_dir: str | Path, mmap: bool = False) -> PreparedData:

@@ -283,6 +283,9 @@ def _list_folder(root: Path) -> tuple[dict[str, Path], set[str], list[Rejected]]
             if is_junk(relative):
                 log.debug("skipping hidden folder %s", relative)
                 dirnames.remove(name)
+            elif not _is_text(relative):
+                rejected.append(Rejected(_printable(relative), NOT_UTF8 + " (folder not read)"))
+                dirnames.remove(name)
             elif (here / name).is_symlink():
                 rejected.append(Rejected(relative, "symlinked folder (not followed); copy the files in"))
             else:
@@ -292,6 +295,8 @@ def _list_folder(root: Path) -> tuple[dict[str, Path], set[str], list[Rejected]]
             relative = path.relative_to(root).as_posix()
             if is_junk(relative):
                 log.debug("skipping hidden file %s", relative)
+            elif not _is_text(relative):
+                rejected.append(Rejected(_printable(relative), NOT_UTF8))
             elif path.is_symlink() and not path.resolve().is_relative_to(real_root):
                 rejected.append(
                     Rejected(relative, f"symlink pointing outside the dataset folder (to {path.resolve()})")
@@ -299,6 +304,23 @@ def _list_folder(root: Path) -> tuple[dict[str, Path], set[str], list[Rejected]]
             else:
                 files[relative] = path
     return files, dirs, rejected
+
+
+# A file name with bytes that are not UTF-8 cannot go into manifest.csv nor be printed.
+NOT_UTF8 = "file name is not UTF-8 text (shown with \\x escapes); rename it"
+
+
+def _is_text(name: str) -> bool:
+    """False for a name holding bytes that are not UTF-8 (Python keeps them as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name: str) -> str:
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _list_zip(
@@ -696,7 +718,8 @@ def source_digest(source: Path) -> str:
         return digest.hexdigest()
     for path in sorted(_folder_files(source)):
         relative = path.relative_to(source).as_posix()
-        digest.update(f"{relative}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+        line = f"{relative}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n"
+        digest.update(line.encode("utf-8", "surrogateescape"))  # any file name, UTF-8 or not
     return digest.hexdigest()
 
 

@@ -31,6 +31,7 @@ from ferflow import evaluate as ev
 from ferflow import gate
 from ferflow.config import Params
 from ferflow.errors import FerflowError
+from ferflow.files import written_whole
 from ferflow.stages.layout import Layout
 from ferflow.stages.training import sweep_stale_runs
 
@@ -155,14 +156,16 @@ def _complete_recorded(
 
     uri, name = store.connect(params), params.registry.model_name
     promoted = tags[models.DECISION_TAG] == gate.PROMOTED
-    with lock.locked(uri, name, params.registry.lock_timeout_s):
+    with lock.locked(uri, name, params.registry.lock_timeout_s) as claim:
+        claim.confirm()
         if (models.alias_version(uri, name, models.CHAMPION) or "") == tags.get(
             models.CHAMPION_BEFORE_TAG, ""
         ):
             models.move_aliases(uri, name, version, promoted)
+        reason = models.complete_decision_tags(uri, name, version, run_id, tags)
     decision = {
         "decision": tags[models.DECISION_TAG],
-        "reason": tags.get(models.REASON_TAG, ""),
+        "reason": reason,
         "model_name": name,
         "version": version,
         "run_id": run_id,
@@ -269,13 +272,14 @@ def _gate_and_promote(
     # Evaluate the champion before taking the lock (slow); re-check inside it.
     champion = models.alias_version(uri, name, models.CHAMPION)
     champion_metrics = _evaluate_version(params, champion, images, labels)
-    with lock.locked(uri, name, rules.lock_timeout_s):
+    with lock.locked(uri, name, rules.lock_timeout_s) as claim:
         now_champion = models.alias_version(uri, name, models.CHAMPION)
         if now_champion != champion:
             log.info("champion moved to version %s while this run evaluated; comparing again", now_champion)
             champion, champion_metrics = now_champion, _evaluate_version(params, now_champion, images, labels)
         verdict = gate.decide(metrics, champion_metrics, rules, smoke)
         decision = gate.decision_record(name, version, metrics, champion, champion_metrics, verdict, smoke)
+        claim.confirm()
         models.tag_decision(uri, name, version, run_id, decision)
         models.move_aliases(uri, name, version, verdict.promoted)
     return decision
@@ -296,7 +300,8 @@ def _evaluate_version(
 
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    with written_whole(path) as partial:  # a full disk never leaves half a promotion.json
+        partial.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 # --- manual moves ------------------------------------------------------------------------
@@ -316,6 +321,18 @@ def promote(params: Params, version: str) -> dict[str, Any]:
     return models.promote_version(
         store.connect(params), params.registry.model_name, str(version), params.registry.lock_timeout_s
     )
+
+
+def check_registry(params: Params, layout: Layout, repair: bool = False) -> list[Any]:
+    """`ferflow runs check`: where the version tags and promotion.json differ from the
+    aliases (ferflow.tracking.audit); with `repair`, they are made to follow them."""
+    from ferflow.tracking import audit, store
+
+    promotion = read_json(layout.promotion_file) if layout.promotion_file.exists() else None
+    findings, fixed = audit.check(store.connect(params), params.registry.model_name, promotion, repair)
+    if fixed is not None:
+        _write_json(layout.promotion_file, fixed)
+    return findings
 
 
 def aliases(params: Params) -> dict[str, str | None]:

@@ -33,8 +33,12 @@ log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
+ALIAS_ORDER = (CHAMPION, PREVIOUS, CHALLENGER)  # which one a version's `ferflow.alias` tag names
 DECISION_TAG, REASON_TAG, ALIAS_TAG = "ferflow.gate.decision", "ferflow.gate.reason", "ferflow.alias"
 CHAMPION_BEFORE_TAG = "ferflow.gate.champion_before"  # the champion the gate compared with
+# The reason of a decision taken by a registration cut short before it wrote one (versions
+# registered before reasons were written first): never an empty reason.
+UNRECORDED_REASON = "the gate's reason was not recorded: the registration that decided was cut short"
 MODEL_ARTIFACT = "model"
 MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # on a logged model: its registered versions
 AWAIT_READY_S = 300  # as long as mlflow.register_model waits for a new version
@@ -213,7 +217,40 @@ def move_aliases(uri: str, name: str, version: str, promoted: bool) -> str | Non
             tracker.set_registered_model_alias(name, PREVIOUS, old)
         tracker.set_registered_model_alias(name, CHAMPION, version)
     tracker.set_registered_model_alias(name, CHALLENGER, version)
+    sync_alias_tags(tracker, name)
     return old
+
+
+def alias_tag_drift(tracker: Any, name: str) -> list[tuple[str, str | None, str | None, str | None]]:
+    """(version, its run, `ferflow.alias` tag it has, the one the aliases give it) for every
+    version whose tag says something else than the aliases: the tag names the most important
+    alias the version holds (champion, previous-champion, challenger), none if it holds none."""
+    held = tracker.get_registered_model(name).aliases or {}
+    wanted = {str(held[alias]): alias for alias in reversed(ALIAS_ORDER) if alias in held}
+    drift = []
+    for found in tracker.search_model_versions(f"name='{name}'"):
+        version, have = str(found.version), (found.tags or {}).get(ALIAS_TAG)
+        if have != wanted.get(version):
+            drift.append((version, found.run_id, have, wanted.get(version)))
+    return sorted(drift, key=lambda item: int(item[0]))
+
+
+def sync_alias_tags(tracker: Any, name: str) -> list[tuple[str, str | None, str | None, str | None]]:
+    """Make the `ferflow.alias` tags of the versions (and their runs) say what the aliases
+    say: derived after every alias move, never written ahead of one. Returns what changed."""
+    drift = alias_tag_drift(tracker, name)
+    for version, run_id, _, wanted in drift:
+        if wanted is None:
+            tracker.delete_model_version_tag(name, version, ALIAS_TAG)
+        else:
+            tracker.set_model_version_tag(name, version, ALIAS_TAG, wanted)
+        if run_id:
+            with contextlib.suppress(Exception):  # the run may be deleted, or hold several versions
+                if wanted is None:
+                    tracker.delete_tag(run_id, ALIAS_TAG)
+                else:
+                    tracker.set_tag(run_id, ALIAS_TAG, wanted)
+    return drift
 
 
 def versions_of_run(uri: str, name: str, run_id: str) -> list[tuple[str, dict[str, str]]]:
@@ -228,12 +265,24 @@ def tag_decision(uri: str, name: str, version: str, run_id: str, decision: Mappi
     tracker = client(uri)
     champion = decision.get("champion") or {}
     tracker.set_model_version_tag(name, version, CHAMPION_BEFORE_TAG, str(champion.get("version") or ""))
-    alias = CHAMPION if decision["decision"] == "promoted" else CHALLENGER
-    for key, value in ((DECISION_TAG, decision["decision"]), (REASON_TAG, decision["reason"][:5000])):
+    # The reason first: the decision tag marks the version decided, so a decided version
+    # always has its reason (the `ferflow.alias` tags follow the aliases: sync_alias_tags).
+    for key, value in ((REASON_TAG, decision["reason"][:5000] or "-"), (DECISION_TAG, decision["decision"])):
         tracker.set_model_version_tag(name, version, key, value)
         tracker.set_tag(run_id, key, value)
-    tracker.set_model_version_tag(name, version, ALIAS_TAG, alias)
-    tracker.set_tag(run_id, ALIAS_TAG, alias)
+
+
+def complete_decision_tags(uri: str, name: str, version: str, run_id: str, tags: Mapping[str, str]) -> str:
+    """A decided version found again (a registration cut short, rerun): give it the reason
+    tag it may lack and alias tags that follow the aliases; returns its reason."""
+    tracker = client(uri)
+    reason = tags.get(REASON_TAG) or UNRECORDED_REASON
+    if not tags.get(REASON_TAG):
+        tracker.set_model_version_tag(name, version, REASON_TAG, reason)
+        with contextlib.suppress(Exception):
+            tracker.set_tag(run_id, REASON_TAG, reason)
+    sync_alias_tags(tracker, name)
+    return reason
 
 
 def log_file(uri: str, run_id: str, path: Path, folder: str) -> None:
@@ -259,15 +308,16 @@ def rollback(uri: str, name: str, lock_timeout_s: float) -> dict[str, Any]:
     The two aliases swap, so a second rollback undoes the first.
     """
     tracker = client(uri)
-    with promotion_lock(tracker, name, lock_timeout_s):
+    with promotion_lock(tracker, name, lock_timeout_s) as claim:
         current, previous = alias_version(uri, name, CHAMPION), alias_version(uri, name, PREVIOUS)
         if previous is None:
             raise RegistryError(f"{name!r} has no {PREVIOUS!r} alias: there is nothing to roll back to")
+        claim.confirm()
         tracker.set_registered_model_alias(name, CHAMPION, previous)
         if current is not None:
             tracker.set_registered_model_alias(name, PREVIOUS, current)
         reason = f"rollback: champion {current} -> {previous}"
-        _tag_manual_move(tracker, name, previous, current, reason)
+        _tag_manual_move(tracker, name, previous, reason)
     log.info("%s: %s", name, reason)
     return {"model_name": name, "champion": previous, PREVIOUS: current, "reason": reason}
 
@@ -276,10 +326,11 @@ def promote_version(uri: str, name: str, version: str, lock_timeout_s: float) ->
     """Make `version` the champion by hand (no gate); the old one becomes previous-champion."""
     tracker = client(uri)
     version = require_version(uri, name, version)
-    with promotion_lock(tracker, name, lock_timeout_s):
+    with promotion_lock(tracker, name, lock_timeout_s) as claim:
+        claim.confirm()
         old = move_aliases(uri, name, version, promoted=True)
         reason = f"promoted by hand (ferflow promote --version {version}); previous champion {old}"
-        _tag_manual_move(tracker, name, version, old, reason)
+        _tag_manual_move(tracker, name, version, reason)
     return {"model_name": name, "champion": version, PREVIOUS: old, "reason": reason}
 
 
@@ -293,13 +344,11 @@ def require_version(uri: str, name: str, version: str) -> str:
     raise RegistryError(f"registered model {name!r} has no version {version!r}; its versions: {listed}")
 
 
-def _tag_manual_move(tracker: Any, name: str, champion: str, demoted: str | None, reason: str) -> None:
+def _tag_manual_move(tracker: Any, name: str, champion: str, reason: str) -> None:
     """After a rollback or a promotion by hand the tags say what the aliases say."""
-    tracker.set_model_version_tag(name, champion, DECISION_TAG, "promoted")
     tracker.set_model_version_tag(name, champion, REASON_TAG, reason)
-    tracker.set_model_version_tag(name, champion, ALIAS_TAG, CHAMPION)
-    if demoted is not None and demoted != champion:
-        tracker.set_model_version_tag(name, demoted, ALIAS_TAG, PREVIOUS)
+    tracker.set_model_version_tag(name, champion, DECISION_TAG, "promoted")
+    sync_alias_tags(tracker, name)
 
 
 def registered_models(client: Any) -> str:

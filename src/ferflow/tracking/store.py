@@ -25,6 +25,7 @@ from typing import Any
 
 from ferflow.config import Params
 from ferflow.errors import FerflowError
+from ferflow.files import written_whole
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +107,10 @@ def require_reachable(uri: str, timeout_s: float) -> None:
         netloc = f"{netloc}:{parts.port}"
     health = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
     try:
-        with urllib.request.urlopen(health, timeout=timeout_s):
-            pass
+        with urllib.request.urlopen(health, timeout=timeout_s) as answer:
+            body = answer.read(512).lstrip().lower()
     except urllib.error.HTTPError:
-        pass  # it answered (perhaps 401 behind auth): it is up
+        body = b""  # it answered (perhaps 401 behind auth): it is up
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise TrackingUnreachableError(
@@ -117,6 +118,12 @@ def require_reachable(uri: str, timeout_s: float) -> None:
             f"tracking.connect_timeout_s={timeout_s:g} s); nothing was run. Start it, or point "
             "MLFLOW_TRACKING_URI (or tracking.tracking_uri) at one that is up"
         ) from err
+    if body.startswith((b"<!doctype", b"<html")):  # MLflow's /health answers "OK"
+        raise TrackingError(
+            f"the server at {redact(uri)} answers with a web page, not MLflow's health check: "
+            "MLFLOW_TRACKING_URI (or tracking.tracking_uri) points at another server, a proxy's "
+            "login page or the wrong port; nothing was run. Point it at the MLflow tracking server"
+        )
     _REACHABLE.add(uri)
 
 
@@ -191,7 +198,8 @@ class RunInfo:
 def write_run_info(path: Path, info: RunInfo) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n")
+    with written_whole(path) as partial:  # a full disk never leaves half a run.json
+        partial.write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n")
     return path
 
 

@@ -1,0 +1,171 @@
+"""What a `ferflow` command shows on the console, beside its result: log lines, signals, faults.
+
+- `configure_logging`: ferflow's own lines at `base.log_level`, other libraries' warnings;
+  every line (tracebacks of logged exceptions included) with URL passwords masked.
+- `terminate`: SIGTERM unwinds like Ctrl-C (`Terminated`).
+- `fault_line`: a fault of the tracking server, its SQLite store or the disk, as one line
+  with secrets masked, for the CLI to print instead of a traceback (exit 2).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import sys
+import warnings
+from types import FrameType
+
+from ferflow.native_stderr import quiet_tensorflow_import
+from ferflow.tracking.store import redact
+
+# Library warnings a ferflow user cannot act on (shown with -v): Keras on the smoke batch's
+# input structure, MLflow guessing the prepared dataset's source type.
+QUIET_WARNINGS = (
+    "The structure of `inputs` doesn't match",
+    "The specified dataset source can be interpreted",
+)
+
+
+class RedactingFormatter(logging.Formatter):
+    """A formatter that masks `user:password@` in the whole line, tracebacks included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return str(redact(super().format(record)))
+
+
+def configure_logging(level: str, verbose: bool = False) -> None:
+    """ferflow's own lines at `level`; other libraries' (GX, MLflow, DVC, httpx) only when
+    they warn, unless `-v` asks for everything."""
+    logging.basicConfig(level="DEBUG" if verbose else "WARNING")
+    formatter = RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
+    if not verbose:
+        # MLflow logs through a handler of its own, set from this variable at import
+        # (its warnings about pip and conda specs say nothing a ferflow user can act on)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        logging.getLogger("ferflow").setLevel(level)
+        logging.getLogger("flows").setLevel(level)
+        logging.getLogger("tasks").setLevel(level)
+    # TensorFlow's C++ start-up chatter is noise for a CLI user (oneDNN's too: native_stderr)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow_import()
+    # A file name that is not UTF-8 is printed with \x escapes, never a UnicodeEncodeError.
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
+
+
+# --- SIGTERM ---------------------------------------------------------------------------------
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a `kill`, an orchestrator stopping a worker), raised where Python is."""
+
+
+def terminate(signum: int, _frame: FrameType | None) -> None:
+    """The SIGTERM handler: unwind like Ctrl-C (the stages mark their runs KILLED)."""
+    raise Terminated(signal.Signals(signum).name)
+
+
+# --- faults of the server, the store and the disk ---------------------------------------------
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def fault_line(err: BaseException, uri: str) -> str | None:
+    """One line saying what failed and what to run next, secrets masked; None when `err`
+    is not a fault of the server, the store or the disk (then it is a bug: a traceback)."""
+    line = _describe(_chain(err), uri)
+    return None if line is None else str(redact(line))
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _describe(chain: list[BaseException], uri: str) -> str | None:
+    text = " | ".join(f"{type(e).__module__}.{type(e).__name__}: {e}" for e in chain)
+    lowered = text.lower()
+    for exc in chain:
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL | _NOT_WRITABLE:
+            return _disk(exc)
+    if not any(type(e).__module__.split(".")[0] in _SERVER_MODULES for e in chain):
+        return None
+    server = redact(uri)
+    if "database is locked" in lowered:
+        return (
+            f"the MLflow store {server} stayed locked by another process (SQLite 'database is "
+            "locked' after MLflow's 20 s wait); this command's runs may be left "
+            "RUNNING. Let the other process (another ferflow, `mlflow ui`, a backup) finish, "
+            "then run `ferflow runs sweep` and rerun this command"
+        )
+    for code, what in (("401", "401 Unauthorized"), ("403", "403 Forbidden")):
+        if f"error code {code}" in lowered or f"{code} client error" in lowered or what.lower() in lowered:
+            return (
+                f"the MLflow tracking server at {server} refused the credentials ({what}); "
+                "check the user and password (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, "
+                "or user:password@ in MLFLOW_TRACKING_URI) and rerun"
+            )
+    if "<html" in lowered or "<!doctype" in lowered or "jsondecodeerror" in lowered:
+        return (
+            f"the server at {server} answered with a web page, not the MLflow API: "
+            "MLFLOW_TRACKING_URI (or tracking.tracking_uri) points at another server, a proxy's "
+            "login page or the wrong port; point it at the MLflow tracking server and rerun"
+        )
+    if any(word in lowered for word in _UNREACHABLE):
+        return (
+            f"the MLflow tracking server at {server} stopped answering ({_short(chain)}); the "
+            "runs this command started stay RUNNING until `ferflow runs sweep` marks them "
+            "FAILED, and a training phase keeps its epoch backup. Start the server, then rerun "
+            "this command (training resumes from its backup)"
+        )
+    return None
+
+
+_SERVER_MODULES = {"mlflow", "requests", "urllib3", "sqlalchemy", "sqlite3", "http"}
+_UNREACHABLE = (
+    "max retries exceeded",
+    "connection refused",
+    "connectionerror",
+    "failed to establish a new connection",
+    "remotedisconnected",
+    "connection aborted",
+    "read timed out",
+)
+
+
+def _short(chain: list[BaseException]) -> str:
+    """The innermost error, its first line, at most 160 characters."""
+    innermost = chain[-1]
+    first = (str(innermost).splitlines() or [""])[0]
+    return f"{type(innermost).__name__}: {first}"[:160]
+
+
+def _disk(exc: OSError) -> str:
+    where = exc.filename or "a file"
+    folder = os.path.dirname(os.fspath(where)) or "."
+    if exc.errno in _DISK_FULL:
+        return (
+            f"no space left on the device writing {where} ({exc.strerror}). Free space "
+            f"(`df -h {folder}`) and rerun this command"
+        )
+    if exc.errno == errno.EROFS:
+        return (
+            f"cannot write {where} ({exc.strerror}): that file system is mounted read-only. "
+            f"Write somewhere else (another output folder) or remount it, and rerun this command"
+        )
+    return (
+        f"cannot access {where} ({exc.strerror}): it, or the folder {folder}, is not open to "
+        "this user. Give this user access (or pass another folder) and rerun this command"
+    )

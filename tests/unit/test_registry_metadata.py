@@ -1,0 +1,137 @@
+"""Issue #24, item 4: the registry's metadata says what its aliases say.
+
+`ferflow.alias` tags follow the aliases (set after each move, dropped when a version holds
+none), a decided version always has its gate reason (promotion.json never says reason ""),
+and `ferflow runs check` reports drift and `--repair` removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ferflow.stages import promotion
+from ferflow.tracking import models
+from tests.conftest import REPO, small_params
+from tests.unit.test_operator_faults import evaluated_model  # noqa: F401 (a fixture)
+
+mlflow = pytest.importorskip("mlflow")
+
+NAME = "fer-meta"
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    """A SQLite registry with four versions of fer-meta, version 2 champion."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model(NAME)
+    for _ in range(4):
+        client.create_model_version(NAME, source=str(tmp_path / "model"))
+    client.set_registered_model_alias(NAME, "champion", "2")
+    return uri, client
+
+
+def alias_tags(client) -> dict[str, str | None]:
+    return {
+        str(v.version): (v.tags or {}).get(models.ALIAS_TAG)
+        for v in client.search_model_versions(f"name='{NAME}'")
+    }
+
+
+def test_alias_tags_follow_the_aliases_through_promotions_and_rollbacks(registry):
+    _, client = registry
+    params = small_params(f"register.model_name={NAME}")
+    # given stale tags, as older registrations left them: versions 1 and 3 say champion
+    for version in ("1", "3"):
+        client.set_model_version_tag(NAME, version, models.ALIAS_TAG, "champion")
+    # when versions are promoted by hand, then rolled back
+    promotion.promote(params, "3")
+    assert alias_tags(client) == {"1": None, "2": "previous-champion", "3": "champion", "4": None}
+    promotion.promote(params, "4")
+    assert alias_tags(client) == {"1": None, "2": None, "3": "previous-champion", "4": "champion"}
+    promotion.rollback(params)
+    # then only the versions holding an alias are tagged, with that alias
+    assert alias_tags(client) == {"1": None, "2": None, "3": "champion", "4": "previous-champion"}
+
+
+def _ferflow(tmp_path, uri: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "ferflow.cli", "runs", "check", *argv]
+    command += ["--model-name", NAME, "--params", str(REPO / "params.yaml")]
+    command += ["--reports-dir", str(tmp_path / "reports")]
+    env = {**ENV, "MLFLOW_TRACKING_URI": uri}
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow  # three CLI processes: 20-70 s on 2 busy cores
+def test_runs_check_reports_drift_and_repair_removes_it(registry, tmp_path):
+    uri, client = registry
+    # given drift: a stale alias tag (v1), a champion without one (v2), a decision without
+    # its reason (v3), and promotion.json with an empty reason and another decision for v3
+    client.set_model_version_tag(NAME, "1", models.ALIAS_TAG, "champion")
+    client.set_model_version_tag(NAME, "3", models.DECISION_TAG, "not-promoted")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    stale = {"model_name": NAME, "version": "3", "decision": "promoted", "reason": "", "run_id": "r"}
+    (reports / "promotion.json").write_text(json.dumps(stale))
+    # when `ferflow runs check` runs
+    checked = _ferflow(tmp_path, uri)
+    # then it names each difference and exits 1, changing nothing
+    assert checked.returncode == 1, checked.stderr
+    drift = [line for line in checked.stdout.splitlines() if line.startswith("drift: ")]
+    assert len(drift) == 5, checked.stdout
+    assert "version 1: tag ferflow.alias says champion, the aliases say none" in checked.stdout
+    assert "version 2: tag ferflow.alias says nothing, the aliases say champion" in checked.stdout
+    assert "version 3: decided (not-promoted) without a gate reason" in checked.stdout
+    assert "promotion.json: reason ''" in checked.stdout
+    assert alias_tags(client)["1"] == "champion"
+    # when it runs with --repair
+    repaired = _ferflow(tmp_path, uri, "--repair")
+    # then the records follow the aliases, and a second check finds nothing
+    assert repaired.returncode == 0, repaired.stderr
+    assert repaired.stdout.count("repaired: ") == 5
+    assert alias_tags(client) == {"1": None, "2": "champion", "3": None, "4": None}
+    assert client.get_model_version(NAME, "3").tags[models.REASON_TAG] == models.UNRECORDED_REASON
+    fixed = json.loads((reports / "promotion.json").read_text())
+    assert (fixed["decision"], fixed["reason"]) == ("not-promoted", models.UNRECORDED_REASON)
+    again = _ferflow(tmp_path, uri)
+    assert again.returncode == 0 and "0 difference(s)" in again.stdout, again.stdout
+
+
+def test_a_decision_written_without_its_reason_is_completed_with_one(evaluated_model):  # noqa: F811
+    # given a registration killed between its decision tag and its reason tag (older order)
+    from ferflow.tracking import store
+
+    params, layout, run_id = evaluated_model
+    uri = store.connect(params)
+    model_uri = store.read_run_info(layout.run_file).model_uri
+    version = models.register_version(uri, "fer-cut-short", model_uri, run_id, {})
+    store.client(uri).set_model_version_tag("fer-cut-short", version, models.DECISION_TAG, "promoted")
+    # when registration runs again
+    decision = promotion.register(params, layout)
+    # then promotion.json and the version carry a reason, and the alias tag follows the alias
+    recorded = json.loads(layout.promotion_file.read_text())
+    assert recorded["reason"] == decision["reason"] == models.UNRECORDED_REASON
+    tags = store.client(uri).get_model_version("fer-cut-short", version).tags
+    assert tags[models.REASON_TAG] == models.UNRECORDED_REASON
+    assert tags[models.ALIAS_TAG] == "champion"
+
+
+def test_a_registration_records_its_reason_before_its_decision(registry, monkeypatch):
+    # given a registry whose version-tag writes are recorded in order
+    uri, client = registry
+    tracker, written = models.client(uri), []
+    record = tracker.set_model_version_tag
+    monkeypatch.setattr(tracker, "set_model_version_tag", lambda *a: written.append(a[2]) or record(*a))
+    monkeypatch.setattr(models, "client", lambda _uri: tracker)
+    run_id = client.create_run(client.create_experiment("x")).info.run_id
+    # when the gate's decision is tagged
+    models.tag_decision(uri, NAME, "4", run_id, {"decision": "promoted", "reason": "better"})
+    # then the reason lands first: a version marked decided always has its reason
+    assert written.index(models.REASON_TAG) < written.index(models.DECISION_TAG)
