@@ -9,8 +9,14 @@ section it reads (a test records the reads of a real run of each stage).
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from ferflow.config import Params
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # src/ferflow
 
@@ -32,6 +38,8 @@ STAGE_NAMES = ("pull-data", "ingest", "validate", "train", "finetune", "evaluate
 _CORE = ("config.py", "errors.py", "files.py", "data/dataset.py", "stages/layout.py")
 _MODEL = ("augment.py", "callbacks.py", "model.py", "progress.py", "runtime.py", "schedules.py", "train.py")
 _TRACKING = ("tracking/store.py", "tracking/runs.py", "tracking/epochs.py", "data/versioning.py")
+# what ties a stage's files to its run (lineage.py reads each stage's params from STAGES)
+_LINEAGE = ("stages/lineage.py", "stages/spec.py")
 # training reads `validate.drop_blank_from_train` through ferflow.validation.training_mask
 _MASK = ("validation.py", "contract")
 _MASK_PARAMS = (
@@ -68,7 +76,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             "train",
             params=("base", "model", "train", "tracking", *_MASK_PARAMS),
-            code=(*_CORE, *_MODEL, *_MASK, *_TRACKING, "stages/training.py"),
+            code=(*_CORE, *_MODEL, *_MASK, *_TRACKING, *_LINEAGE, "stages/training.py"),
             inputs=("prepared",),
             # not run.json: later stages add to it, which must not invalidate this stage
             outputs=("models/head.keras",),
@@ -83,6 +91,7 @@ STAGES: dict[str, StageSpec] = {
                 *_TRACKING,
                 "tracking/models.py",
                 "tracking/lock.py",
+                *_LINEAGE,
                 "stages/training.py",
             ),
             inputs=("prepared", "models/head.keras"),
@@ -98,6 +107,7 @@ STAGES: dict[str, StageSpec] = {
                 "evaluate.py",
                 "plots.py",
                 "progress.py",
+                *_LINEAGE,
                 "stages/training.py",  # sweep_stale_runs
                 "stages/evaluation.py",
             ),
@@ -131,6 +141,7 @@ STAGES: dict[str, StageSpec] = {
                 "model_card.py",
                 "tracking/models.py",
                 "tracking/lock.py",
+                *_LINEAGE,
                 "stages/training.py",  # sweep_stale_runs
                 "stages/evaluation.py",
                 "stages/promotion.py",
@@ -140,3 +151,24 @@ STAGES: dict[str, StageSpec] = {
         ),
     )
 }
+
+
+def stage_params(params: Params, keys: Iterable[str]) -> dict[str, Any]:
+    """The flattened params under `keys` (a key or a whole section), as MLflow logs them."""
+    keys = tuple(keys)
+    return {
+        name: value
+        for name, value in params.flat().items()
+        if any(name == key or name.startswith(f"{key}.") for key in keys)
+    }
+
+
+def params_digest(params: Params, keys: Iterable[str]) -> str:
+    """Digest of the flattened params under `keys`: the Prefect cache key's params part, and
+    the params identity of a phase's outputs (ferflow.stages.lineage)."""
+    return values_digest(stage_params(params, keys))
+
+
+def values_digest(values: dict[str, Any]) -> str:
+    """sha256 of flattened params as JSON with sorted keys (`params_digest` of a selection)."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()

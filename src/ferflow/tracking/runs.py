@@ -290,3 +290,17 @@ def log_evaluation(
 def run_tags(uri: str, run_id: str) -> dict[str, str]:
     """The tags of a run (provenance the register stage copies onto the version)."""
     return dict(client(uri).get_run(run_id).data.tags)
+
+
+def run_state(uri: str, run_id: str) -> dict[str, Any] | None:
+    """A run's `status`, logged `params` and `tags`, or None when the store has no such run
+    (what ferflow.stages.lineage checks a phase's outputs against)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client(uri).get_run(run_id)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    return {"status": run.info.status, "params": dict(run.data.params), "tags": dict(run.data.tags)}
