@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +116,7 @@ def _finetune(params: Params, layout: Layout) -> Path:
         write_history(
             layout.history_file, train_records + records, {TRAIN: head.summary(), FINETUNE: made.summary()}
         )
-        store.write_run_info(
-            layout.run_file, store.RunInfo(run.run_id, run.experiment_id, run.tracking_uri, model_uri)
-        )
+        store.write_run_info(layout.run_file, replace(run, model_uri=model_uri))
     log.info("phase 2 done: %s (%d epochs), MLflow model %s", layout.model_file, len(records), model_uri)
     return layout.model_file
 
