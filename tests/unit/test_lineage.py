@@ -302,3 +302,59 @@ def test_the_lock_of_a_process_killed_with_sigkill_is_free_at_once(held_lock):
         owner = json.loads((models / "training.lock").read_text())
     assert owner["pid"] == os.getpid() and owner["command"] == "finetune"
     assert time.monotonic() - started < 1
+
+
+# --- the CLI: one line, nothing run, no status changed ---------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A throwaway SQLite tracking store with one experiment."""
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    return client, client.create_experiment("ferflow"), uri
+
+
+def ended_run(client, experiment: str, status: str) -> str:
+    run_id = client.create_run(experiment).info.run_id
+    client.set_terminated(run_id, status=status)
+    return run_id
+
+
+def test_register_after_a_diverged_finetune_refuses_and_the_run_stays_failed(store, layout, capsys):
+    from ferflow.tracking.store import RunInfo, write_run_info
+
+    client, experiment, uri = store
+    # given model.keras of run A, and run.json naming run B whose finetune diverged
+    run_a, run_b = ended_run(client, experiment, "FINISHED"), ended_run(client, experiment, "FAILED")
+    write_model(layout, run_a)
+    write_run_info(layout.run_file, RunInfo(run_b, experiment, uri))
+    # when `ferflow register` runs
+    code = main(["register", "--models-dir", str(layout.models), "--reports-dir", str(layout.reports)])
+    # then one line, nothing registered, and B is still FAILED
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"run {run_b} of {layout.run_file} is FAILED" in err[0] and f"made by run {run_a}" in err[0]
+    assert client.get_run(run_b).info.status == "FAILED"
+    assert client.search_registered_models() == []
+
+
+def test_finetune_with_edited_params_refuses_before_any_run_starts(store, layout, capsys):
+    client, experiment, _ = store
+    # given head.keras of a finished train run, made with head_units [16]
+    trained = ended_run(client, experiment, "FINISHED")
+    layout.models.mkdir()
+    layout.head_model.write_bytes(b"head")
+    made = lineage.current(small_params("model.head_units=[16]", "model.dropout=[0.1]"), layout, "train")
+    lineage.record(layout.head_model, replace(made, run_id=trained, phase_run_id=trained))
+    # when finetune runs with head_units [32] (params.yaml edited since)
+    edited = ["--set", "model.head_units=[32]", "--set", "model.dropout=[0.1]"]
+    code = main(["finetune", "--models", str(layout.models), "--data", str(layout.prepared), *edited])
+    # then one line naming the change, and no MLflow run was started
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "model.head_units: 16 -> 32" in err[0] and "run `ferflow train`" in err[0]
+    assert len(client.search_runs([experiment])) == 1
