@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from ferflow.cli import main
+from ferflow.config import load_params
 from ferflow.stages import Layout, lineage
 from tests.conftest import REPO, small_params
 
@@ -333,7 +334,8 @@ def test_register_after_a_diverged_finetune_refuses_and_the_run_stays_failed(sto
     write_model(layout, run_a)
     write_run_info(layout.run_file, RunInfo(run_b, experiment, uri))
     # when `ferflow register` runs
-    code = main(["register", "--models-dir", str(layout.models), "--reports-dir", str(layout.reports)])
+    where = ["--models-dir", str(layout.models), "--reports-dir", str(layout.reports)]
+    code = main(["register", "--params", str(REPO / "params.yaml"), *where])
     # then one line, nothing registered, and B is still FAILED
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
@@ -348,11 +350,20 @@ def test_finetune_with_edited_params_refuses_before_any_run_starts(store, layout
     trained = ended_run(client, experiment, "FINISHED")
     layout.models.mkdir()
     layout.head_model.write_bytes(b"head")
-    made = lineage.current(small_params("model.head_units=[16]", "model.dropout=[0.1]"), layout, "train")
+    params = load_params(REPO / "params.yaml", ["model.head_units=[16]", "model.dropout=[0.1]"])
+    made = lineage.current(params, layout, "train")
     lineage.record(layout.head_model, replace(made, run_id=trained, phase_run_id=trained))
     # when finetune runs with head_units [32] (params.yaml edited since)
     edited = ["--set", "model.head_units=[32]", "--set", "model.dropout=[0.1]"]
-    code = main(["finetune", "--models", str(layout.models), "--data", str(layout.prepared), *edited])
+    where = [
+        "--params",
+        str(REPO / "params.yaml"),
+        "--models",
+        str(layout.models),
+        "--data",
+        str(layout.prepared),
+    ]
+    code = main(["finetune", *where, *edited])
     # then one line naming the change, and no MLflow run was started
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err

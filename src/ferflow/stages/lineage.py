@@ -37,14 +37,15 @@ from ferflow.config import Params
 from ferflow.errors import FerflowError
 from ferflow.files import BACKUP_LINEAGE, LINEAGE_SUFFIX, TRAINING_LOCK
 from ferflow.stages.layout import Layout, history_lineage
-from ferflow.stages.spec import STAGES, stage_params, values_digest
+from ferflow.stages.spec import STAGES, selects, stage_params, values_digest
 
 log = logging.getLogger(__name__)
 
 # on a parent run, once phase 2 logged its model: the sha256 of models/model.keras
 MODEL_SHA_TAG = "ferflow.model_sha256"
 MANIFEST_TAG = "ferflow.manifest_digest"
-NOT_LINEAGE = ("tracking",)  # params sections a stage reads that do not shape its outputs
+# params a stage reads that do not shape its outputs (where runs go, how much is logged)
+NOT_LINEAGE = ("tracking", "base.log_level")
 
 
 class LineageError(FerflowError, RuntimeError):
@@ -92,12 +93,13 @@ def current(
     """The lineage `stage` run now would give its outputs."""
     from ferflow.data.dataset import manifest_digest
 
-    keys = [key for key in STAGES[stage].params if key not in NOT_LINEAGE]
+    chosen = stage_params(params, STAGES[stage].params)
+    shaping = {key: value for key, value in chosen.items() if not selects(key, NOT_LINEAGE)}
     return Lineage(
         stage,
         run_id,
         phase_run_id,
-        stage_params(params, keys),
+        shaping,
         manifest_digest(layout.prepared),
         None,
         dict(inputs or {}),
@@ -183,7 +185,7 @@ def check_history(layout: Layout, head: Lineage) -> None:
     if made_by is not None and made_by != head.run_id:
         raise LineageError(
             f"{layout.history_file} holds the epochs of run {made_by}, but {layout.head_model} was "
-            f"made by run {head.run_id}; run `ferflow train`"
+            f"made by run {head.run_id}; run `ferflow train` (under DVC: `dvc repro --force train`)"
         )
 
 

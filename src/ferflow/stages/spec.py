@@ -79,7 +79,7 @@ STAGES: dict[str, StageSpec] = {
             code=(*_CORE, *_MODEL, *_MASK, *_TRACKING, *_LINEAGE, "stages/training.py"),
             inputs=("prepared",),
             # not run.json: later stages add to it, which must not invalidate this stage
-            outputs=("models/head.keras",),
+            outputs=("models/head.keras", "models/head.keras.lineage.json"),
         ),
         StageSpec(
             "finetune",
@@ -95,7 +95,7 @@ STAGES: dict[str, StageSpec] = {
                 "stages/training.py",
             ),
             inputs=("prepared", "models/head.keras"),
-            outputs=("models/model.keras", "models/history.json"),
+            outputs=("models/model.keras", "models/model.keras.lineage.json", "models/history.json"),
         ),
         StageSpec(
             "evaluate",
@@ -156,11 +156,12 @@ STAGES: dict[str, StageSpec] = {
 def stage_params(params: Params, keys: Iterable[str]) -> dict[str, Any]:
     """The flattened params under `keys` (a key or a whole section), as MLflow logs them."""
     keys = tuple(keys)
-    return {
-        name: value
-        for name, value in params.flat().items()
-        if any(name == key or name.startswith(f"{key}.") for key in keys)
-    }
+    return {name: value for name, value in params.flat().items() if selects(name, keys)}
+
+
+def selects(name: str, keys: Iterable[str]) -> bool:
+    """True when the flat param `name` is one of `keys` or inside one of their sections."""
+    return any(name == key or name.startswith(f"{key}.") for key in keys)
 
 
 def params_digest(params: Params, keys: Iterable[str]) -> str:
