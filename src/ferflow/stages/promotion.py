@@ -4,6 +4,8 @@
 gate (ferflow.gate) and move the aliases (ferflow.tracking.models), once per trained
 model. In order:
 
+0. model.keras must be the file run.json's run made, and that run FINISHED, with the
+   params and data it logged (ferflow.stages.lineage): never a failed run's leftovers;
 1. metrics.json must belong to this model file and this data (sha256 and manifest digest);
 2. the model is registered (logged first when training did not log it), tagged with its
    metrics and provenance, described by its model card;

@@ -3,12 +3,17 @@ MLflow runs.
 
 - `train`: phase 1 (frozen backbone, dense head). Starts the MLflow parent run, records it
   in models/run.json, writes models/head.keras and models/history.json.
-- `finetune`: phase 2 (whole network), in the same parent run: writes models/model.keras,
-  completes history.json, logs the model to MLflow and records its URI in run.json. When
-  that parent run already holds a phase 2 (finetune rerun alone: `dvc repro` after a
-  `finetune.*` change, a cached phase 1 in the flow), phase 2 starts a new parent run, which
-  gets phase 1's curves copied from history.json and a tag naming the run they came from:
-  each registered model has a run of its own.
+- `finetune`: phase 2 (whole network), in the same parent run: writes models/model.keras
+  (the file MLflow logged, copied back), completes history.json, logs the model to MLflow
+  and records its URI in run.json. When that parent run already holds a phase 2 (finetune
+  rerun alone: `dvc repro` after a `finetune.*` change, a cached phase 1 in the flow), failed
+  or was killed (never reopened: its status stays), or logged other `finetune.*` params,
+  phase 2 starts a new parent run, which gets phase 1's curves copied from history.json and
+  a tag naming the run they came from: each registered model has a run of its own.
+
+Both hold models/training.lock, and tie their files to their run (ferflow.stages.lineage):
+`finetune` refuses a head.keras of other params or data, or of a run that failed, and
+each phase resumes only a backup of its own params and data.
 """
 
 from __future__ import annotations
