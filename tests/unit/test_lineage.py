@@ -369,3 +369,39 @@ def test_finetune_with_edited_params_refuses_before_any_run_starts(store, layout
     assert code == 2 and len(err) == 1, err
     assert "model.head_units: 16 -> 32" in err[0] and "run `ferflow train`" in err[0]
     assert len(client.search_runs([experiment])) == 1
+
+
+# --- runs: failed ones stay failed; run.json says what a run was made from ------------------------
+
+
+@pytest.mark.parametrize("status", ["FAILED", "KILLED"])
+def test_phase_two_never_reopens_a_failed_or_killed_run(store, layout, status, caplog):
+    from ferflow.stages.training import _continues_run
+    from ferflow.tracking.store import RunInfo, write_run_info
+
+    client, experiment, uri = store
+    # given head.keras of run A (phase 1 finished), and run A then failed or was killed in phase 2
+    head = write_head(layout, run_id=ended_run(client, experiment, status))
+    write_run_info(layout.run_file, RunInfo(head.run_id, experiment, uri))
+    # when phase 2 decides which run to log into, then it is a new one; A's status stays
+    with caplog.at_level(logging.INFO):
+        assert _continues_run(PARAMS, layout, head) is False
+    assert f"is {status}: phase 2 gets a new run" in caplog.text
+    assert client.get_run(head.run_id).info.status == status
+
+
+def test_phase_two_continues_the_finished_run_of_its_head(store, layout):
+    from ferflow.stages.training import _continues_run
+    from ferflow.tracking.runs import pipeline_run
+
+    # given phase 1's parent run, finished, with no model yet
+    with pipeline_run(PARAMS, layout.prepared, layout.run_file, resume=False) as run:
+        pass
+    head = write_head(layout, run_id=run.run_id)
+    # then phase 2 continues it with the same params, and not with other finetune params
+    assert _continues_run(PARAMS, layout, head) is True
+    assert _continues_run(small_params("finetune.epochs=9"), layout, head) is False
+    # and run.json records the run's params and data digests
+    recorded = json.loads(layout.run_file.read_text())
+    assert recorded["params_digest"] == PARAMS.digest()
+    assert recorded["data_digest"] == head.data_digest
