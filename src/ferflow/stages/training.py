@@ -36,26 +36,29 @@ TRAIN, FINETUNE = "train", "finetune"
 def train(params: Params, layout: Layout) -> Path:
     """Phase 1 as a pipeline stage: writes head.keras, history.json and run.json."""
     with lineage.models_lock(layout.models, TRAIN):
-        _before_training(params, layout)
-        from ferflow.model import build_model
-        from ferflow.runtime import configure_runtime, distribution_scope
-        from ferflow.tracking import runs
-        from ferflow.train import fit_head, load_training_data
+        return _train(params, layout)
 
-        configure_runtime(params)
-        train_split, val_split = load_training_data(params, layout.prepared)
-        with runs.pipeline_run(params, layout.prepared, layout.run_file, resume=False, raw=layout.raw) as run:
-            with runs.phase_run(run, TRAIN, 0, params) as epoch_logger, distribution_scope():
-                made = lineage.current(params, layout, TRAIN, run.run_id, epoch_logger.run_ids[0])
-                lineage.claim_backup(layout.backup(TRAIN), made)
-                model = build_model(params.model, params.base.image_size, len(params.base.classes))
-                records = fit_head(
-                    model, train_split, val_split, params, layout.backup(TRAIN), [epoch_logger]
-                )
-                runs.log_summary(TRAIN, records, epoch_logger.run_ids)
-            _save(model, layout.head_model)
-            made = lineage.record(layout.head_model, made)
-            write_history(layout.history_file, records, {TRAIN: made.summary()})
+
+def _train(params: Params, layout: Layout) -> Path:
+    _before_training(params, layout)
+    from ferflow.model import build_model
+    from ferflow.runtime import configure_runtime, distribution_scope
+    from ferflow.tracking import runs
+    from ferflow.train import fit_head, load_training_data
+
+    configure_runtime(params)
+    train_split, val_split = load_training_data(params, layout.prepared)
+    layout.models.mkdir(parents=True, exist_ok=True)
+    with runs.pipeline_run(params, layout.prepared, layout.run_file, resume=False, raw=layout.raw) as run:
+        with runs.phase_run(run, TRAIN, 0, params) as epoch_logger, distribution_scope():
+            model = build_model(params.model, params.base.image_size, len(params.base.classes))
+            made = lineage.current(params, layout, TRAIN, run.run_id, epoch_logger.run_ids[0])
+            lineage.claim_backup(layout.backup(TRAIN), made)
+            records = fit_head(model, train_split, val_split, params, layout.backup(TRAIN), [epoch_logger])
+            runs.log_summary(TRAIN, records, epoch_logger.run_ids)
+        _save(model, layout.head_model)
+        made = lineage.record(layout.head_model, made)
+        write_history(layout.history_file, records, {TRAIN: made.summary()})
     log.info("phase 1 done: %s (%d epochs)", layout.head_model, len(records))
     return layout.head_model
 
