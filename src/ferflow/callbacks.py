@@ -127,7 +127,7 @@ class EpochBackup(keras.callbacks.Callback):
         if not self.path.exists():
             return 0
 
-        def set_aside(kind: str, why: str) -> int:
+        def start_afresh(kind: str, why: str) -> int:
             """Move the state and its epoch records to `<name>.<kind>-<time>`: start afresh."""
             suffix = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
             for path in (self.path, self.path.with_name("epochs.json")):
@@ -150,7 +150,7 @@ class EpochBackup(keras.callbacks.Callback):
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             # A damaged backup (disk full, a copy cut short) must not block every rerun:
             # keep it aside for inspection and start the phase afresh.
-            return set_aside("corrupt", f"is unreadable ({type(err).__name__}: {err})")
+            return start_afresh("corrupt", f"is unreadable ({type(err).__name__}: {err})")
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         for kind, variables, values in (
@@ -159,7 +159,7 @@ class EpochBackup(keras.callbacks.Callback):
         ):
             if [tuple(v.shape) for v in variables] != [a.shape for a in values]:
                 # another model or optimizer's backup (the stage checks params and data first)
-                return set_aside(
+                return start_afresh(
                     "mismatch",
                     f"holds {kind} of another model ({len(values)} arrays, {len(variables)} expected)",
                 )
