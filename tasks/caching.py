@@ -17,18 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ferflow.config import Params
+from ferflow.data.dataset import file_sha256 as file_digest
 from ferflow.stages import PACKAGE_DIR, STAGES, Layout, StageSpec
-
-CHUNK = 1 << 20
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+from ferflow.stages.spec import params_digest
 
 
 def tree_digest(path: Path) -> str:
@@ -43,17 +34,6 @@ def tree_digest(path: Path) -> str:
         digest.update(file.relative_to(path).as_posix().encode())
         digest.update(file_digest(file).encode())
     return digest.hexdigest()
-
-
-def params_digest(params: Params, keys: Iterable[str]) -> str:
-    """Digest of the flattened params under `keys` (a key or a whole section)."""
-    flat = params.flat()
-    chosen = {
-        name: value
-        for name, value in flat.items()
-        if any(name == key or name.startswith(f"{key}.") for key in keys)
-    }
-    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def code_digest(names: Iterable[str]) -> str:

@@ -133,6 +133,22 @@ class EpochBackup(keras.callbacks.Callback):
         """Loads the backup into `model` (compiled) and returns its epoch; 0 if there is none."""
         if not self.path.exists():
             return 0
+
+        def start_afresh(kind: str, why: str) -> int:
+            """Move the state and its epoch records to `<name>.<kind>-<time>`: start afresh."""
+            suffix = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+            for path in (self.path, self.path.with_name("epochs.json")):
+                if path.exists():
+                    os.replace(path, path.with_name(f"{path.name}.{suffix}"))
+            log.warning(
+                "the backup %s %s; moved it to %s.%s and starting this phase afresh",
+                self.path,
+                why,
+                self.FILE,
+                suffix,
+            )
+            return 0
+
         try:
             with np.load(self.path) as state:
                 epoch = int(state["epoch"])
@@ -141,31 +157,23 @@ class EpochBackup(keras.callbacks.Callback):
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             # A damaged backup (disk full, a copy cut short) must not block every rerun:
             # keep it aside for inspection and start the phase afresh.
-            aside = self.path.with_name(f"{self.FILE}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            os.replace(self.path, aside)
-            log.warning(
-                "the backup %s is unreadable (%s: %s); moved it to %s and starting this phase afresh",
-                self.path,
-                type(err).__name__,
-                err,
-                aside.name,
-            )
-            return 0
+            return start_afresh("corrupt", f"is unreadable ({type(err).__name__}: {err})")
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         for kind, variables, values in (
             ("weights", model.weights, weights),
             ("optimizer state", model.optimizer.variables, slots),
         ):
-            shapes = [tuple(v.shape) for v in variables]
-            if shapes != [a.shape for a in values]:
-                raise TrainingError(
-                    f"{self.path}: the backup's {kind} do not match this model and optimizer "
-                    f"({len(values)} arrays, {len(variables)} expected); it belongs to another "
-                    f"configuration. Delete {self.path.parent} to start this phase afresh"
+            if [tuple(v.shape) for v in variables] != [a.shape for a in values]:
+                # another model or optimizer's backup (the stage checks params and data first)
+                return start_afresh(
+                    "mismatch",
+                    f"holds {kind} of another model ({len(values)} arrays, {len(variables)} expected)",
                 )
-            for variable, value in zip(variables, values, strict=True):
-                variable.assign(value)
+        for variable, value in zip(
+            [*model.weights, *model.optimizer.variables], [*weights, *slots], strict=True
+        ):
+            variable.assign(value)
         log.info("resuming from %s at epoch %d", self.path, epoch + 1)
         return epoch
 

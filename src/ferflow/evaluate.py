@@ -10,7 +10,6 @@ stage (ferflow.stages.evaluation) decides where they go and logs them to MLflow.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -277,11 +276,10 @@ def _write_history_csv(path: Path, history: list[dict[str, Any]]) -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """sha256 of a file (ferflow.data.dataset.file_sha256, imported when first needed)."""
+    from ferflow.data.dataset import file_sha256 as sha256
+
+    return sha256(path)
 
 
 def load_keras_predict_fn(model_path: Path, batch_size: int) -> PredictFn:

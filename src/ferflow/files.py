@@ -23,6 +23,9 @@ MODEL_FILE = "model.keras"  # the trained model (the `finetune` stage)
 HISTORY_FILE = "history.json"  # per-epoch records of both phases
 RUN_FILE = "run.json"  # the MLflow parent run (ferflow.tracking.store.RunInfo)
 BACKUP_DIR = "backup"  # per-stage resumable backups
+LINEAGE_SUFFIX = ".lineage.json"  # beside a .keras file: the run, params and data it came from
+BACKUP_LINEAGE = "lineage.json"  # in a backup folder: the run, params and data it belongs to
+TRAINING_LOCK = "training.lock"  # held by the `train` or `finetune` running in this folder
 
 # reports/: the validate stage
 VALIDATION_FILE = "validation.json"

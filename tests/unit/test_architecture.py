@@ -124,6 +124,7 @@ def test_changing_the_blank_image_policy_makes_dvc_rerun_training(tmp_path):
     (tmp_path / "reports" / "validation.json").write_text("{}")
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "head.keras").write_bytes(b"weights")
+    (tmp_path / "models" / "head.keras.lineage.json").write_text("{}")
 
     def run(*args: str) -> str:
         done = subprocess.run([*dvc, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)

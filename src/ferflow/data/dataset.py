@@ -259,3 +259,14 @@ def manifest_digest(data_dir: str | Path) -> str:
     import hashlib
 
     return hashlib.sha256((Path(data_dir) / MANIFEST_FILE).read_bytes()).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (model files, manifests)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

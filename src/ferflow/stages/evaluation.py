@@ -25,6 +25,7 @@ import numpy as np
 from ferflow import evaluate as ev
 from ferflow.config import Params
 from ferflow.files import PER_CLASS_ARTIFACT
+from ferflow.stages import lineage
 from ferflow.stages.layout import Layout, read_history
 from ferflow.stages.training import sweep_stale_runs
 
@@ -90,8 +91,17 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     }
     history = read_history(layout.history_file) or None
     ev.write_reports(evaluation, params, layout.reports, history, provenance)
+    made = lineage.read(lineage.sidecar(layout.model_file))
     if run is None:
         log.warning("%s is missing: metrics are not logged to MLflow", layout.run_file)
+    elif made is not None and made.run_id != run.run_id:
+        log.warning(
+            "%s was made by run %s, not by run %s of %s: its metrics are not logged to that run",
+            layout.model_file,
+            made.run_id,
+            run.run_id,
+            layout.run_file,
+        )
     else:
         files = [layout.metrics_file, layout.confusion_file, layout.evaluation_file, layout.plots_dir]
         runs.log_evaluation(

@@ -136,6 +136,19 @@ def read_history(path: Path) -> list[dict[str, Any]]:
         raise FerflowError(f"{path} is not a ferflow history file ({err}); re-run `ferflow train`") from err
 
 
-def write_history(path: Path, records: list[dict[str, Any]]) -> Path:
-    path.write_text(json.dumps({"epochs": records}, indent=2) + "\n")
+def write_history(path: Path, records: list[dict[str, Any]], lineage: dict[str, Any] | None = None) -> Path:
+    """history.json; `lineage`: per phase, the run, params digest and data digest of its epochs."""
+    content: dict[str, Any] = {"epochs": records}
+    if lineage:
+        content["lineage"] = lineage
+    path.write_text(json.dumps(content, indent=2) + "\n")
     return path
+
+
+def history_lineage(path: Path) -> dict[str, Any]:
+    """The per-phase lineage history.json records ({} when none is recorded)."""
+    try:
+        found = json.loads(Path(path).read_text()).get("lineage")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return found if isinstance(found, dict) else {}

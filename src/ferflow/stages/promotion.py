@@ -4,6 +4,8 @@
 gate (ferflow.gate) and move the aliases (ferflow.tracking.models), once per trained
 model. In order:
 
+0. model.keras must be the file run.json's run made, and that run FINISHED, with the
+   params and data it logged (ferflow.stages.lineage): never a failed run's leftovers;
 1. metrics.json must belong to this model file and this data (sha256 and manifest digest);
 2. the model is registered (logged first when training did not log it), tagged with its
    metrics and provenance, described by its model card;
@@ -32,6 +34,7 @@ from ferflow import gate
 from ferflow.config import Params
 from ferflow.errors import FerflowError
 from ferflow.files import written_whole
+from ferflow.stages import lineage
 from ferflow.stages.layout import Layout
 from ferflow.stages.training import sweep_stale_runs
 
@@ -94,13 +97,15 @@ def _register_new_version(params: Params, layout: Layout) -> dict[str, Any]:
     sweep_stale_runs(params)
     from ferflow.tracking import models, runs
 
+    run_info = store.read_run_info(layout.run_file)
+    state = runs.run_state(store.run_uri(run_info), run_info.run_id) if run_info else None
+    lineage.check_registrable(layout, run_info.run_id if run_info else None, state)
     metrics = fresh_metrics(layout)
     images, labels = ev.test_split(layout.prepared)
     smoke_rows = gate.smoke_batch_indices(labels, SMOKE_SIZE)
     smoke_batch, smoke_labels = images[smoke_rows].astype(np.float32), labels[smoke_rows]
     expected = ev.load_keras_predict_fn(layout.model_file, params.evaluate.batch_size)(smoke_batch)
 
-    run_info = store.read_run_info(layout.run_file)
     store.client(uri)
     if run_info is not None and run_info.model_uri:
         model_uri, run_id = run_info.model_uri, run_info.run_id
@@ -207,7 +212,8 @@ def _provenance(params: Params, run_tags: dict[str, str], layout: Layout) -> dic
     return {
         "data_version": run_tags.get("ferflow.data_version") or digest,
         "manifest_digest": digest,
-        "params_digest": params.digest(),
+        # the params the model was trained with (its run's), not those of this command
+        "params_digest": run_tags.get("ferflow.params_digest") or params.digest(),
         "git_commit": store.git_commit(),
     }
 

@@ -9,8 +9,14 @@ section it reads (a test records the reads of a real run of each stage).
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from ferflow.config import Params
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # src/ferflow
 
@@ -43,6 +49,8 @@ _MODEL = (
     "train.py",
 )
 _TRACKING = ("tracking/store.py", "tracking/runs.py", "tracking/epochs.py", "data/versioning.py")
+# what ties a stage's files to its run (lineage.py reads each stage's params from STAGES)
+_LINEAGE = ("stages/lineage.py", "stages/spec.py")
 # training reads `validate.drop_blank_from_train` through ferflow.validation.training_mask
 _MASK = ("validation.py", "contract")
 _MASK_PARAMS = (
@@ -79,10 +87,10 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             "train",
             params=("base", "model", "train", "tracking", *_MASK_PARAMS),
-            code=(*_CORE, *_MODEL, *_MASK, *_TRACKING, "stages/training.py"),
+            code=(*_CORE, *_MODEL, *_MASK, *_TRACKING, *_LINEAGE, "stages/training.py"),
             inputs=("prepared",),
             # not run.json: later stages add to it, which must not invalidate this stage
-            outputs=("models/head.keras",),
+            outputs=("models/head.keras", "models/head.keras.lineage.json"),
         ),
         StageSpec(
             "finetune",
@@ -94,10 +102,11 @@ STAGES: dict[str, StageSpec] = {
                 *_TRACKING,
                 "tracking/models.py",
                 "tracking/lock.py",
+                *_LINEAGE,
                 "stages/training.py",
             ),
             inputs=("prepared", "models/head.keras"),
-            outputs=("models/model.keras", "models/history.json"),
+            outputs=("models/model.keras", "models/model.keras.lineage.json", "models/history.json"),
         ),
         StageSpec(
             "evaluate",
@@ -111,6 +120,7 @@ STAGES: dict[str, StageSpec] = {
                 "evaluate.py",
                 "plots.py",
                 "progress.py",
+                *_LINEAGE,
                 "stages/training.py",  # sweep_stale_runs
                 "stages/evaluation.py",
             ),
@@ -146,6 +156,7 @@ STAGES: dict[str, StageSpec] = {
                 "model_card.py",
                 "tracking/models.py",
                 "tracking/lock.py",
+                *_LINEAGE,
                 "stages/training.py",  # sweep_stale_runs
                 "stages/evaluation.py",
                 "stages/promotion.py",
@@ -155,3 +166,25 @@ STAGES: dict[str, StageSpec] = {
         ),
     )
 }
+
+
+def stage_params(params: Params, keys: Iterable[str]) -> dict[str, Any]:
+    """The flattened params under `keys` (a key or a whole section), as MLflow logs them."""
+    keys = tuple(keys)
+    return {name: value for name, value in params.flat().items() if selects(name, keys)}
+
+
+def selects(name: str, keys: Iterable[str]) -> bool:
+    """True when the flat param `name` is one of `keys` or inside one of their sections."""
+    return any(name == key or name.startswith(f"{key}.") for key in keys)
+
+
+def params_digest(params: Params, keys: Iterable[str]) -> str:
+    """Digest of the flattened params under `keys`: the Prefect cache key's params part, and
+    the params identity of a phase's outputs (ferflow.stages.lineage)."""
+    return values_digest(stage_params(params, keys))
+
+
+def values_digest(values: dict[str, Any]) -> str:
+    """sha256 of flattened params as JSON with sorted keys (`params_digest` of a selection)."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()

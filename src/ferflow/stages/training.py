@@ -3,21 +3,29 @@ MLflow runs.
 
 - `train`: phase 1 (frozen backbone, dense head). Starts the MLflow parent run, records it
   in models/run.json, writes models/head.keras and models/history.json.
-- `finetune`: phase 2 (whole network), in the same parent run: writes models/model.keras,
-  completes history.json, logs the model to MLflow and records its URI in run.json. When
-  that parent run already holds a phase 2 (finetune rerun alone: `dvc repro` after a
-  `finetune.*` change, a cached phase 1 in the flow), phase 2 starts a new parent run, which
-  gets phase 1's curves copied from history.json and a tag naming the run they came from:
-  each registered model has a run of its own.
+- `finetune`: phase 2 (whole network), in the same parent run: writes models/model.keras
+  (the file MLflow logged, copied back), completes history.json, logs the model to MLflow
+  and records its URI in run.json. When that parent run already holds a phase 2 (finetune
+  rerun alone: `dvc repro` after a `finetune.*` change, a cached phase 1 in the flow), failed
+  or was killed (never reopened: its status stays), or logged other `finetune.*` params,
+  phase 2 starts a new parent run, which gets phase 1's curves copied from history.json and
+  a tag naming the run they came from: each registered model has a run of its own.
+
+Both hold models/training.lock, and tie their files to their run (ferflow.stages.lineage):
+`finetune` refuses a head.keras of other params or data, or of a run that failed, and
+each phase resumes only a backup of its own params and data.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ferflow.config import Params
+from ferflow.stages import lineage
 from ferflow.stages.layout import Layout, read_history, write_history
 
 log = logging.getLogger(__name__)
@@ -27,6 +35,11 @@ TRAIN, FINETUNE = "train", "finetune"
 
 def train(params: Params, layout: Layout) -> Path:
     """Phase 1 as a pipeline stage: writes head.keras, history.json and run.json."""
+    with lineage.models_lock(layout.models, TRAIN):
+        return _train(params, layout)
+
+
+def _train(params: Params, layout: Layout) -> Path:
     _before_training(params, layout)
     from ferflow.model import build_model
     from ferflow.runtime import configure_runtime, distribution_scope
@@ -42,10 +55,13 @@ def train(params: Params, layout: Layout) -> Path:
             distribution_scope(params.train.data_parallel),
         ):
             model = build_model(params.model, params.base.image_size, len(params.base.classes))
+            made = lineage.current(params, layout, TRAIN, run.run_id, epoch_logger.run_ids[0])
+            lineage.claim_backup(layout.backup(TRAIN), made)
             records = fit_head(model, train_split, val_split, params, layout.backup(TRAIN), [epoch_logger])
             runs.log_summary(TRAIN, records, epoch_logger.run_ids)
-        model.save(layout.head_model)
-        write_history(layout.history_file, records)
+        _save(model, layout.head_model)
+        made = lineage.record(layout.head_model, made)
+        write_history(layout.history_file, records, {TRAIN: made.summary()})
     log.info("phase 1 done: %s (%d epochs)", layout.head_model, len(records))
     return layout.head_model
 
@@ -53,26 +69,44 @@ def train(params: Params, layout: Layout) -> Path:
 def finetune(params: Params, layout: Layout) -> Path:
     """Phase 2 as a pipeline stage: reads head.keras, writes model.keras and history.json,
     logs the model to the parent run and records its URI in run.json."""
+    with lineage.models_lock(layout.models, FINETUNE):
+        return _finetune(params, layout)
+
+
+def _finetune(params: Params, layout: Layout) -> Path:
     _before_training(params, layout, layout.head_model)
+    from ferflow.tracking import runs, store
+
+    head = lineage.check_head(params, layout)  # before Keras: a wrong head fails in a second
+    uri = store.tracking_uri(params)
+    state = runs.run_state(uri, head.phase_run_id or head.run_id)
+    lineage.require_finished(state, head.run_id, str(layout.head_model), "ferflow train")
+    lineage.check_history(layout, head)
     from ferflow.model import load_model
     from ferflow.runtime import configure_runtime, distribution_scope
-    from ferflow.tracking import models, runs, store
+    from ferflow.tracking import models
     from ferflow.train import fine_tune, load_training_data
 
     configure_runtime(params)
     train_split, val_split = load_training_data(params, layout.prepared)
     train_records = [r for r in read_history(layout.history_file) if r["phase"] == TRAIN]
-    previous = store.read_run_info(layout.run_file)
-    # The run phase 1 started (or a phase 2 cut short) has no model yet: continue it.
-    resume = previous is None or previous.model_uri is None
+    resume = _continues_run(params, layout, head)
     with runs.pipeline_run(params, layout.prepared, layout.run_file, resume=resume, raw=layout.raw) as run:
-        if previous is not None and not resume:
-            log.info("MLflow run %s already holds a phase 2: this one gets a new run", previous.run_id)
-            runs.log_earlier_phase(run, TRAIN, train_records, previous.run_id)
+        if not resume:
+            runs.log_earlier_phase(run, TRAIN, train_records, head.run_id)
         with (
             runs.phase_run(run, FINETUNE, len(train_records), params) as epoch_logger,
             distribution_scope(params.train.data_parallel),
         ):
+            made = lineage.current(
+                params,
+                layout,
+                FINETUNE,
+                run.run_id,
+                epoch_logger.run_ids[0],
+                {layout.head_model.name: head.sha256 or ""},
+            )
+            lineage.claim_backup(layout.backup(FINETUNE), made)
             model = load_model(layout.head_model)
             records = fine_tune(
                 model,
@@ -84,15 +118,52 @@ def finetune(params: Params, layout: Layout) -> Path:
                 [epoch_logger],
             )
             runs.log_summary(FINETUNE, records, epoch_logger.run_ids)
-        model.save(layout.model_file)
-        write_history(layout.history_file, train_records + records)
         example = val_split[0][: min(4, len(val_split[0]))]
         model_uri = models.log_model(model, params.base.image_size, len(params.base.classes), example)
-        store.write_run_info(
-            layout.run_file, store.RunInfo(run.run_id, run.experiment_id, run.tracking_uri, model_uri)
+        # model.keras is the very file MLflow serves, so registered == trained, byte for byte
+        models.fetch_model_file(model_uri, layout.model_file)
+        made = lineage.record(layout.model_file, made)
+        store.client(run.tracking_uri).set_tag(run.run_id, lineage.MODEL_SHA_TAG, made.sha256)
+        write_history(
+            layout.history_file, train_records + records, {TRAIN: head.summary(), FINETUNE: made.summary()}
         )
+        store.write_run_info(layout.run_file, replace(run, model_uri=model_uri))
     log.info("phase 2 done: %s (%d epochs), MLflow model %s", layout.model_file, len(records), model_uri)
     return layout.model_file
+
+
+def _continues_run(params: Params, layout: Layout, head: lineage.Lineage) -> bool:
+    """Whether phase 2 continues the parent run of run.json: only the run that made
+    head.keras, while it holds no model, finished (a failed or killed run is never
+    reopened: its status stays) and logged the params phase 2 runs with. Otherwise phase 2
+    starts a new parent run, with phase 1's curves copied from history.json."""
+    from ferflow.tracking import runs, store
+
+    previous = store.read_run_info(layout.run_file)
+    if previous is None or previous.run_id != head.run_id:
+        return False
+    state = runs.run_state(store.run_uri(previous), previous.run_id)
+    if previous.model_uri is not None:
+        why = "already holds a phase 2"
+    elif state is None or state["status"] != "FINISHED":
+        why = f"is {state['status'] if state else 'not in this tracking store'}"
+    else:
+        wanted = lineage.current(params, layout, FINETUNE).params
+        logged = {key: state["params"].get(key) for key in wanted if key in state["params"]}
+        changed = lineage.params_changes(logged, {key: wanted[key] for key in logged})
+        if not changed:
+            return True
+        why = f"logged other params ({', '.join(changed)})"
+    log.info("MLflow run %s %s: phase 2 gets a new run", previous.run_id, why)
+    return False
+
+
+def _save(model: Any, path: Path) -> None:
+    """`model.save(path)` under a temporary name, then renamed: a process killed mid-write
+    leaves the previous file (and its lineage) whole."""
+    partial = path.with_name(f".partial-{path.name}")
+    model.save(partial)
+    os.replace(partial, path)
 
 
 def _before_training(params: Params, layout: Layout, *needed: Path) -> None:

@@ -103,6 +103,28 @@ def log_model_file(
     return str(info.model_uri), active.info.run_id
 
 
+def fetch_model_file(model_uri: str, destination: Path) -> Path:
+    """The .keras file MLflow holds for the logged model `model_uri`, copied to `destination`
+    (written aside, then renamed): the local model file is then byte for byte the one its
+    registered versions serve."""
+    import os
+    import shutil
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder))
+        found = sorted(local.rglob("*.keras"))
+        if len(found) != 1:
+            raise RegistryError(
+                f"{model_uri} holds {len(found)} .keras files, not one: see the run's artifacts"
+            )
+        partial = destination.with_name(f".partial-{destination.name}")
+        shutil.copyfile(found[0], partial)
+        os.replace(partial, destination)
+    return destination
+
+
 # --- loading models ----------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,12 +105,17 @@ def pipeline_run(
     previous = read_run_info(run_file) if resume else None
     if previous is not None:
         active = mlflow.start_run(run_id=previous.run_id)
-        info = RunInfo(active.info.run_id, active.info.experiment_id, uri, previous.model_uri)
+        info = replace(
+            previous, run_id=active.info.run_id, experiment_id=active.info.experiment_id, tracking_uri=uri
+        )
     else:
+        from ferflow.data.dataset import manifest_digest
+
         experiment = experiment_id(mlflow_client, params.tracking.experiment, uri)
         version = data_version(data_dir, raw)
         active = mlflow.start_run(run_name=run_name(params, version), experiment_id=experiment)
-        info = RunInfo(active.info.run_id, active.info.experiment_id, uri)
+        digests = {"params_digest": params.digest(), "data_digest": manifest_digest(data_dir)}
+        info = RunInfo(active.info.run_id, active.info.experiment_id, uri, **digests)
     log.info("MLflow run %s (experiment %s) at %s", info.run_id, info.experiment_id, redact(uri))
     with _status_on_exit(mlflow):
         mlflow.set_tags(_liveness())
@@ -293,3 +299,17 @@ def log_evaluation(
 def run_tags(uri: str, run_id: str) -> dict[str, str]:
     """The tags of a run (provenance the register stage copies onto the version)."""
     return dict(client(uri).get_run(run_id).data.tags)
+
+
+def run_state(uri: str, run_id: str) -> dict[str, Any] | None:
+    """A run's `status`, logged `params` and `tags`, or None when the store has no such run
+    (what ferflow.stages.lineage checks a phase's outputs against)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client(uri).get_run(run_id)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    return {"status": run.info.status, "params": dict(run.data.params), "tags": dict(run.data.tags)}

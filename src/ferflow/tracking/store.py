@@ -185,6 +185,9 @@ class RunInfo:
     experiment_id: str
     tracking_uri: str
     model_uri: str | None = None
+    # the run's `ferflow.params_digest` and `ferflow.manifest_digest` (ferflow.stages.lineage)
+    params_digest: str | None = None
+    data_digest: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -192,6 +195,8 @@ class RunInfo:
             "experiment_id": self.experiment_id,
             "tracking_uri": redact(self.tracking_uri),
             "model_uri": self.model_uri,
+            "params_digest": self.params_digest,
+            "data_digest": self.data_digest,
         }
 
 
@@ -215,6 +220,8 @@ def read_run_info(path: Path) -> RunInfo | None:
             experiment_id=str(raw["experiment_id"]),
             tracking_uri=str(raw["tracking_uri"]),
             model_uri=raw.get("model_uri"),
+            params_digest=raw.get("params_digest"),
+            data_digest=raw.get("data_digest"),
         )
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise TrackingError(
