@@ -76,6 +76,7 @@ def main() -> int:
     seconds: dict[int, list[float]] = {spe: [] for spe in settings}
     for round_ in range(2):
         for spe, (trainer, loss) in trainers.items():
+            (work / f"r{round_}-{spe}").mkdir(parents=True)
             backup = EpochBackup(work / f"r{round_}-{spe}")
             callbacks, _, _ = phase_callbacks(
                 "finetune", backup, 0, None, False, Validation(val_x, val_y, 64, loss)

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 
-from ferflow.cli import _terminate
+from ferflow.console import terminate
 from ferflow.data.ingest import decoding_pool
 from tests.conftest import PARAMS_FILE
 from tests.data.factories import write_fer_folder
@@ -23,7 +23,7 @@ def worker_handlers() -> tuple[object, object]:
 
 def test_a_decoding_worker_does_not_keep_the_clis_sigterm_handler():
     # given the CLI's SIGTERM handler in the parent
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         # when a decoding pool starts
         with decoding_pool(2) as pool:
