@@ -124,8 +124,13 @@ class Validate(_Strict):
         return raw
 
 
+# The entries of ferflow.backbones.BACKBONES (a test keeps them equal): config must not import
+# the model code, or every stage would depend on it. A typo's error lists these names.
+BackboneName = Literal["densenet121", "densenet169", "densenet201", "densenet-bc-cpu", "densenet-bc-gpu"]
+
+
 class Model(_Strict):
-    backbone: Literal["densenet121", "densenet169", "densenet201"] = "densenet169"
+    backbone: BackboneName = "densenet169"
     input_size: int = Field(48, ge=32, le=512, description="images are upscaled to this inside the model")
     weights: str = Field("imagenet", description="'imagenet', 'none' or a path to a weights file")
     head_units: tuple[int, ...] = (256, 1024, 512)

@@ -4,8 +4,10 @@ The model takes what the prepared dataset holds: a batch of grayscale images `(n
 float32 in 0..255 (input named `pixels`). Everything else happens inside the model, so
 serving never reimplements it:
 
-    pixels (n, S, S) -> add channel -> resize to model.input_size -> repeat to 3 channels
-    -> DenseNet "torch" normalisation (x/255 - mean) / std  (a weightless Rescaling)
+    pixels (n, S, S) -> add channel -> resize to model.input_size
+    -> the backbone's normalisation (ferflow.backbones): for the Keras-application DenseNets
+       repeat to 3 channels and ImageNet "torch" (x/255 - mean) / std; for the small-image
+       DenseNets the one channel scaled to [-1, 1] (a weightless Rescaling either way)
     -> DenseNet without top, called with training=False -> GlobalAveragePooling ("features")
     -> Dense 256 -> Dropout -> Dense 1024 -> Dropout -> Dense 512 -> Dropout
     -> Dense 7 softmax ("classification", float32 even under mixed precision)
@@ -15,12 +17,14 @@ With DenseNet169 at 48 px and the backbone frozen this is exactly the study's
 
 `model.weights` is one of:
 
-- `imagenet`: Keras downloads the backbone weights (needs internet or a filled Keras cache);
+- `imagenet`: Keras downloads the backbone weights (needs internet or a filled Keras cache;
+  only the Keras-application DenseNets have them);
 - `none`: random initialisation;
 - a path ending in `.weights.h5`: weights of the *whole* ferflow model, as written by
   `model.save_weights` (same backbone, input size and head);
 - any other path (e.g. `densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5`): backbone
-  weights in the Keras-applications "notop" format, for machines without internet.
+  weights in the Keras-applications "notop" format, for machines without internet (Keras-
+  application DenseNets only).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 
 import keras
 
+from ferflow.backbones import BACKBONES, Backbone
 from ferflow.config import Model as ModelParams
 from ferflow.errors import FerflowError
 
@@ -40,16 +45,6 @@ INPUT_NAME = "pixels"
 BACKBONE_NAME = "backbone"
 FEATURES_NAME = "features"
 OUTPUT_NAME = "classification"
-
-# keras.applications.densenet.preprocess_input uses mode="torch": ImageNet mean/std per channel.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-BACKBONES = {
-    "densenet121": keras.applications.DenseNet121,
-    "densenet169": keras.applications.DenseNet169,
-    "densenet201": keras.applications.DenseNet201,
-}
 
 
 class WeightsError(FerflowError, ValueError):
@@ -70,21 +65,19 @@ def build_model(
     if seed is not None:
         keras.utils.set_random_seed(seed)
     weights = model_params.weights
-    backbone_weights = _backbone_weights_argument(weights)
+    spec = BACKBONES[model_params.backbone]
+    backbone_weights = _backbone_weights_argument(weights, model_params.backbone, spec)
     size = model_params.input_size
 
     pixels = keras.Input(shape=(image_size, image_size), dtype="float32", name=INPUT_NAME)
     x = keras.layers.Reshape((image_size, image_size, 1), name="add_channel")(pixels)
     if size != image_size:
         x = keras.layers.Resizing(size, size, interpolation="bilinear", name="resize")(x)
-    x = keras.layers.Concatenate(axis=-1, name="repeat_channels")([x, x, x])
-    x = keras.layers.Rescaling(
-        scale=[1.0 / (255.0 * s) for s in IMAGENET_STD],
-        offset=[-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)],
-        name="imagenet_normalise",
-    )(x)
+    if spec.normalisation.channels > 1:
+        x = keras.layers.Concatenate(axis=-1, name="repeat_channels")([x] * spec.normalisation.channels)
+    x = spec.normalisation.layer()(x)
 
-    backbone = _build_backbone(model_params.backbone, size, backbone_weights)
+    backbone = _build_backbone(model_params.backbone, spec, size, backbone_weights)
     backbone.trainable = False
     # training=False keeps BatchNorm in inference mode, also after unfreezing (phase 2).
     x = backbone(x, training=False)
@@ -97,10 +90,15 @@ def build_model(
     return model
 
 
-def _backbone_weights_argument(weights: str) -> str | None:
-    """Translate model.weights into the `weights=` argument of keras.applications."""
+def _backbone_weights_argument(weights: str, name: str, spec: Backbone) -> str | None:
+    """Translate model.weights into the `weights=` argument of the backbone's builder."""
     if weights == "none":
         return None
+    if weights == "imagenet" and not spec.imagenet_weights:
+        raise WeightsError(
+            f"model.weights=imagenet: {name} is built for small images and has no ImageNet "
+            "weights; set model.weights to none (random start) or a ferflow .weights.h5 file"
+        )
     if weights == "imagenet":
         return "imagenet"
     path = Path(weights)
@@ -110,13 +108,19 @@ def _backbone_weights_argument(weights: str) -> str | None:
             "to a backbone .h5 file or a ferflow .weights.h5 file"
         )
     # A whole-model file is loaded after the model is built; the backbone starts random.
-    return None if path.name.endswith(".weights.h5") else str(path)
+    if path.name.endswith(".weights.h5"):
+        return None
+    if not spec.imagenet_weights:
+        raise WeightsError(
+            f"model.weights={path}: {name} takes no Keras-applications backbone file; set "
+            "model.weights to none or a ferflow .weights.h5 file (written by model.save_weights)"
+        )
+    return str(path)
 
 
-def _build_backbone(name: str, size: int, weights: str | None) -> keras.Model:
-    constructor = BACKBONES[name]
+def _build_backbone(name: str, spec: Backbone, size: int, weights: str | None) -> keras.Model:
     try:
-        backbone = constructor(include_top=False, weights=weights, input_shape=(size, size, 3))
+        backbone = spec.build(size, weights)
     except Exception as err:
         if weights == "imagenet":
             raise WeightsError(
