@@ -318,6 +318,22 @@ def check_finite(
         )
 
 
+SET_ASIDE_MARKS = (".corrupt-", ".mismatch-")  # backup files moved aside (EpochBackup, epochs.json)
+
+
 def finish_backup(backup_dir: Path) -> None:
-    """A completed phase needs no backup: remove the folder so a rerun starts fresh."""
-    shutil.rmtree(backup_dir, ignore_errors=True)
+    """A completed phase needs no backup: remove it so a rerun starts fresh. Files that were
+    set aside (unreadable, or of another model) stay for inspection, as the log said."""
+    if not backup_dir.is_dir():
+        return
+    kept = [p for p in backup_dir.iterdir() if any(mark in p.name for mark in SET_ASIDE_MARKS)]
+    if not kept:
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        return
+    for path in backup_dir.iterdir():
+        if path in kept:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

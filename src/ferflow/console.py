@@ -38,10 +38,13 @@ class RedactingFormatter(logging.Formatter):
 def configure_logging(level: str, verbose: bool = False) -> None:
     """ferflow's own lines at `level`; other libraries' (GX, MLflow, DVC, httpx) only when
     they warn, unless `-v` asks for everything."""
+    root = logging.getLogger()
+    fresh = not root.handlers  # else a host (a test runner, an embedding app) owns the handlers
     logging.basicConfig(level="DEBUG" if verbose else "WARNING")
-    formatter = RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(formatter)
+    if fresh:
+        formatter = RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        for handler in root.handlers:
+            handler.setFormatter(formatter)
     if not verbose:
         # MLflow logs through a handler of its own, set from this variable at import
         # (its warnings about pip and conda specs say nothing a ferflow user can act on)

@@ -315,7 +315,8 @@ def store(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    # the registry too: an earlier test may have left MLflow's global registry URI elsewhere
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     return client, client.create_experiment("ferflow"), uri
 
 
