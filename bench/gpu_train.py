@@ -48,7 +48,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 PART_BYTES = 15 * 1024 * 1024
-DEFAULT_SET: tuple[str, ...] = ()  # the GPU settings live in profiles/gpu.yaml
 
 
 class Summary:
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from ferflow.data.dataset import load_prepared
     from ferflow.data.ingest import ingest
 
-    overrides = [*DEFAULT_SET, *args.overrides]
+    overrides = list(args.overrides)  # the GPU settings themselves live in profiles/gpu.yaml
     params = load_params(args.profile, overrides)
     summary.note("overrides", overrides)
     prepared = Path("/tmp/ferflow-gpu-prepared")

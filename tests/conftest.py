@@ -94,3 +94,18 @@ def dvc_repo(tmp_path, monkeypatch) -> Path:
     Repo.init(str(root)).close()  # in-process: a `dvc init` subprocess re-imports DVC (seconds)
     shutil.copy(PARAMS_FILE, root / "params.yaml")
     return root
+
+
+def sqlite_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, versions: int):
+    """A SQLite registry that MLFLOW_TRACKING_URI points at, with `versions` versions of
+    `name` and version 2 as champion; (uri, client)."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model(name)
+    for _ in range(versions):
+        client.create_model_version(name, source=str(tmp_path / "model"))
+    client.set_registered_model_alias(name, "champion", "2")
+    return uri, client

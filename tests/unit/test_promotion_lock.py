@@ -18,7 +18,7 @@ import pytest
 
 from ferflow.stages import promotion
 from ferflow.tracking import lock
-from tests.conftest import REPO, small_params
+from tests.conftest import REPO, small_params, sqlite_registry
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -48,14 +48,7 @@ sys.exit(main(argv))
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
     """A SQLite registry with three versions of fer-lock, version 2 champion."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.create_registered_model(NAME)
-    for _ in range(3):
-        client.create_model_version(NAME, source=str(tmp_path / "model"))
-    client.set_registered_model_alias(NAME, "champion", "2")
-    return uri, client
+    return sqlite_registry(tmp_path, monkeypatch, NAME, 3)
 
 
 def champion(client) -> str:

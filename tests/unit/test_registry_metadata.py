@@ -16,7 +16,7 @@ import pytest
 
 from ferflow.stages import promotion
 from ferflow.tracking import models
-from tests.conftest import REPO, small_params
+from tests.conftest import REPO, small_params, sqlite_registry
 from tests.unit.test_operator_faults import evaluated_model  # noqa: F401 (a fixture)
 
 mlflow = pytest.importorskip("mlflow")
@@ -28,14 +28,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
     """A SQLite registry with four versions of fer-meta, version 2 champion."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.create_registered_model(NAME)
-    for _ in range(4):
-        client.create_model_version(NAME, source=str(tmp_path / "model"))
-    client.set_registered_model_alias(NAME, "champion", "2")
-    return uri, client
+    return sqlite_registry(tmp_path, monkeypatch, NAME, 4)
 
 
 def alias_tags(client) -> dict[str, str | None]:
