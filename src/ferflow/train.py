@@ -178,7 +178,10 @@ def fine_tune(
 
     `model` is trained through a `TrainingModel` wrapper that feeds it the uint8 arrays and
     augments batches inside the compiled step; `model` itself stays the plain classifier.
-    The optimizer (`finetune.optimizer`) follows `finetune.schedule` per step.
+    The optimizer (`finetune.optimizer`) follows `finetune.schedule` per step. Batches are
+    all full (ferflow.batching); under `finetune.time_budget_s` the phase ends in time, and
+    with `finetune.epochs: auto` the budget plans the epochs and the schedule's end
+    (ferflow.budget).
     """
     settings, num_classes = params.finetune, len(params.base.classes)
     if settings.epochs == 0:
