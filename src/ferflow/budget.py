@@ -45,16 +45,12 @@ class TimeBudget(keras.callbacks.Callback):
         margin: float = PLAN_MARGIN,
     ) -> None:
         super().__init__()
-        self.seconds, self.plan, self.total_steps = seconds, plan, total_steps
+        self.seconds, self.planning, self.total_steps = seconds, plan, total_steps
         self.steps_per_epoch = steps_per_epoch
         self.clock, self.margin = clock, margin
         self.started = self.epoch_started = clock()
         self.lengths: list[float] = []  # seconds of each epoch of this `fit`
         self.planned: int | None = None
-
-    @property
-    def planning(self) -> bool:
-        return self.plan
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.started = self.clock()

@@ -17,7 +17,7 @@ from typing import Any
 
 import keras
 
-from ferflow.config import Params
+from ferflow.config import Params, ParamsError
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +136,12 @@ def _distributed(distribution: Any) -> Iterator[None]:
 
 
 def check_data_parallel_batch(batch_size: int) -> None:
-    """A data-parallel batch splits evenly over the devices, or fails here in one line."""
+    """A data-parallel batch splits evenly over the devices, or fails here in one line (a
+    `ParamsError`, which the CLI prints as such)."""
     distribution = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
     devices = distribution.device_mesh.devices.size if distribution is not None else 1
     if devices > 1 and batch_size % devices:
-        raise ValueError(
+        raise ParamsError(
             f"train.batch_size={batch_size} does not split over {devices} devices (data-parallel): "
             f"use a multiple of {devices}, or train.data_parallel=off"
         )

@@ -189,7 +189,7 @@ def fine_tune(
     set_backbone_trainable(model, True, settings.train_batchnorm, settings.batchnorm_momentum)
     batch_size = params.train.batch_size
     check_data_parallel_batch(batch_size)
-    x_train, y_train = wrap_to_batches((train[0], train[1]), batch_size, params.base.seed)
+    x_train, y_train = wrap_to_batches(train, batch_size, params.base.seed)
     steps_per_epoch = len(x_train) // batch_size
     epochs = AUTO_EPOCHS_CAP if settings.epochs == "auto" else settings.epochs
     learning_rate = schedule_for(
@@ -219,7 +219,7 @@ def fine_tune(
         steps_per_epoch,
     )
     class_weights = balanced_class_weights(train[1], num_classes) if settings.class_weights else None
-    row_weights = None if class_weights is None else np.array([class_weights[c] for c in y_train], "float32")
+    row_weights = None if class_weights is None else np.array([*class_weights.values()], "float32")[y_train]
     inputs = training_input(
         _as_pixels(x_train), _one_hot(y_train, num_classes), row_weights, batch_size, params.base.seed
     )

@@ -137,3 +137,31 @@ def test_a_budget_boxed_auto_run_ends_inside_its_budget_with_the_schedule_at_its
     assert records[-1]["learning_rate"] == pytest.approx(0.0, abs=1e-7)
     assert records[1]["learning_rate"] > 0.1 * params.finetune.learning_rate
     assert elapsed <= 6.0 + 2.0  # the budget counts from fit's start; model set-up comes before
+
+
+def test_class_weights_reach_phase_two_loss(tmp_path):
+    # given imbalanced faces (class 0 six times as frequent as the others)
+    import numpy as np
+
+    from ferflow.train import fine_tune
+    from tests.model.conftest import synthetic_faces, tiny_params
+    from tests.model.engine_checks import SIZE, small_ferflow_model
+
+    base = (
+        f"base.image_size={SIZE}",
+        f"model.input_size={SIZE}",
+        "finetune.epochs=1",
+        "train.deterministic=true",
+    )
+    params = tiny_params(*base)
+    x, y = synthetic_faces(params, 6, "train")
+    keep = (y == 0) | (np.arange(len(y)) % 6 == 0)
+    train, val = (x[keep], y[keep]), synthetic_faces(params, 2, "val")
+    # when phase 2 trains from the same weights with and without balanced class weights
+    losses = {}
+    for weighted in (False, True):
+        tuned = tiny_params(*base, f"finetune.class_weights={weighted}")
+        records = fine_tune(small_ferflow_model(), train, val, tuned, tmp_path / str(weighted))
+        losses[weighted] = records[0]["loss"]
+    # then the weighted loss is another number: the weights reached the loss
+    assert np.isfinite(losses[True]) and losses[True] != pytest.approx(losses[False], rel=1e-3)
