@@ -136,11 +136,10 @@ BACKBONES: dict[str, Backbone] = {
     "densenet121": KerasDenseNet("DenseNet121"),
     "densenet169": KerasDenseNet("DenseNet169"),
     "densenet201": KerasDenseNet("DenseNet201"),
-    # Three blocks (24x24, 12x12, 6x6 at 48 px; densenet121 runs its four at 12, 6, 3 and 1):
-    # 0.8x densenet121's multiply-adds, 1.15-1.25x its CPU time per training step (the
-    # positions cost BatchNorm, ReLU and concatenation work too). densenet121's four block
-    # sizes at k=16 matched its multiply-adds at 1.4-1.7x the CPU time (bench_backbones.py).
-    "densenet-bc-cpu": SmallDenseNet("conv3x3-stride2", blocks=(6, 12, 16), growth=16),
+    # Three short blocks (24x24, 12x12, 6x6 at 48 px): ~2.8x the training images/s of the
+    # 6/12/16 layout here on a 2-core CPU (TensorFlow, batch 64), so a 2-hour budget holds ~50
+    # epochs of FER2013 rather than ~15; the measurements are in docs/training.md.
+    "densenet-bc-cpu": SmallDenseNet("conv3x3-stride2", blocks=(4, 6, 8), growth=16),
     # densenet121's block sizes at k=24 from full resolution (48x48 in the first block):
     # ~9x densenet121's multiply-adds at 48 px, for a GPU
     "densenet-bc-gpu": SmallDenseNet("conv3x3", blocks=(6, 12, 24, 16), growth=24),

@@ -225,7 +225,9 @@ class Finetune(_Strict):
     train_batchnorm: bool = False
     batchnorm_momentum: float = Field(0.99, gt=0.0, lt=1.0)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    class_weights: bool = False
+    class_weights: bool | Literal["sqrt"] = Field(
+        False, description="true: n / (k * count) per class; sqrt: its square root (milder)"
+    )
     augment: Augment = Augment()
 
     @model_validator(mode="after")
