@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 128 + int(signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
     except Exception as err:  # a server, store or disk fault is one line; anything else a bug
-        line = fault_line(err, tracking_uri(params) if params is not None else "")
+        line = fault_line(err, tracking_uri(params, checked=False) if params is not None else "")
         if line is None:
             raise
         print(f"ferflow {args.command}: error: {line}", file=sys.stderr)

@@ -37,7 +37,7 @@ EXPECTED_PARAMS = {
     "densenet121": 7_037_504 + 1024 * 64 + 64 + 455,
     "densenet169": 12_642_880 + 1664 * 64 + 64 + 455,
     "densenet201": 18_321_984 + 1920 * 64 + 64 + 455,
-    "densenet-bc-cpu": 789_600 + 384 * 64 + 64 + 455,
+    "densenet-bc-cpu": 308_288 + 200 * 64 + 64 + 455,
     "densenet-bc-gpu": 3_984_912 + 768 * 64 + 64 + 455,
 }
 SMALL_IMAGE = [name for name, spec in BACKBONES.items() if isinstance(spec, SmallDenseNet)]

@@ -157,11 +157,13 @@ def test_class_weights_reach_phase_two_loss(tmp_path):
     x, y = synthetic_faces(params, 6, "train")
     keep = (y == 0) | (np.arange(len(y)) % 6 == 0)
     train, val = (x[keep], y[keep]), synthetic_faces(params, 2, "val")
-    # when phase 2 trains from the same weights with and without balanced class weights
+    # when phase 2 trains from the same weights without, with sqrt and with balanced class weights
     losses = {}
-    for weighted in (False, True):
+    for weighted in (False, "sqrt", True):
         tuned = tiny_params(*base, f"finetune.class_weights={weighted}")
         records = fine_tune(small_ferflow_model(), train, val, tuned, tmp_path / str(weighted))
         losses[weighted] = records[0]["loss"]
-    # then the weighted loss is another number: the weights reached the loss
+    # then each weighted loss is another number: the weights reached the loss
     assert np.isfinite(losses[True]) and losses[True] != pytest.approx(losses[False], rel=1e-3)
+    assert np.isfinite(losses["sqrt"]) and losses["sqrt"] != pytest.approx(losses[False], rel=1e-3)
+    assert losses["sqrt"] != pytest.approx(losses[True], rel=1e-3)

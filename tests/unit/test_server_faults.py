@@ -316,3 +316,39 @@ def test_the_tracking_server_killed_mid_finetune_is_one_masked_line(tmp_path):
     assert_one_masked_line(result, "stopped answering")
     assert "ferflow runs sweep" in err
     assert PASSWORD not in layout.run_file.read_text()
+
+
+# --- a tracking URI without a scheme (issue #23) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "command"),
+    [("127.0.0.1:5000", ["runs", "sweep"]), ("localhost:5000", ["promote", "--rollback"])],
+    ids=["ip-port", "host-port"],
+)
+def test_a_tracking_uri_without_a_scheme_is_one_line_naming_the_fix(uri, command, tmp_path):
+    # given MLFLOW_TRACKING_URI=host:port (no http://), as people type it from the UI's address bar
+    # when a command that talks to MLflow runs
+    result = ferflow(tmp_path, uri, *command, timeout=120)
+    # then exit 2 and one line that names the variable and the URI to use
+    line = assert_one_masked_line(result, f"MLFLOW_TRACKING_URI={uri} has no scheme")
+    assert f"use http://{uri}" in line
+    assert not (tmp_path / uri.split(":")[0]).exists()  # MLflow made no file store of it
+
+
+def test_tracking_uri_checks_the_params_value_and_keeps_real_uris(monkeypatch):
+    from ferflow.tracking.store import TrackingUriError, tracking_uri
+    from tests.model.conftest import tiny_params
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(TrackingUriError, match=r"tracking.tracking_uri=mlflow.internal:443/ml has no scheme"):
+        tracking_uri(tiny_params("tracking.tracking_uri=mlflow.internal:443/ml"))
+    kept = (
+        "http://127.0.0.1:5000",
+        "sqlite:///mlflow/mlflow.db",
+        "file:///tmp/mlruns",
+        "./mlruns",
+        "databricks",
+    )
+    for uri in kept:
+        assert tracking_uri(tiny_params(f"tracking.tracking_uri={uri}")) == uri

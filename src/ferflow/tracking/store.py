@@ -51,12 +51,33 @@ class TrackingUnreachableError(TrackingError):
     """The tracking server does not answer: nothing was run."""
 
 
+class TrackingUriError(TrackingError):
+    """The tracking URI cannot be what its user meant (a host:port without a scheme)."""
+
+
+# `host:port[/path]` without `http://`: MLflow would take it for a file store's path (or for
+# a scheme named after the host) and fail deep inside with a traceback.
+_HOST_PORT = re.compile(r"^(?:[A-Za-z0-9-]+\.)*[A-Za-z0-9-]+:\d{1,5}(?:/.*)?$")
+
+
 # --- configuration ---------------------------------------------------------------------
 
 
-def tracking_uri(params: Params) -> str:
-    """MLFLOW_TRACKING_URI if set, else tracking.tracking_uri."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.tracking_uri
+def tracking_uri(params: Params, *, checked: bool = True) -> str:
+    """MLFLOW_TRACKING_URI if set, else tracking.tracking_uri.
+
+    `checked`: refuse a `host:port` without a scheme (TrackingUriError, naming where it was
+    set and the URI to use instead); False only where an error is being reported already.
+    """
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = from_env or params.tracking.tracking_uri
+    if checked and _HOST_PORT.match(uri):
+        source = "MLFLOW_TRACKING_URI" if from_env else "tracking.tracking_uri"
+        raise TrackingUriError(
+            f"{source}={redact(uri)} has no scheme, so MLflow would read it as a file path: "
+            f"use http://{redact(uri)} for a tracking server (or sqlite:///mlflow/mlflow.db, a local store)"
+        )
+    return uri
 
 
 def redact(value: Any) -> Any:
