@@ -220,6 +220,14 @@ def _run(args: argparse.Namespace, params: Params) -> None:
 
 # --- commands --------------------------------------------------------------------------
 
+PROFILES = (
+    "The default params need ImageNet weights (downloaded by Keras). Without them (offline), "
+    "train from random weights with a profile on every command: --params profiles/cpu.yaml "
+    "(a 2-core CPU, under 2 hours), --params profiles/gpu.yaml (a GPU worker, JAX, ~9 minutes) "
+    "or --params profiles/from-scratch.yaml (DenseNet121, no time box). What each reaches: "
+    "docs/training.md."
+)
+
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -229,8 +237,10 @@ def _build_parser() -> argparse.ArgumentParser:
     # Not required: a bare `ferflow` prints this help (main) instead of a usage error.
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    def command(
+        name: str, handler: Handler, help_text: str, epilog: str | None = None
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog)
         _common(p)
         p.set_defaults(handler=handler)
         return p
@@ -244,11 +254,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", default="reports", help="where validation.json and data_docs/ go")
     p.add_argument("--reference", help="profile.json of the last accepted dataset, for the drift check")
 
-    p = command("train", _train, "phase 1: frozen DenseNet, train the dense head (models/head.keras)")
+    p = command(
+        "train", _train, "phase 1: frozen DenseNet, train the dense head (models/head.keras)", PROFILES
+    )
     p.add_argument("--data", help="prepared dataset folder (default: data.prepared)")
     p.add_argument("--models", default="models", help="models folder (default: models)")
 
-    p = command("finetune", _finetune, "phase 2: fine-tune the whole network (models/model.keras)")
+    p = command("finetune", _finetune, "phase 2: fine-tune the whole network (models/model.keras)", PROFILES)
     p.add_argument("--data", help="prepared dataset folder (default: data.prepared)")
     p.add_argument("--models", default="models", help="models folder (default: models)")
 

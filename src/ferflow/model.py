@@ -30,12 +30,13 @@ With DenseNet169 at 48 px and the backbone frozen this is exactly the study's
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
 import keras
 
-from ferflow.backbones import BACKBONES, Backbone
+from ferflow.backbones import BACKBONES, Backbone, KerasDenseNet
 from ferflow.config import Model as ModelParams
 from ferflow.errors import FerflowError
 
@@ -49,6 +50,42 @@ OUTPUT_NAME = "classification"
 
 class WeightsError(FerflowError, ValueError):
     """The requested weights cannot be fetched or do not fit the model."""
+
+
+# Where keras.applications fetches the DenseNets' ImageNet "notop" files (keras/src/applications/
+# densenet.py), and the route every message gives where they cannot be had.
+IMAGENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"
+OFFLINE_ROUTE = (
+    "without ImageNet weights, train from random weights with a from-scratch profile: "
+    "ferflow train --params profiles/cpu.yaml, then ferflow finetune --params profiles/cpu.yaml "
+    "(a 2-core CPU, under 2 hours; profiles/gpu.yaml on a GPU worker; docs/training.md)"
+)
+
+
+def ensure_imagenet_weights(
+    model_params: ModelParams, timeout_s: float = 15.0, cache_dir: str | None = None
+) -> Path | None:
+    """The backbone's ImageNet file, from Keras' cache or downloaded into it now: called
+    before a training run starts, so an offline machine fails in seconds with the route to
+    take and no MLflow run. None when `model.weights` is not `imagenet`."""
+    spec = BACKBONES[model_params.backbone]
+    if model_params.weights != "imagenet" or not isinstance(spec, KerasDenseNet):
+        return None  # a small-image DenseNet with imagenet is refused by build_model
+    name = f"{spec.application.lower()}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)  # urlretrieve has no timeout of its own
+    try:
+        url = IMAGENET_WEIGHTS_URL + name
+        path = keras.utils.get_file(name, url, cache_subdir="models", cache_dir=cache_dir)
+    except Exception as err:
+        raise WeightsError(
+            f"model.weights=imagenet: cannot fetch {name} ({err}); nothing was run. "
+            f"{OFFLINE_ROUTE[0].upper()}{OFFLINE_ROUTE[1:]}. Or put that file in ~/.keras/models "
+            "(or set model.weights to its path)"
+        ) from err
+    finally:
+        socket.setdefaulttimeout(previous)
+    return Path(path)
 
 
 def build_model(
@@ -124,9 +161,9 @@ def _build_backbone(name: str, spec: Backbone, size: int, weights: str | None) -
     except Exception as err:
         if weights == "imagenet":
             raise WeightsError(
-                f"model.weights=imagenet: cannot fetch the {name} ImageNet weights ({err}). "
-                "Without internet, put the Keras 'notop' .h5 file in ~/.keras/models or set "
-                "model.weights to its path, or use model.weights=none"
+                f"model.weights=imagenet: cannot fetch the {name} ImageNet weights ({err}); "
+                f"{OFFLINE_ROUTE}. Or put the Keras 'notop' .h5 file in ~/.keras/models or set "
+                "model.weights to its path"
             ) from err
         raise WeightsError(
             f"model.weights={weights}: does not fit {name} at input size {size}: {err}; "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -88,6 +90,61 @@ def test_imagenet_weights_offline_is_a_clear_error(monkeypatch):
     params = tiny_params("model.weights=imagenet")
     # when the model is built, then the error says how to work offline
     with pytest.raises(
-        WeightsError, match=r"cannot fetch the densenet121 ImageNet weights.*model\.weights=none"
+        WeightsError, match=r"cannot fetch the densenet121 ImageNet weights.*--params profiles/cpu\.yaml"
     ):
         build_model(params.model, 32, 7)
+
+
+def test_imagenet_weights_that_cannot_be_fetched_name_the_from_scratch_route(monkeypatch, tmp_path):
+    # given an empty Keras cache and a weights server that refuses connections (offline)
+    import ferflow.model
+
+    monkeypatch.setattr(ferflow.model, "IMAGENET_WEIGHTS_URL", "http://127.0.0.1:1/")
+    params = tiny_params("model.weights=imagenet")
+    # when the preflight looks for the file, then it fails at once with the command to run
+    with pytest.raises(WeightsError) as caught:
+        ferflow.model.ensure_imagenet_weights(params.model, timeout_s=5, cache_dir=str(tmp_path))
+    said = str(caught.value)
+    assert "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5" in said
+    assert "nothing was run" in said and "ferflow train --params profiles/cpu.yaml" in said
+
+
+def test_imagenet_weights_in_the_keras_cache_need_no_network(monkeypatch, tmp_path):
+    # given the notop file in the Keras cache and no weights server
+    import ferflow.model
+
+    monkeypatch.setattr(ferflow.model, "IMAGENET_WEIGHTS_URL", "http://127.0.0.1:1/")
+    cached = tmp_path / "models" / "densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    cached.parent.mkdir()
+    cached.write_bytes(b"weights")
+    params = tiny_params("model.backbone=densenet169", "model.weights=imagenet")
+    # then the preflight finds it; other weights need no preflight at all
+    assert ferflow.model.ensure_imagenet_weights(params.model, cache_dir=str(tmp_path)) == cached
+    assert ferflow.model.ensure_imagenet_weights(tiny_params("model.weights=none").model) is None
+
+
+def test_train_without_reachable_imagenet_weights_starts_no_run(monkeypatch, tmp_path, tiny_data):
+    # given an offline machine (the weights server refuses connections) and a local store
+    import mlflow
+    from keras.src.backend.config import keras_home
+
+    import ferflow.model
+    from ferflow.stages import Layout
+    from ferflow.stages.training import train
+
+    if (Path(keras_home()) / "models" / "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5").exists():
+        pytest.skip("this machine has the ImageNet file cached: it is not offline for Keras")
+    monkeypatch.setattr(ferflow.model, "IMAGENET_WEIGHTS_URL", "http://127.0.0.1:1/")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    models = tmp_path / "models"
+    layout = Layout(raw=tiny_data, prepared=tiny_data, models=models, reports=tmp_path / "reports")
+    # when phase 1 is asked for with the study's ImageNet weights
+    with pytest.raises(WeightsError, match=r"ferflow train --params profiles/cpu\.yaml"):
+        train(tiny_params("model.weights=imagenet"), layout)
+    # then no MLflow run was created and no run.json written: nothing to clean up
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert not experiments or client.search_runs(experiments) == []
+    assert not (models / "run.json").exists()

@@ -41,11 +41,12 @@ def train(params: Params, layout: Layout) -> Path:
 
 def _train(params: Params, layout: Layout) -> Path:
     _before_training(params, layout)
-    from ferflow.model import build_model
+    from ferflow.model import build_model, ensure_imagenet_weights
     from ferflow.runtime import configure_runtime, distribution_scope
     from ferflow.tracking import runs
     from ferflow.train import fit_head, load_training_data
 
+    ensure_imagenet_weights(params.model)  # offline: the from-scratch route, before any run
     configure_runtime(params)
     train_split, val_split = load_training_data(params, layout.prepared)
     layout.models.mkdir(parents=True, exist_ok=True)
