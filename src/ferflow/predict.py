@@ -59,8 +59,11 @@ def default_model(params: Params) -> str:
     return f"models:/{params.registry.model_name}@champion"
 
 
-def list_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """The image files named or found (recursively, sorted) under the given folders."""
+def list_images(inputs: Sequence[str | Path], check_named: bool = True) -> list[Path]:
+    """The image files named or found (recursively, sorted) under the given folders.
+
+    `check_named`: a file named on the command line must look like an image (its header
+    read, nothing decoded), so `predict params.yaml` fails before any model loads."""
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
@@ -69,12 +72,27 @@ def list_images(inputs: Sequence[str | Path]) -> list[Path]:
                 log.warning("%s holds no image files (%s)", item, ", ".join(sorted(IMAGE_SUFFIXES)))
             files += found
         elif item.is_file():
+            if check_named:
+                _require_image_header(item)
             files.append(item)
         else:
             raise PredictError(f"{item} does not exist; pass image files or folders of images")
     if not files:
         raise PredictError(f"no images found in {', '.join(map(str, inputs))}")
     return files
+
+
+def _require_image_header(path: Path) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):  # reads the header only
+            pass
+    except (UnidentifiedImageError, OSError) as err:
+        raise PredictError(
+            f"{path} is not an image ({err.__class__.__name__}); pass image files "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))}) or folders of them, or --skip-bad"
+        ) from None
 
 
 def decode_file(path: Path, size: int, max_pixels: int) -> np.ndarray:

@@ -41,13 +41,15 @@ def run_cli_in_fresh_python(args: list[str], cwd) -> dict:
         ["evaluate", "--model", "model.keras", "--data", "/missing"],
         ["predict", ".", "--model", "missing.keras"],
         ["predict", "/missing.jpg"],
+        ["predict", "face.png", "notes.txt"],
     ],
-    ids=["train-data", "finetune-data", "malformed-uri", "evaluate-data", "model-file", "image"],
+    ids=["train-data", "finetune-data", "malformed-uri", "evaluate-data", "model-file", "image", "not-an-image"],
 )
 def test_bad_input_fails_before_any_heavy_import(args, tmp_path):
     from PIL import Image
 
     Image.new("L", (48, 48), 100).save(tmp_path / "face.png")  # a real image: only `args` is wrong
+    (tmp_path / "notes.txt").write_text("not a face\n")
     result = run_cli_in_fresh_python([*args, "--params", str(PARAMS_FILE)], tmp_path)
 
     assert result["rc"] == 2

@@ -108,10 +108,24 @@ def test_after_a_rollback_the_tags_say_what_the_aliases_say(registry):
 
     champion = client.get_model_version_by_alias("fer-faults", "champion")
     assert str(champion.version) == "1"
-    assert champion.tags["ferflow.gate.decision"] == "promoted"
     assert champion.tags["ferflow.alias"] == "champion"
-    assert "rollback" in champion.tags["ferflow.gate.reason"]
+    assert champion.tags["ferflow.manual.move"] == "rollback"
+    assert champion.tags["ferflow.manual.reason"] == "rollback: champion 2 -> 1"
+    # the gate's decision at registration stays as the gate wrote it (issue #23)
+    assert champion.tags["ferflow.gate.decision"] == "not-promoted"
     assert client.get_model_version("fer-faults", "2").tags["ferflow.alias"] == "previous-champion"
+
+
+def test_a_rollback_with_nothing_to_roll_back_to_does_not_take_the_lock(registry, monkeypatch):
+    params, client = registry
+    client.delete_registered_model_alias("fer-faults", "previous-champion")
+
+    def no_lock(*args, **kwargs):
+        raise AssertionError("the lock was taken for a rollback that cannot happen")
+
+    monkeypatch.setattr(models, "promotion_lock", no_lock)
+    with pytest.raises(models.RegistryError, match="nothing to roll back to"):
+        promotion.rollback(params)
 
 
 def test_a_stale_promotion_claim_of_a_dead_process_is_removed_not_waited_for(registry):

@@ -128,3 +128,27 @@ def test_a_registration_records_its_reason_before_its_decision(registry, monkeyp
     models.tag_decision(uri, NAME, "4", run_id, {"decision": "promoted", "reason": "better"})
     # then the reason lands first: a version marked decided always has its reason
     assert written.index(models.REASON_TAG) < written.index(models.DECISION_TAG)
+
+
+@pytest.mark.parametrize(
+    ("reference", "said"),
+    [
+        ("models:/no-such-model@champion", "no-such-model"),
+        ("models:/fer-test@no-such-alias", "no-such-alias"),
+        ("models:/fer-test/9", "9"),
+    ],
+    ids=["model-name", "alias", "version"],
+)
+def test_a_reference_the_registry_lacks_fails_before_loading(reference, said, tmp_path, monkeypatch):
+    # given a registry with versions 1-2 of fer-test
+    uri, client = sqlite_registry(tmp_path, monkeypatch, "fer-test", versions=2)
+    # when a model the registry does not hold is asked for (a wrong --model-name, alias, version)
+    with pytest.raises(models.RegistryError) as caught:
+        models.require_registered(reference, client)
+    # then one message names the reference and what the registry does hold
+    said_all = str(caught.value)
+    assert said_all.startswith(reference) and said in said_all
+    assert "Registered models: fer-test (champion: v2)" in said_all
+    # and references it holds pass
+    models.require_registered("models:/fer-test@champion", client)
+    models.require_registered("models:/fer-test/1", client)

@@ -175,7 +175,7 @@ def predict(
     `model` (default: the registered champion). The images are listed before the model loads."""
     from ferflow import predict as prediction
 
-    paths = prediction.list_images(inputs)
+    paths = prediction.list_images(inputs, check_named=not skip_bad)
     model = model or prediction.default_model(params)
     predict_fn = load_predict_fn(model, params)
     log.info("predicting %d images with %s", len(paths), model)

@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -36,6 +37,9 @@ ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
 ALIAS_ORDER = (CHAMPION, PREVIOUS, CHALLENGER)  # which one a version's `ferflow.alias` tag names
 DECISION_TAG, REASON_TAG, ALIAS_TAG = "ferflow.gate.decision", "ferflow.gate.reason", "ferflow.alias"
 CHAMPION_BEFORE_TAG = "ferflow.gate.champion_before"  # the champion the gate compared with
+# A rollback or a promotion by hand: its own tags, beside the gate's (which keep what the gate
+# decided when the version was registered).
+MANUAL_MOVE_TAG, MANUAL_REASON_TAG = "ferflow.manual.move", "ferflow.manual.reason"
 # The reason of a decision taken by a registration cut short before it wrote one (versions
 # registered before reasons were written first): never an empty reason.
 UNRECORDED_REASON = "the gate's reason was not recorded: the registration that decided was cut short"
@@ -53,6 +57,32 @@ class RegistryError(FerflowError, RuntimeError):
 def is_model_uri(model: str) -> bool:
     """True for `models:/...`, `runs:/...` and other URIs; False for a local file path."""
     return model.startswith(("models:/", "runs:/")) or "://" in model
+
+
+# models:/NAME@ALIAS and models:/NAME/VERSION: what the registry can answer before a model loads
+_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+def require_registered(model_uri: str, tracker: Any) -> None:
+    """Fail in a second, naming what the registry holds, when `model_uri` names a model,
+    alias or version it does not have: before MLflow (and TensorFlow) load anything."""
+    from mlflow.exceptions import MlflowException
+
+    match = _REGISTRY_URI.match(model_uri)
+    if match is None:
+        return
+    try:
+        if match["alias"]:
+            tracker.get_model_version_by_alias(match["name"], match["alias"])
+        else:
+            tracker.get_model_version(match["name"], match["version"])
+    except MlflowException as err:
+        # a missing model or version: RESOURCE_DOES_NOT_EXIST; a missing alias: INVALID_PARAMETER_VALUE
+        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise RegistryError(
+            f"{model_uri}: {str(err.message).splitlines()[0]}. {registered_models(tracker)}"
+        ) from None
 
 
 def version_uri(name: str, version: str) -> str:
@@ -136,7 +166,7 @@ def load_predict_fn(model_uri: str, uri: str, batch_size: int) -> PredictFn:
     """
     import mlflow
 
-    client(uri)
+    require_registered(model_uri, client(uri))
     try:
         keras_model = mlflow.keras.load_model(model_uri)
     except Exception as keras_err:  # not a Keras-flavour model: fall back to pyfunc
@@ -330,16 +360,19 @@ def rollback(uri: str, name: str, lock_timeout_s: float) -> dict[str, Any]:
     The two aliases swap, so a second rollback undoes the first.
     """
     tracker = client(uri)
+    nothing = f"{name!r} has no {PREVIOUS!r} alias: there is nothing to roll back to"
+    if alias_version(uri, name, PREVIOUS) is None:  # at once, without waiting for the lock
+        raise RegistryError(nothing)
     with promotion_lock(tracker, name, lock_timeout_s) as claim:
         current, previous = alias_version(uri, name, CHAMPION), alias_version(uri, name, PREVIOUS)
-        if previous is None:
-            raise RegistryError(f"{name!r} has no {PREVIOUS!r} alias: there is nothing to roll back to")
+        if previous is None:  # another process rolled back while this one waited
+            raise RegistryError(nothing)
         claim.confirm()
         tracker.set_registered_model_alias(name, CHAMPION, previous)
         if current is not None:
             tracker.set_registered_model_alias(name, PREVIOUS, current)
         reason = f"rollback: champion {current} -> {previous}"
-        _tag_manual_move(tracker, name, previous, reason)
+        _tag_manual_move(tracker, name, previous, "rollback", reason)
     log.info("%s: %s", name, reason)
     return {"model_name": name, "champion": previous, PREVIOUS: current, "reason": reason}
 
@@ -352,7 +385,7 @@ def promote_version(uri: str, name: str, version: str, lock_timeout_s: float) ->
         claim.confirm()
         old = move_aliases(uri, name, version, promoted=True)
         reason = f"promoted by hand (ferflow promote --version {version}); previous champion {old}"
-        _tag_manual_move(tracker, name, version, reason)
+        _tag_manual_move(tracker, name, version, "promoted-by-hand", reason)
     return {"model_name": name, "champion": version, PREVIOUS: old, "reason": reason}
 
 
@@ -366,10 +399,11 @@ def require_version(uri: str, name: str, version: str) -> str:
     raise RegistryError(f"registered model {name!r} has no version {version!r}; its versions: {listed}")
 
 
-def _tag_manual_move(tracker: Any, name: str, champion: str, reason: str) -> None:
-    """After a rollback or a promotion by hand the tags say what the aliases say."""
-    tracker.set_model_version_tag(name, champion, REASON_TAG, reason)
-    tracker.set_model_version_tag(name, champion, DECISION_TAG, "promoted")
+def _tag_manual_move(tracker: Any, name: str, champion: str, move: str, reason: str) -> None:
+    """A rollback or a promotion by hand says so on the new champion, in tags of its own: the
+    gate's decision and reason stay what the gate said when the version was registered."""
+    tracker.set_model_version_tag(name, champion, MANUAL_MOVE_TAG, move)
+    tracker.set_model_version_tag(name, champion, MANUAL_REASON_TAG, reason)
     sync_alias_tags(tracker, name)
 
 
