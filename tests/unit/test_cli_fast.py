@@ -43,7 +43,15 @@ def run_cli_in_fresh_python(args: list[str], cwd) -> dict:
         ["predict", "/missing.jpg"],
         ["predict", "face.png", "notes.txt"],
     ],
-    ids=["train-data", "finetune-data", "malformed-uri", "evaluate-data", "model-file", "image", "not-an-image"],
+    ids=[
+        "train-data",
+        "finetune-data",
+        "malformed-uri",
+        "evaluate-data",
+        "model-file",
+        "image",
+        "not-an-image",
+    ],
 )
 def test_bad_input_fails_before_any_heavy_import(args, tmp_path):
     from PIL import Image

@@ -141,7 +141,7 @@ def test_a_registration_records_its_reason_before_its_decision(registry, monkeyp
 )
 def test_a_reference_the_registry_lacks_fails_before_loading(reference, said, tmp_path, monkeypatch):
     # given a registry with versions 1-2 of fer-test
-    uri, client = sqlite_registry(tmp_path, monkeypatch, "fer-test", versions=2)
+    _, client = sqlite_registry(tmp_path, monkeypatch, "fer-test", versions=2)
     # when a model the registry does not hold is asked for (a wrong --model-name, alias, version)
     with pytest.raises(models.RegistryError) as caught:
         models.require_registered(reference, client)
