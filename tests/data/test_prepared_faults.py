@@ -142,6 +142,22 @@ def test_no_prepared_dataset_at_all_is_a_user_error_not_exit_3(tmp_path):
     assert not isinstance(failure.value, PreparedDataError)
 
 
+@pytest.mark.parametrize("raw", ["fer2013.zip", "fer2013.csv", "folder"])
+def test_a_raw_dataset_given_as_prepared_data_names_the_ingest_command(raw, tmp_path):
+    # given the raw source where the prepared data belongs (`ferflow validate data/raw/fer2013.zip`)
+    source = tmp_path / raw
+    if raw == "folder":
+        (source / "train" / "happy").mkdir(parents=True)
+    else:
+        source.write_bytes(b"raw")
+    # then the hint ingests from it, never into it
+    with pytest.raises(DatasetError) as failure:
+        load_prepared(source)
+    said = str(failure.value)
+    assert f"run `ferflow ingest {source} --out data/prepared`" in said
+    assert f"--out {source}" not in said
+
+
 # --- manifest.csv and dataset.json --------------------------------------------------------
 
 

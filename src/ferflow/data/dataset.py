@@ -135,9 +135,21 @@ def load_prepared(data_dir: str | Path, mmap: bool = False) -> PreparedData:
 _RERUN = "re-run `ferflow ingest SOURCE --out {data_dir}` (or `dvc repro ingest`) to rewrite it"
 
 
+def _looks_raw(path: Path) -> bool:
+    """A zip, a fer2013.csv or a folder with train/ and test/: what `ferflow ingest` reads."""
+    if path.is_file():
+        return path.suffix.lower() in (".zip", ".csv")
+    return (path / "train").is_dir() or any(path.glob("*/train"))
+
+
 def _check_files_present(data_dir: Path) -> None:
     names = (IMAGES_FILE, MANIFEST_FILE, INFO_FILE)
     missing = [name for name in names if not (data_dir / name).is_file()]
+    if len(missing) == len(names) and _looks_raw(data_dir):  # the source given where its output goes
+        raise DatasetError(
+            f"{data_dir} is a raw dataset, not a prepared one: run `ferflow ingest {data_dir} "
+            "--out data/prepared`, then pass data/prepared (the default data.prepared)"
+        )
     if len(missing) == len(names):  # nothing there: ingest never ran here, or a wrong path
         raise DatasetError(
             f"{data_dir} holds no prepared dataset (no {', '.join(names)}); "
