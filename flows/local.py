@@ -20,6 +20,11 @@ QUIET_ENVIRONMENT = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
     "PREFECT_LOGGING_LOG_PRINTS": "true",
+    # ferflow's log lines (epochs, metrics, the gate's decision) in the flow run's Logs tab,
+    # beside the console; none are sent from outside a run (prefect.yaml sets the same for
+    # the deployments' workers)
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "ferflow,flows,tasks",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     "PREFECT_UI_ENABLED": "false",
     # MLflow's own handler: only errors (its INFO/WARNING lines about pip and conda specs
     # are not for a demo user)

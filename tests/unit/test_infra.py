@@ -220,6 +220,26 @@ def test_deployments_use_params_pools_schedule_and_concurrency(prefect_yaml, def
         assert deployment.concurrency_limit.limit == defaults.flow.concurrency_limit
 
 
+def test_deployments_send_ferflows_log_lines_to_the_flow_run(prefect_yaml):
+    from flows.local import QUIET_ENVIRONMENT
+
+    for deployment in prefect_yaml.deployments:
+        env = deployment.work_pool.job_variables["env"]
+        assert set(env["PREFECT_LOGGING_EXTRA_LOGGERS"].split(",")) == {"ferflow", "flows", "tasks"}
+        for name in ("PREFECT_LOGGING_EXTRA_LOGGERS", "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"):
+            assert env[name] == QUIET_ENVIRONMENT[name]  # what `ferflow run` sets for a local run
+
+
+def test_each_deployment_sets_its_keras_backend_over_the_pool_template(prefect_yaml):
+    # a deployment's env replaces the pool template's env, whose KERAS_BACKEND is tensorflow:
+    # the GPU deployment must say jax, or its flow runs import TensorFlow on the GPU image
+    template = json.loads((INFRA / "prefect" / "cpu-pool-job-template.json").read_text())
+    assert template["variables"]["properties"]["env"]["default"]["KERAS_BACKEND"] == "tensorflow"
+    by_name = {d.name: d.work_pool.job_variables["env"] for d in prefect_yaml.deployments}
+    assert by_name["weekly-retrain"]["KERAS_BACKEND"] == "tensorflow"
+    assert by_name["weekly-retrain-gpu"]["KERAS_BACKEND"] == "jax"
+
+
 def test_deploy_script_creates_the_pools_prefect_yaml_uses(prefect_yaml):
     script = (INFRA / "deploy.sh").read_text()
 
