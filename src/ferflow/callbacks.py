@@ -246,7 +246,7 @@ def phase_callbacks(
         DivergenceGuard(),
         backup,
         recorder,
-        EpochProgress(phase, epoch_offset, budget),
+        EpochProgress(phase, epoch_offset, budget, validation.batch_size),
     ]
     if patience is not None:
         callbacks.insert(
