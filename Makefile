@@ -13,8 +13,8 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml uv.lock
-	python3 -m pip install --quiet --disable-pip-version-check "uv>=0.5"
-	python3 -m uv sync --frozen --extra $(EXTRA) --extra dev
+	python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "uv>=0.5"
+	python3 -m uv sync --quiet --frozen --extra $(EXTRA) --extra dev
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv from uv.lock (EXTRA=jax-gpu for GPU workers, run with KERAS_BACKEND=jax)
