@@ -302,7 +302,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stage",
         choices=STAGE_NAMES,
-        help="run only this stage, without Prefect (what dvc.yaml's register stage calls)",
+        help="run only this pipeline stage, in this process, without Prefect; prints its result as JSON",
     )
     p.add_argument("--pull", action="store_true", default=None, help="dvc pull the data first")
     p.add_argument("--push", action="store_true", default=None, help="dvc push the data afterwards")

@@ -197,8 +197,9 @@ def mark_run(params: Params, layout: Layout, since: float, status: str) -> str |
     """Mark the MLflow run of models/run.json `status` (FAILED or KILLED) if training
     wrote that file after `since` (epoch seconds): only a run this pipeline run started.
 
-    Returns the run id it marked, or None. Never raises: it runs while a failure is
-    already being reported, and must not hide it.
+    Returns the run id it marked, or None. Raises only ValueError for a `status` other
+    than those two (a programming error); every tracking or file fault is logged and
+    swallowed: it runs while a failure is already being reported, and must not hide it.
     """
     from ferflow.tracking import runs, store
 

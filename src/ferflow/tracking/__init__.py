@@ -4,9 +4,11 @@
   provenance (git commit, data version), the model signature, secret redaction.
 - `runs`: the parent run of a pipeline run and a nested run per phase, per-epoch and
   evaluation logging, run statuses.
-- `models`: logging and loading models, registered versions, aliases, the promotion
-  lock, the smoke test's loading, promote and rollback.
+- `models`: logging and loading models, registered versions, aliases, the smoke test's
+  loading, promote and rollback (inside the lock of `lock`).
+- `lock`: the promotion lock (a registered model used as a lease) that every alias move holds.
 - `reader`: what `ferflow compare` reads (runs, versions, the confusion matrix artifact).
+- `epochs`, `audit`: per-epoch metric logging; `ferflow runs check` (tags vs aliases).
 
 mlflow itself is imported inside the functions that need it: importing a submodule stays
 cheap (the CLI checks its arguments before any heavy import).
