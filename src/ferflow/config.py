@@ -225,6 +225,9 @@ class Finetune(_Strict):
     train_batchnorm: bool = False
     batchnorm_momentum: float = Field(0.99, gt=0.0, lt=1.0)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    ema_momentum: float | None = Field(
+        None, gt=0.0, lt=1.0, description="average of the weights, saved instead of the last ones"
+    )
     class_weights: bool | Literal["sqrt"] = Field(
         False, description="true: n / (k * count) per class; sqrt: its square root (milder)"
     )

@@ -103,14 +103,20 @@ def make_optimizer(
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
+    ema_momentum: float | None = None,
 ) -> keras.optimizers.Optimizer:
-    """sgd (with momentum), adam or adamw (decoupled weight decay)."""
+    """sgd (with momentum), adam or adamw (decoupled weight decay).
+
+    `ema_momentum`: keep an exponential moving average of the weights (Keras' `use_ema`);
+    `fit` writes the average into the model when it ends, so the average is what is saved.
+    """
+    ema: dict[str, Any] = {} if ema_momentum is None else {"use_ema": True, "ema_momentum": ema_momentum}
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
+        return keras.optimizers.Adam(learning_rate, **ema)
     if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, **ema)
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum)
+        return keras.optimizers.SGD(learning_rate, momentum=momentum, **ema)
     raise ValueError(f"optimizer {name!r}: use sgd, adam or adamw")
 
 

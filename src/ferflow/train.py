@@ -206,7 +206,9 @@ def fine_tune(
     )
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
     trainer = TrainingModel(model, settings.augment, seed=params.base.seed)
-    optimizer = make_optimizer(settings.optimizer, learning_rate, settings.momentum, settings.weight_decay)
+    optimizer = make_optimizer(
+        settings.optimizer, learning_rate, settings.momentum, settings.weight_decay, settings.ema_momentum
+    )
     trainer.compile(
         optimizer=optimizer,
         loss=loss,

@@ -83,3 +83,34 @@ def test_each_optimizer_name_gives_its_keras_optimizer(name, kind):
 def test_a_bad_schedule_kind_is_an_error_naming_it():
     with pytest.raises(ValueError, match="'linear'"):
         WarmupSchedule("linear", 1.0, 10)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_with_ema_the_saved_weights_are_the_average_of_the_steps(name):
+    # given a one-weight linear model trained 6 steps with an EMA of momentum 0.5
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    model.compile(make_optimizer(name, 0.1, ema_momentum=0.5), "mse")
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(float(keras.ops.convert_to_numpy(self.model.trainable_weights[0])[0, 0]))
+
+    x = np.arange(1, 7, dtype="float32").reshape(6, 1)
+    model.fit(x, 3 * x, batch_size=1, epochs=1, shuffle=False, verbose=0, callbacks=[Record()])
+    # when fit ends, then the model holds Keras' average of the 6 weights it stepped through:
+    # the first step's weight, then 0.5 x average + 0.5 x weight after each later step
+    average = seen[0]
+    for weight in seen[1:]:
+        average = 0.5 * average + 0.5 * weight
+    final = float(keras.ops.convert_to_numpy(model.trainable_weights[0])[0, 0])
+    assert len(seen) == 6 and seen[-1] != pytest.approx(average)
+    assert final == pytest.approx(average, rel=1e-5)
+
+
+def test_without_ema_the_saved_weights_are_the_last_step():
+    optimizer = make_optimizer("adamw", 0.1)
+    assert not optimizer.use_ema
+    assert make_optimizer("sgd", 0.1, ema_momentum=0.999).ema_momentum == pytest.approx(0.999)
+    assert isinstance(optimizer, keras.optimizers.AdamW)
