@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ferflow import __version__
 from ferflow.config import Params, load_params
-from ferflow.console import Terminated, configure_logging, fault_line, terminate
+from ferflow.console import Terminated, configure_logging, fault_line, interrupt, terminate
 from ferflow.errors import EXIT_USER_ERROR, FerflowError
 from ferflow.stages.layout import Layout
 from ferflow.stages.spec import STAGE_NAMES
@@ -359,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `ferflow runs sweep` and the next stage mark such runs FAILED).
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, terminate) if in_main_thread else None
+    previous_int = signal.signal(signal.SIGINT, interrupt) if in_main_thread else None
     params: Params | None = None
     try:
         overrides = list(args.overrides)
@@ -386,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:  # only the main thread installed a handler to restore
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
     return int(result or 0)
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -72,7 +73,27 @@ class Terminated(KeyboardInterrupt):
 
 def terminate(signum: int, _frame: FrameType | None) -> None:
     """The SIGTERM handler: unwind like Ctrl-C (the stages mark their runs KILLED)."""
+    _acknowledge(signum)
     raise Terminated(signal.Signals(signum).name)
+
+
+def interrupt(signum: int, _frame: FrameType | None) -> None:
+    """The SIGINT (Ctrl-C) handler: Python's KeyboardInterrupt, said at once. The unwinding
+    that follows (marking runs KILLED, finishing the epoch backup's write) can take seconds,
+    and a silent terminal invites a second Ctrl-C that cuts it short."""
+    _acknowledge(signum)
+    raise KeyboardInterrupt
+
+
+def _acknowledge(signum: int) -> None:
+    name = signal.Signals(signum).name
+    with contextlib.suppress(OSError, ValueError):  # no stderr left (a closed pipe): just stop
+        print(
+            f"ferflow: {name} received: stopping; the last finished epoch's backup is kept "
+            "(the same command resumes from it)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 # --- faults of the server, the store and the disk ---------------------------------------------

@@ -122,3 +122,22 @@ def test_other_libraries_info_lines_show_only_with_verbose(verbose):
     assert foreign == [verbose] * 3
     # MLflow's own handler reads its level from the environment when it is imported
     assert enabled["MLFLOW_LOGGING_LEVEL"] == (None if verbose else "ERROR")
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_is_acknowledged_at_once(signum, capsys):
+    # the unwinding after Ctrl-C (runs marked KILLED, the backup's write) takes seconds:
+    # the handler says so first, in one line, then unwinds like Python's KeyboardInterrupt
+    import signal
+
+    from ferflow.console import Terminated, interrupt, terminate
+
+    handler = interrupt if signum == "SIGINT" else terminate
+    with pytest.raises(KeyboardInterrupt) as caught:
+        handler(getattr(signal, signum), None)
+    assert isinstance(caught.value, Terminated) == (signum == "SIGTERM")
+    said = capsys.readouterr().err.splitlines()
+    assert said == [
+        f"ferflow: {signum} received: stopping; the last finished epoch's backup is kept "
+        "(the same command resumes from it)"
+    ]
