@@ -106,6 +106,20 @@ def test_the_from_scratch_profile_extends_params_yaml():
     assert params.registry == study.registry
 
 
+def test_the_cpu_profile_is_the_from_scratch_one_boxed_in_two_hours():
+    params = load_params(PARAMS_FILE.parent / "profiles" / "cpu.yaml")
+    scratch = load_params(PROFILE)
+
+    assert params.model.backbone == "densenet-bc-cpu" and params.model.weights == "none"
+    assert params.finetune.epochs == "auto"
+    assert params.finetune.time_budget_s is not None and params.finetune.time_budget_s <= 2 * 3600 - 600
+    assert params.finetune.class_weights == "sqrt"
+    # the rest is the from-scratch recipe
+    assert params.train == scratch.train and params.evaluate == scratch.evaluate
+    assert params.finetune.augment == scratch.finetune.augment
+    assert params.finetune.learning_rate == scratch.finetune.learning_rate
+
+
 def test_a_profile_merges_sections_and_overrides_still_apply(tmp_path):
     (tmp_path / "base.yaml").write_text("train:\n  epochs: 7\n  batch_size: 16\n")
     (tmp_path / "profile.yaml").write_text("extends: base.yaml\ntrain:\n  epochs: 3\n")
