@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ferflow.console import redact_log_records
 from ferflow.errors import FerflowError
 from ferflow.native_stderr import quiet_tensorflow_import
 
@@ -42,6 +43,7 @@ def quiet_prefect_defaults() -> None:
     """Set QUIET_ENVIRONMENT where the user has not; call before importing prefect."""
     for name, value in QUIET_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+    redact_log_records()  # ferflow's lines go to the Prefect API too: masked there as well
     quiet_tensorflow_import()  # absl's lines before TF_CPP_MIN_LOG_LEVEL applies (oneDNN's)
 
 

@@ -25,9 +25,14 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.states import State
 
 from ferflow.config import Params
+from ferflow.console import redact_log_records
 from ferflow.stages import Layout, load_run_params
 from tasks import guards, reports
 from tasks.pipeline import PipelineTasks, for_params, run_cached
+
+# A worker imports this file to run a deployment: ferflow's lines reach the flow run's logs
+# (PREFECT_LOGGING_EXTRA_LOGGERS), masked like on the console.
+redact_log_records()
 
 
 def _mark_mlflow_failed(_flow: Any, flow_run: FlowRun, state: State) -> None:

@@ -359,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `ferflow runs sweep` and the next stage mark such runs FAILED).
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, terminate) if in_main_thread else None
-    previous_int = signal.signal(signal.SIGINT, interrupt) if in_main_thread else None
+    # Ctrl-C said at once; not where SIGINT is ignored (a background job of a script)
+    own_sigint = in_main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous_int = signal.signal(signal.SIGINT, interrupt) if own_sigint else None
     params: Params | None = None
     try:
         overrides = list(args.overrides)
@@ -387,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:  # only the main thread installed a handler to restore
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
             signal.signal(signal.SIGINT, previous_int)
     return int(result or 0)
 

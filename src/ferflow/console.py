@@ -17,6 +17,7 @@ import signal
 import sys
 import warnings
 from types import FrameType
+from typing import Any
 
 from ferflow.native_stderr import quiet_tensorflow_import
 from ferflow.tracking.store import redact
@@ -36,9 +37,34 @@ class RedactingFormatter(logging.Formatter):
         return str(redact(super().format(record)))
 
 
+# Loggers whose records are masked when they are made (redact_log_records)
+_OWN_LOGGERS = ("ferflow", "flows", "tasks")
+
+
+def redact_log_records() -> None:
+    """Mask `user:password@` in every record of ferflow's loggers when it is created, its
+    traceback included: handlers that are not ours (Prefect's API handler, which sends
+    ferflow's lines to the flow run's logs) format records with formatters of their own."""
+    make = logging.getLogRecordFactory()
+    if getattr(make, "ferflow_redacts", False):
+        return
+
+    def redacting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        if record.name.split(".")[0] in _OWN_LOGGERS:
+            record.msg, record.args = str(redact(record.getMessage())), None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = str(redact(logging.Formatter().formatException(record.exc_info)))
+        return record
+
+    redacting.ferflow_redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(redacting)
+
+
 def configure_logging(level: str, verbose: bool = False) -> None:
     """ferflow's own lines at `level`; other libraries' (GX, MLflow, DVC, httpx) only when
     they warn, unless `-v` asks for everything."""
+    redact_log_records()
     root = logging.getLogger()
     fresh = not root.handlers  # else a host (a test runner, an embedding app) owns the handlers
     logging.basicConfig(level="DEBUG" if verbose else "WARNING")
@@ -86,14 +112,16 @@ def interrupt(signum: int, _frame: FrameType | None) -> None:
 
 
 def _acknowledge(signum: int) -> None:
-    name = signal.Signals(signum).name
-    with contextlib.suppress(OSError, ValueError):  # no stderr left (a closed pipe): just stop
-        print(
-            f"ferflow: {name} received: stopping; the last finished epoch's backup is kept "
-            "(the same command resumes from it)",
-            file=sys.stderr,
-            flush=True,
-        )
+    """One line on fd 2, written directly: a handler may interrupt a `print` to stderr, and
+    a second buffered write inside it raises RuntimeError (reentrant call)."""
+    line = f"ferflow: {signal.Signals(signum).name} received: stopping{_ACK_DETAIL}\n"
+    with contextlib.suppress(OSError):  # no stderr left (a closed pipe): just stop
+        os.write(2, line.encode())
+
+
+# Said with every acknowledgement: only training phases keep a backup, and the rest have
+# nothing to lose.
+_ACK_DETAIL = " (a training phase keeps its last finished epoch: the same command resumes it)"
 
 
 # --- faults of the server, the store and the disk ---------------------------------------------

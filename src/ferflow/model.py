@@ -55,6 +55,13 @@ class WeightsError(FerflowError, ValueError):
 # Where keras.applications fetches the DenseNets' ImageNet "notop" files (keras/src/applications/
 # densenet.py), and the route every message gives where they cannot be had.
 IMAGENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"
+# Their md5 sums, as Keras checks them: a truncated file in the cache is fetched again here,
+# before the run starts, not inside it.
+IMAGENET_NOTOP_MD5 = {
+    "DenseNet121": "30ee3e1110167f948a6b9946edeeb738",
+    "DenseNet169": "b8c4d4c20dd625c148057b9ff1c1176b",
+    "DenseNet201": "c13680b51ded0fb44dff2d8f86ac8bb1",
+}
 OFFLINE_ROUTE = (
     "without ImageNet weights, train from random weights with a from-scratch profile: "
     "ferflow train --params profiles/cpu.yaml, then ferflow finetune --params profiles/cpu.yaml "
@@ -75,13 +82,13 @@ def ensure_imagenet_weights(
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout_s)  # urlretrieve has no timeout of its own
     try:
-        url = IMAGENET_WEIGHTS_URL + name
-        path = keras.utils.get_file(name, url, cache_subdir="models", cache_dir=cache_dir)
+        url, md5 = IMAGENET_WEIGHTS_URL + name, IMAGENET_NOTOP_MD5[spec.application]
+        path = keras.utils.get_file(name, url, cache_subdir="models", cache_dir=cache_dir, file_hash=md5)
     except Exception as err:
         raise WeightsError(
             f"model.weights=imagenet: cannot fetch {name} ({err}); nothing was run. "
-            f"{OFFLINE_ROUTE[0].upper()}{OFFLINE_ROUTE[1:]}. Or put that file in ~/.keras/models "
-            "(or set model.weights to its path)"
+            f"{OFFLINE_ROUTE[0].upper()}{OFFLINE_ROUTE[1:]}. Or put that file in Keras' cache "
+            "(~/.keras/models, or $KERAS_HOME/models) or set model.weights to its path"
         ) from err
     finally:
         socket.setdefaulttimeout(previous)

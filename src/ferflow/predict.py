@@ -85,14 +85,16 @@ def list_images(inputs: Sequence[str | Path], check_named: bool = True) -> list[
 def _require_image_header(path: Path) -> None:
     from PIL import Image, UnidentifiedImageError
 
+    hint = f"pass image files ({', '.join(sorted(IMAGE_SUFFIXES))}) or folders of them, or --skip-bad"
     try:
         with Image.open(path):  # reads the header only
             pass
-    except (UnidentifiedImageError, OSError) as err:
-        raise PredictError(
-            f"{path} is not an image ({err.__class__.__name__}); pass image files "
-            f"({', '.join(sorted(IMAGE_SUFFIXES))}) or folders of them, or --skip-bad"
-        ) from None
+    except UnidentifiedImageError:
+        raise PredictError(f"{path} is not an image (PIL cannot identify the format); {hint}") from None
+    except Image.DecompressionBombError as err:
+        raise PredictError(f"{path}: decompression bomb: {err}; {hint}") from None
+    except (OSError, SyntaxError, ValueError) as err:  # unreadable, or a broken header
+        raise PredictError(f"{path}: cannot read the image header: {err}; {hint}") from None
 
 
 def decode_file(path: Path, size: int, max_pixels: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -117,10 +118,25 @@ def test_imagenet_weights_in_the_keras_cache_need_no_network(monkeypatch, tmp_pa
     cached = tmp_path / "models" / "densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5"
     cached.parent.mkdir()
     cached.write_bytes(b"weights")
+    # (a stand-in file: its md5 is the one the preflight checks, as Keras does)
+    monkeypatch.setitem(ferflow.model.IMAGENET_NOTOP_MD5, "DenseNet169", hashlib.md5(b"weights").hexdigest())
     params = tiny_params("model.backbone=densenet169", "model.weights=imagenet")
     # then the preflight finds it; other weights need no preflight at all
     assert ferflow.model.ensure_imagenet_weights(params.model, cache_dir=str(tmp_path)) == cached
     assert ferflow.model.ensure_imagenet_weights(tiny_params("model.weights=none").model) is None
+
+
+def test_a_truncated_imagenet_file_in_the_cache_is_not_taken(monkeypatch, tmp_path):
+    # given a cut-short notop file in the Keras cache and no weights server
+    import ferflow.model
+
+    monkeypatch.setattr(ferflow.model, "IMAGENET_WEIGHTS_URL", "http://127.0.0.1:1/")
+    cached = tmp_path / "models" / "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    cached.parent.mkdir()
+    cached.write_bytes(b"the first bytes of the weights")
+    # then the preflight fetches it again (here it cannot): the md5 is checked, as Keras does
+    with pytest.raises(WeightsError, match="cannot fetch densenet121_weights"):
+        ferflow.model.ensure_imagenet_weights(tiny_params("model.weights=imagenet").model, 5, str(tmp_path))
 
 
 def test_train_without_reachable_imagenet_weights_starts_no_run(monkeypatch, tmp_path, tiny_data):

@@ -125,7 +125,7 @@ def test_other_libraries_info_lines_show_only_with_verbose(verbose):
 
 
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
-def test_a_stop_signal_is_acknowledged_at_once(signum, capsys):
+def test_a_stop_signal_is_acknowledged_at_once(signum, capfd):
     # the unwinding after Ctrl-C (runs marked KILLED, the backup's write) takes seconds:
     # the handler says so first, in one line, then unwinds like Python's KeyboardInterrupt
     import signal
@@ -136,8 +136,24 @@ def test_a_stop_signal_is_acknowledged_at_once(signum, capsys):
     with pytest.raises(KeyboardInterrupt) as caught:
         handler(getattr(signal, signum), None)
     assert isinstance(caught.value, Terminated) == (signum == "SIGTERM")
-    said = capsys.readouterr().err.splitlines()
+    said = capfd.readouterr().err.splitlines()  # written to fd 2 directly
     assert said == [
-        f"ferflow: {signum} received: stopping; the last finished epoch's backup is kept "
-        "(the same command resumes from it)"
+        f"ferflow: {signum} received: stopping (a training phase keeps its last finished epoch: "
+        "the same command resumes it)"
     ]
+
+
+def test_the_cli_leaves_an_ignored_sigint_ignored():
+    # a background job of a script starts with SIGINT ignored: Ctrl-C is not for it
+    import signal
+
+    from ferflow.cli import main
+
+    seen = []
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = main(["promote", "--params", str(PARAMS_FILE)])  # a user error: exits at once
+        seen.append(signal.getsignal(signal.SIGINT))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == 2 and seen == [signal.SIG_IGN]

@@ -231,7 +231,7 @@ def test_deployments_send_ferflows_log_lines_to_the_flow_run(prefect_yaml):
 
 
 def test_each_deployment_sets_its_keras_backend_over_the_pool_template(prefect_yaml):
-    # a deployment's env replaces the pool template's env, whose KERAS_BACKEND is tensorflow:
+    # a deployment's env is merged over the pool template's, whose KERAS_BACKEND is tensorflow:
     # the GPU deployment must say jax, or its flow runs import TensorFlow on the GPU image
     template = json.loads((INFRA / "prefect" / "cpu-pool-job-template.json").read_text())
     assert template["variables"]["properties"]["env"]["default"]["KERAS_BACKEND"] == "tensorflow"

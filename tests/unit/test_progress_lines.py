@@ -5,8 +5,15 @@ from __future__ import annotations
 import logging
 
 import pytest
+from tqdm import tqdm
 
 from ferflow.monitors import PROGRESS_LINE_S, EpochProgress
+
+
+@pytest.fixture(autouse=True)
+def no_terminal(monkeypatch):
+    """The bar is off, as without a terminal, even under `pytest -s` in one."""
+    monkeypatch.setattr("ferflow.monitors.bar", lambda **kwargs: tqdm(disable=True, **kwargs))
 
 
 class Clock:

@@ -352,3 +352,33 @@ def test_tracking_uri_checks_the_params_value_and_keeps_real_uris(monkeypatch):
     )
     for uri in kept:
         assert tracking_uri(tiny_params(f"tracking.tracking_uri={uri}")) == uri
+
+
+def test_ferflow_log_records_are_masked_for_handlers_that_are_not_ours():
+    # given a handler with a plain formatter (as Prefect's API handler has its own)
+    import io
+    import logging
+
+    from ferflow.console import redact_log_records
+
+    redact_log_records()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    log = logging.getLogger("ferflow.tracking.test_masking")
+    log.addHandler(handler)
+    log.setLevel("INFO")
+    try:
+        # when ferflow logs a URL with a password, in a message and in a traceback
+        log.warning("server %s down", f"http://bob:{PASSWORD}@127.0.0.1:5000")
+        try:
+            raise ConnectionError(f"API request to http://bob:{PASSWORD}@127.0.0.1:5000/api failed")
+        except ConnectionError:
+            log.exception("register failed")
+        logging.getLogger("somebody.else").warning("http://bob:%s@host", PASSWORD)  # not ours: as is
+    finally:
+        log.removeHandler(handler)
+    written = stream.getvalue()
+    # then the password is nowhere in ferflow's lines
+    assert PASSWORD not in written
+    assert "http://***@127.0.0.1:5000" in written and "ConnectionError" in written

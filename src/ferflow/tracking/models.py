@@ -80,9 +80,9 @@ def require_registered(model_uri: str, tracker: Any) -> None:
         # a missing model or version: RESOURCE_DOES_NOT_EXIST; a missing alias: INVALID_PARAMETER_VALUE
         if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise
-        raise RegistryError(
-            f"{model_uri}: {str(err.message).splitlines()[0]}. {registered_models(tracker)}"
-        ) from None
+        said = (str(err.message).strip().splitlines() or ["not in the registry"])[0].rstrip(".")
+        listing = registered_models(tracker)
+        raise RegistryError(f"{model_uri}: {said}" + (f". {listing}" if listing else "")) from None
 
 
 def version_uri(name: str, version: str) -> str:

@@ -75,10 +75,18 @@ def read_side(reference: str, client: Any, model_name: str) -> Side:
         model_version=_describe_version(version),
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),
-        tags={k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
+        tags=_tags(run, version),
         confusion=_read_confusion(client, run.info.run_id),
         per_class=_read_per_class(client, run.info.run_id),
     )
+
+
+def _tags(run: Any, version: Any) -> dict[str, str]:
+    """The run's `ferflow.*` tags, and the version's `ferflow.manual.*` ones (a rollback or
+    a promotion by hand tags the version, not the run)."""
+    tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+    manual = (version.tags or {}) if version is not None else {}
+    return tags | {k: v for k, v in manual.items() if k.startswith("ferflow.manual.")}
 
 
 def _model_version(reference: str, client: Any, model_name: str) -> Any:
