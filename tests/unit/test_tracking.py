@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from ferflow.data.dataset import MANIFEST_COLUMNS, write_prepared
 from ferflow.tracking import runs as tracking
@@ -132,9 +133,17 @@ def test_no_secret_reaches_params_or_tags(store, data_dir, tmp_path, monkeypatch
     # then no secret appears in any logged param, tag or run.json, but the host does
     logged = store.get_run(run.run_id).data
     text = json.dumps([logged.params, logged.tags]) + (tmp_path / "models" / "run.json").read_text()
+    artifact = store.download_artifacts(run.run_id, "params/params.yaml", str(tmp_path))
+    text += Path(artifact).read_text()
     for secret in ("hunter2", "topsecret", "AKIAEXAMPLE", "wJalrXUtnFEMIsecretKEY"):
         assert secret not in text
     assert logged.params["tracking.tracking_uri"] == "http://***@mlflow.example.com"
+    # and the whole resolved file is an artifact of the run, in params.yaml's sections
+    resolved = yaml.safe_load(Path(artifact).read_text())
+    assert resolved["tracking"]["tracking_uri"] == "http://***@mlflow.example.com"
+    assert resolved["data"]["remote"]["endpoint_url"] == "http://***@127.0.0.1:9000"
+    assert resolved["finetune"]["augment"] == params.finetune.augment.model_dump(mode="json")
+    assert resolved["register"]["model_name"] == params.registry.model_name
 
 
 def test_redact_removes_user_info_from_urls_only():

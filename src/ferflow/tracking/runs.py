@@ -44,6 +44,7 @@ from ferflow.tracking.store import (
     process_alive,
     read_run_info,
     redact,
+    resolved_params,
     safe_params,
     tracking_uri,
     write_run_info,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWEPT_TAG = "ferflow.swept"
+PARAMS_ARTIFACT = "params/params.yaml"  # the resolved params file of a pipeline run, secrets removed
 # on a parent run whose phase 1 ran in an earlier parent run (a finetune rerun alone)
 PHASE_FROM_TAG = "ferflow.{phase}_from_run"
 
@@ -131,6 +133,7 @@ def _log_parent_metadata(mlflow: Any, params: Params, data_dir: Path, version: s
     from ferflow.data.dataset import MANIFEST_FILE, manifest_digest
 
     mlflow.log_params(safe_params(params))
+    mlflow.log_dict(resolved_params(params), PARAMS_ARTIFACT)  # the whole file, in its sections
     digest = manifest_digest(data_dir)
     mlflow.set_tags(
         {

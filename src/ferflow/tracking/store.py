@@ -87,6 +87,23 @@ def redact(value: Any) -> Any:
     return value
 
 
+def resolved_params(params: Params) -> dict[str, Any]:
+    """The resolved params in params.yaml's sections, secrets removed as in `safe_params`:
+    what a run logs whole, as its `params/params.yaml` artifact."""
+
+    def clean(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                out[key] = clean(value, f"{name}.")
+            else:
+                out[key] = REDACTED if _SECRET_KEY.search(name) and value else redact(value)
+        return out
+
+    return clean(params.model_dump(mode="json", by_alias=True), "")
+
+
 def safe_params(params: Params) -> dict[str, Any]:
     """`Params.flat()` with secrets removed: the dict that is logged."""
     return {
