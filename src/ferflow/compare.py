@@ -39,16 +39,9 @@ _PER_CLASS = re.compile(r"^test\.(precision|recall|f1|auc)\.")
 # in text and Markdown (`12`, not `12.0000`). JSON keeps them as numbers.
 _COUNT = re.compile(r"(^|\.)(epochs|n_[a-z0-9_]+)$|(^|\.)support(\.|$)")
 GATE_DECISION_TAG = "ferflow.gate.decision"
-MANUAL_PREFIX = "ferflow.manual."
-TAGS_SHOWN = (
-    "ferflow.data_version",
-    "ferflow.params_digest",
-    "ferflow.git_commit",
-    GATE_DECISION_TAG,
-    "ferflow.alias",
-    "ferflow.manual.move",  # a rollback or a promotion by hand (the gate's tags stay as decided)
-    "ferflow.manual.reason",
-)
+_RUN_TAGS = ("ferflow.data_version", "ferflow.params_digest", "ferflow.git_commit")
+TAGS_SHOWN = (*_RUN_TAGS, GATE_DECISION_TAG, "ferflow.alias")
+MANUAL_TAGS = ("ferflow.manual.move", "ferflow.manual.reason")  # a rollback or by hand: shown when set
 
 
 class CompareError(FerflowError, ValueError):
@@ -264,11 +257,8 @@ def _side_rows(c: Comparison) -> list[tuple[str, ...]]:
         ("run id", c.a.run_id, c.b.run_id),
         ("model version", c.a.model_version or "-", c.b.model_version or "-"),
     ]
-    rows += [
-        (tag, c.a.tags.get(tag, "-"), c.b.tags.get(tag, "-"))
-        for tag in TAGS_SHOWN
-        if tag in c.a.tags or tag in c.b.tags or not tag.startswith(MANUAL_PREFIX)  # manual: when set
-    ]
+    shown = TAGS_SHOWN + tuple(t for t in MANUAL_TAGS if t in c.a.tags or t in c.b.tags)
+    rows += [(tag, c.a.tags.get(tag, "-"), c.b.tags.get(tag, "-")) for tag in shown]
     return rows
 
 

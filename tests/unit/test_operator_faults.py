@@ -314,7 +314,7 @@ def test_sigterm_during_training_marks_its_runs_killed(tmp_path):
         == "ferflow train: interrupted by SIGTERM; its MLflow runs are marked KILLED"
     )
     assert "Traceback" not in stderr
-    assert "ferflow: SIGTERM received: stopping;" in stderr  # said at once, before the unwinding
+    assert "ferflow: SIGTERM received: stopping" in stderr  # said at once, before the unwinding
     parent = json.loads(layout.run_file.read_text())["run_id"]
     assert client.get_run(parent).info.status == "KILLED"
     assert client.get_run(phase).info.status == "KILLED"

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from ferflow.stages import promotion
-from ferflow.tracking import models
+from ferflow.tracking import models, reader
 from tests.conftest import REPO, small_params, sqlite_registry
 from tests.unit.test_operator_faults import evaluated_model  # noqa: F401 (a fixture)
 
@@ -144,11 +144,11 @@ def test_a_reference_the_registry_lacks_fails_before_loading(reference, said, tm
     _, client = sqlite_registry(tmp_path, monkeypatch, "fer-test", versions=2)
     # when a model the registry does not hold is asked for (a wrong --model-name, alias, version)
     with pytest.raises(models.RegistryError) as caught:
-        models.require_registered(reference, client)
+        reader.require_registered(reference, client)
     # then one message names the reference and what the registry does hold
     said_all = str(caught.value)
     assert said_all.startswith(reference) and said in said_all
     assert "Registered models: fer-test (champion: v2)" in said_all
     # and references it holds pass
-    models.require_registered("models:/fer-test@champion", client)
-    models.require_registered("models:/fer-test/1", client)
+    reader.require_registered("models:/fer-test@champion", client)
+    reader.require_registered("models:/fer-test/1", client)

@@ -152,6 +152,9 @@ def test_redact_removes_user_info_from_urls_only():
     assert redact("s3://key:secret@bucket/x") == "s3://***@bucket/x"
     assert redact("sqlite:///mlflow/mlflow.db") == "sqlite:///mlflow/mlflow.db"
     assert redact(3) == 3
+    # a userinfo masked already (the DVC remote's `user:***`) stays; a password ending in *** goes
+    assert redact("http://minio:***@127.0.0.1:9000") == "http://minio:***@127.0.0.1:9000"
+    assert redact("http://bob:pw***@host") == "http://***@host"
 
 
 def test_the_evaluate_stage_logs_summary_metrics_a_per_class_table_and_run_page_images(store, tmp_path):

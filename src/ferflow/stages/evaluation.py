@@ -174,9 +174,12 @@ def predict(
     """`ferflow predict`: the emotion of every image under `inputs` (files or folders), by
     `model` (default: the registered champion). The images are listed before the model loads."""
     from ferflow import predict as prediction
+    from ferflow.tracking import models, reader, store
 
     paths = prediction.list_images(inputs, check_named=not skip_bad)
     model = model or prediction.default_model(params)
+    if models.is_model_uri(model):  # a wrong --model-name fails before anything loads
+        reader.require_registered(model, store.client(store.connect(params)))
     predict_fn = load_predict_fn(model, params)
     log.info("predicting %d images with %s", len(paths), model)
     return prediction.predict_files(paths, predict_fn, params, skip_bad=skip_bad)

@@ -17,7 +17,6 @@ import contextlib
 import io
 import json
 import logging
-import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -37,9 +36,7 @@ ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
 ALIAS_ORDER = (CHAMPION, PREVIOUS, CHALLENGER)  # which one a version's `ferflow.alias` tag names
 DECISION_TAG, REASON_TAG, ALIAS_TAG = "ferflow.gate.decision", "ferflow.gate.reason", "ferflow.alias"
 CHAMPION_BEFORE_TAG = "ferflow.gate.champion_before"  # the champion the gate compared with
-# A rollback or a promotion by hand: its own tags, beside the gate's (which keep what the gate
-# decided when the version was registered).
-MANUAL_MOVE_TAG, MANUAL_REASON_TAG = "ferflow.manual.move", "ferflow.manual.reason"
+MANUAL_MOVE_TAG, MANUAL_REASON_TAG = "ferflow.manual.move", "ferflow.manual.reason"  # rollback, by hand
 # The reason of a decision taken by a registration cut short before it wrote one (versions
 # registered before reasons were written first): never an empty reason.
 UNRECORDED_REASON = "the gate's reason was not recorded: the registration that decided was cut short"
@@ -59,30 +56,7 @@ def is_model_uri(model: str) -> bool:
     return model.startswith(("models:/", "runs:/")) or "://" in model
 
 
-# models:/NAME@ALIAS and models:/NAME/VERSION: what the registry can answer before a model loads
-_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
-
-
-def require_registered(model_uri: str, tracker: Any) -> None:
-    """Fail in a second, naming what the registry holds, when `model_uri` names a model,
-    alias or version it does not have: before MLflow (and TensorFlow) load anything."""
-    from mlflow.exceptions import MlflowException
-
-    match = _REGISTRY_URI.match(model_uri)
-    if match is None:
-        return
-    try:
-        if match["alias"]:
-            tracker.get_model_version_by_alias(match["name"], match["alias"])
-        else:
-            tracker.get_model_version(match["name"], match["version"])
-    except MlflowException as err:
-        # a missing model or version: RESOURCE_DOES_NOT_EXIST; a missing alias: INVALID_PARAMETER_VALUE
-        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise
-        said = (str(err.message).strip().splitlines() or ["not in the registry"])[0].rstrip(".")
-        listing = registered_models(tracker)
-        raise RegistryError(f"{model_uri}: {said}" + (f". {listing}" if listing else "")) from None
+MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # no such model/version; alias
 
 
 def version_uri(name: str, version: str) -> str:
@@ -166,7 +140,7 @@ def load_predict_fn(model_uri: str, uri: str, batch_size: int) -> PredictFn:
     """
     import mlflow
 
-    require_registered(model_uri, client(uri))
+    client(uri)
     try:
         keras_model = mlflow.keras.load_model(model_uri)
     except Exception as keras_err:  # not a Keras-flavour model: fall back to pyfunc
@@ -246,13 +220,15 @@ def delete_version(uri: str, name: str, version: str) -> None:
 
 
 def alias_version(uri: str, name: str, alias: str) -> str | None:
-    """The version `alias` points at, or None when unset (or the model does not exist)."""
+    """The version `alias` points at, or None when unset or no such model (a refusal raises)."""
     from mlflow.exceptions import MlflowException
 
     try:
         return str(client(uri).get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if err.error_code in MISSING:
+            return None
+        raise
 
 
 def aliases(uri: str, name: str) -> dict[str, str | None]:
@@ -400,8 +376,7 @@ def require_version(uri: str, name: str, version: str) -> str:
 
 
 def _tag_manual_move(tracker: Any, name: str, champion: str, move: str, reason: str) -> None:
-    """A rollback or a promotion by hand says so on the new champion, in tags of its own: the
-    gate's decision and reason stay what the gate said when the version was registered."""
+    """A manual move's own tags on the new champion: the gate's stay as the gate decided."""
     tracker.set_model_version_tag(name, champion, MANUAL_MOVE_TAG, move)
     tracker.set_model_version_tag(name, champion, MANUAL_REASON_TAG, reason)
     sync_alias_tags(tracker, name)

@@ -15,12 +15,35 @@ from typing import Any
 
 from ferflow.compare import CONFUSION_ARTIFACT, CompareError, Confusion, Side, parse_confusion
 from ferflow.files import PER_CLASS_ARTIFACT
-from ferflow.tracking.models import registered_models
+from ferflow.tracking.models import MISSING, RegistryError, registered_models
 from ferflow.tracking.store import client
 
 log = logging.getLogger(__name__)
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+# models:/NAME@ALIAS and models:/NAME/VERSION: what the registry can answer before a model loads
+_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+def require_registered(model_uri: str, tracker: Any) -> None:
+    """Fail in a second, naming what the registry holds, when `model_uri` names a model,
+    alias or version it does not have: before MLflow (and TensorFlow) load anything."""
+    from mlflow.exceptions import MlflowException
+
+    match = _REGISTRY_URI.match(model_uri)
+    if match is None:
+        return
+    try:
+        if match["alias"]:
+            tracker.get_model_version_by_alias(match["name"], match["alias"])
+        else:
+            tracker.get_model_version(match["name"], match["version"])
+    except MlflowException as err:
+        if err.error_code not in MISSING:
+            raise
+        said = (str(err.message).strip().splitlines() or ["not in the registry"])[0].rstrip(".")
+        listing = registered_models(tracker)
+        raise RegistryError(f"{model_uri}: {said}" + (f". {listing}" if listing else "")) from None
 
 
 def read_sides(a: str, b: str, uri: str, model_name: str) -> tuple[Side, Side]:

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 # Values under keys like these never reach MLflow; URLs lose their user:password@ part.
 _SECRET_KEY = re.compile(r"(secret|password|passwd|token|access_key|api_key|credential)", re.I)
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+# (a userinfo masked already, `minio:***@` by ferflow.data.versioning.mask_url, is kept)
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?!(?:[^/@\s:]*:)?\*\*\*@)[^/@\s]+@")
 REDACTED = "***"
 SQLITE_PREFIX = "sqlite:///"
 ARTIFACTS_DIR = "artifacts"  # beside a local SQLite store: mlflow/artifacts/
