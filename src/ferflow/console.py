@@ -51,7 +51,8 @@ def redact_log_records() -> None:
 
     def redacting(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = make(*args, **kwargs)
-        if record.name.split(".")[0] in _OWN_LOGGERS:
+        # (logging.makeLogRecord makes a nameless record first, then fills it in)
+        if isinstance(record.name, str) and record.name.split(".")[0] in _OWN_LOGGERS:
             record.msg, record.args = str(redact(record.getMessage())), None
             if record.exc_info and not record.exc_text:
                 record.exc_text = str(redact(logging.Formatter().formatException(record.exc_info)))

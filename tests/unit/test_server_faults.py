@@ -378,6 +378,9 @@ def test_ferflow_log_records_are_masked_for_handlers_that_are_not_ours():
         logging.getLogger("somebody.else").warning("http://bob:%s@host", PASSWORD)  # not ours: as is
     finally:
         log.removeHandler(handler)
+    # and records made from a dict (logging.makeLogRecord, as the demo's formatter does) still work
+    copied = logging.makeLogRecord({"name": "ferflow.demo", "msg": "run %s", "args": ("a",)})
+    assert copied.getMessage() == "run a"
     written = stream.getvalue()
     # then the password is nowhere in ferflow's lines
     assert PASSWORD not in written
