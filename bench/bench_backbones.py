@@ -29,6 +29,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from epoch_timer import EpochTimer
 
 from ferflow.augment import TrainingModel
 from ferflow.backbones import BACKBONES, KerasDenseNet, SmallDenseNet
@@ -78,19 +79,6 @@ def table() -> None:
             f"{multiply_adds(backbone) / 1e9:>6.3f} {f'{side}x{side}':>9}  {norm:<22} {describe(spec)}",
             flush=True,
         )
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def __init__(self, wall: list[float], cpu: list[float]) -> None:
-        super().__init__()
-        self.wall, self.cpu = wall, cpu
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started, self.started_cpu = time.perf_counter(), time.process_time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.wall.append(time.perf_counter() - self.started)
-        self.cpu.append(time.process_time() - self.started_cpu)
 
 
 def throughput() -> None:

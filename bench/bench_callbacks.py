@@ -21,12 +21,12 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
+from epoch_timer import EpochTimer
 
 from ferflow.callbacks import EpochBackup, EpochRecorder, Validation, phase_callbacks
 from ferflow.config import load_params
@@ -45,19 +45,6 @@ class LossEveryBatch(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if logs and "loss" in logs:
             self.loss = float(logs["loss"])
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def __init__(self, wall: list[float], cpu: list[float]) -> None:
-        super().__init__()
-        self.wall, self.cpu = wall, cpu
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started, self.cpu_started = time.perf_counter(), time.process_time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.wall.append(time.perf_counter() - self.started)
-        self.cpu.append(time.process_time() - self.cpu_started)
 
 
 def main() -> int:

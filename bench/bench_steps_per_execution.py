@@ -20,11 +20,11 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
+from epoch_timer import EpochTimer
 
 from ferflow.augment import TrainingModel
 from ferflow.callbacks import EpochBackup, Validation, phase_callbacks
@@ -34,18 +34,6 @@ from ferflow.runtime import configure_runtime, resolve_jit_compile
 from ferflow.schedules import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def __init__(self, seconds: list[float]) -> None:
-        super().__init__()
-        self.seconds = seconds
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.started)
 
 
 def main() -> int:

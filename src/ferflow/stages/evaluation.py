@@ -59,15 +59,18 @@ def check_model_reference(model: str) -> None:
         raise FerflowError(f"model file {model} not found; pass a .keras file or an MLflow model URI")
 
 
-def load_predict_fn(model: str, params: Params, batch_size: int | None = None) -> ev.PredictFn:
-    """A predict_fn for a local .keras file or an MLflow model URI."""
+def load_predict_fn(
+    model: str, params: Params, batch_size: int | None = None, uri: str | None = None
+) -> ev.PredictFn:
+    """A predict_fn for a local .keras file or an MLflow model URI (`uri`: the tracking URI
+    when the caller has connected already)."""
     batch_size = batch_size or params.evaluate.batch_size
     from ferflow.tracking import models, store
 
     check_model_reference(model)
     if not models.is_model_uri(model):
         return ev.load_keras_predict_fn(Path(model), batch_size)
-    return models.load_predict_fn(model, store.connect(params), batch_size)
+    return models.load_predict_fn(model, uri or store.connect(params), batch_size)
 
 
 def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
@@ -178,9 +181,12 @@ def predict(
 
     paths = prediction.list_images(inputs, check_named=not skip_bad)
     model = model or prediction.default_model(params)
+    uri = None
     if models.is_model_uri(model):  # a wrong --model-name fails before anything loads
-        reader.require_registered(model, store.client(store.connect(params)))
-    predict_fn = load_predict_fn(model, params)
+        check_model_reference(model)
+        uri = store.connect(params)
+        reader.require_registered(model, store.client(uri))
+    predict_fn = load_predict_fn(model, params, uri=uri)
     log.info("predicting %d images with %s", len(paths), model)
     return prediction.predict_files(paths, predict_fn, params, skip_bad=skip_bad)
 

@@ -93,24 +93,24 @@ def resolved_params(params: Params) -> dict[str, Any]:
     what a run logs whole, as its `params/params.yaml` artifact."""
 
     def clean(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            name = f"{prefix}{key}"
-            if isinstance(value, dict):
-                out[key] = clean(value, f"{name}.")
-            else:
-                out[key] = REDACTED if _SECRET_KEY.search(name) and value else redact(value)
-        return out
+        return {
+            key: clean(value, f"{prefix}{key}.")
+            if isinstance(value, dict)
+            else _masked(f"{prefix}{key}", value)
+            for key, value in tree.items()
+        }
 
     return clean(params.model_dump(mode="json", by_alias=True), "")
 
 
 def safe_params(params: Params) -> dict[str, Any]:
     """`Params.flat()` with secrets removed: the dict that is logged."""
-    return {
-        key: REDACTED if _SECRET_KEY.search(key) and value else redact(value)
-        for key, value in params.flat().items()
-    }
+    return {key: _masked(key, value) for key, value in params.flat().items()}
+
+
+def _masked(key: str, value: Any) -> Any:
+    """The one rule of both: a secret-looking key's value goes, URLs lose their userinfo."""
+    return REDACTED if _SECRET_KEY.search(key) and value else redact(value)
 
 
 def connect(params: Params) -> str:
