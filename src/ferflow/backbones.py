@@ -136,9 +136,9 @@ BACKBONES: dict[str, Backbone] = {
     "densenet121": KerasDenseNet("DenseNet121"),
     "densenet169": KerasDenseNet("DenseNet169"),
     "densenet201": KerasDenseNet("DenseNet201"),
-    # Three short blocks (24x24, 12x12, 6x6 at 48 px): ~2.8x the training images/s of the
-    # 6/12/16 layout here on a 2-core CPU (TensorFlow, batch 64), so a 2-hour budget holds ~50
-    # epochs of FER2013 rather than ~15; the measurements are in docs/training.md.
+    # Three short blocks (24x24, 12x12, 6x6 at 48 px): on real FER2013 on a 2-core CPU it
+    # trained ~165-200 images/s where densenet121 trained ~42, so a 2-hour budget holds ~40
+    # epochs rather than ~10 (docs/training.md: bench/bench_layouts.py and the run).
     "densenet-bc-cpu": SmallDenseNet("conv3x3-stride2", blocks=(4, 6, 8), growth=16),
     # densenet121's block sizes at k=24 from full resolution (48x48 in the first block):
     # ~9x densenet121's multiply-adds at 48 px, for a GPU
