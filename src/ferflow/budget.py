@@ -6,6 +6,8 @@ the budget plans from the *steady* epochs, those after the first:
 
 - fixed epochs (repeatable runs): the phase stops before an epoch that would end past the
   budget, judged by the slowest steady epoch (the first epoch alone, before there is one);
+  an epoch is measured end to end, from the previous epoch's end, so what the callbacks do
+  between epochs (backups, MLflow logging) counts;
 - `epochs: auto`: after every steady epoch the plan is `done + floor(left / per_epoch)`,
   `per_epoch` being the median steady epoch plus a margin. The learning-rate schedule's end
   moves with the plan (`WarmupSchedule.total_variable`, read inside the compiled step), so
@@ -48,27 +50,30 @@ class TimeBudget(keras.callbacks.Callback):
         self.seconds, self.planning, self.total_steps = seconds, plan, total_steps
         self.steps_per_epoch = steps_per_epoch
         self.clock, self.margin = clock, margin
-        self.started = self.epoch_started = clock()
-        self.lengths: list[float] = []  # seconds of each epoch of this `fit`
+        self.started = self.last_end = clock()
+        # seconds of each epoch of this `fit`, end to end: what the callbacks after this one
+        # do at an epoch's end (backups, MLflow logging) is part of the epoch it follows
+        self.lengths: list[float] = []
         self.planned: int | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.started = self.clock()
+        self.started = self.last_end = self.clock()
         self.lengths = []
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epoch_started = self.clock()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         now = self.clock()
-        self.lengths.append(now - self.epoch_started)
+        self.lengths.append(now - self.last_end)
+        self.last_end = now
         elapsed, done = now - self.started, epoch + 1
         steady = self.lengths[1:]
         if self.planning and steady:
+            # the plan alone decides: it stops when the next epoch, at the median steady
+            # length plus the margin, would not fit; a guard judging by the slowest epoch
+            # could stop one epoch before the plan, and so before the schedule's floor
             self._plan(done, elapsed, statistics.median(steady), logs)
             if self.planned is not None and self.planned <= done:
                 self.model.stop_training = True
-                return
+            return
         worst = max(steady) if steady else self.lengths[0]
         if elapsed + worst > self.seconds:
             log.warning(

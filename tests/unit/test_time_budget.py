@@ -108,6 +108,26 @@ def test_auto_epochs_replan_when_epochs_slow_down():
     assert clock.now <= 100.0
 
 
+def test_time_other_callbacks_spend_after_an_epoch_counts_in_the_plan():
+    # given 1 s epochs after which a later callback (a backup, MLflow logging) spends 3 s,
+    # outside the budget's own epoch_begin..epoch_end window
+    clock, total = FakeClock(), TotalSteps()
+    budget = TimeBudget(100.0, plan=True, total_steps=total, clock=clock, margin=0.0)
+    model = SimpleNamespace(stop_training=False)
+    budget.set_model(model)
+    budget.on_train_begin()
+    ran = 0
+    while not model.stop_training:
+        budget.on_epoch_begin(ran)
+        clock.now += 1.0
+        budget.on_epoch_end(ran, {})
+        clock.now += 3.0  # the callbacks after it
+        ran += 1
+    # then the plan is made from 4 s epochs: 25 fit, not ~100
+    assert ran == total.values[-1] == 25
+    assert clock.now <= 100.0
+
+
 def test_a_budget_too_short_for_a_second_epoch_stops_after_the_first():
     clock = FakeClock()
     budget = TimeBudget(150.0, plan=True, total_steps=TotalSteps(), clock=clock)
