@@ -215,7 +215,8 @@ class Finetune(_Strict):
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     learning_rate: float = Field(1e-3, gt=0.0, description="the peak rate of the schedule")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD only")
-    weight_decay: float = Field(0.0, ge=0.0, description="AdamW only (decoupled weight decay)")
+    nesterov: bool = Field(False, description="SGD only: Nesterov momentum")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW and SGD (decoupled weight decay)")
     schedule: Literal["constant", "cosine", "onecycle"] = "constant"
     warmup_epochs: float = Field(0.0, ge=0.0)
     final_lr_fraction: float = Field(0.0, ge=0.0, le=1.0, description="cosine: last rate / peak")
@@ -239,6 +240,10 @@ class Finetune(_Strict):
             raise ValueError(f"epochs must be 0 or more, or auto (got {self.epochs})")
         if self.epochs == "auto" and self.time_budget_s is None:
             raise ValueError("epochs: auto plans the epochs from the time budget: set time_budget_s too")
+        if self.optimizer == "adam" and self.weight_decay:
+            raise ValueError("weight_decay needs optimizer adamw or sgd (adam takes none): set one of them")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs optimizer: sgd with momentum > 0 (e.g. momentum: 0.9)")
         if self.epochs == "auto" and self.schedule == "onecycle" and self.warmup_epochs == 0:
             raise ValueError(
                 "epochs: auto with schedule: onecycle needs warmup_epochs > 0 (its default rise is "

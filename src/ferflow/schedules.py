@@ -104,8 +104,12 @@ def make_optimizer(
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     ema_momentum: float | None = None,
+    nesterov: bool = False,
 ) -> keras.optimizers.Optimizer:
-    """sgd (with momentum), adam or adamw (decoupled weight decay).
+    """sgd (with momentum, optionally Nesterov's), adam or adamw.
+
+    `weight_decay` is decoupled (Keras' `weight_decay`: each step shrinks the weights by
+    rate x decay) for adamw and sgd; adam takes none.
 
     `ema_momentum`: keep an exponential moving average of the weights (Keras' `use_ema`);
     `fit` writes the average into the model when it ends, so the average is what is saved.
@@ -116,7 +120,8 @@ def make_optimizer(
     if name == "adamw":
         return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, **ema)
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum, **ema)
+        decay = {"weight_decay": weight_decay} if weight_decay else {}
+        return keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov, **decay, **ema)
     raise ValueError(f"optimizer {name!r}: use sgd, adam or adamw")
 
 

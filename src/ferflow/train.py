@@ -207,7 +207,12 @@ def fine_tune(
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
     trainer = TrainingModel(model, settings.augment, seed=params.base.seed)
     optimizer = make_optimizer(
-        settings.optimizer, learning_rate, settings.momentum, settings.weight_decay, settings.ema_momentum
+        settings.optimizer,
+        learning_rate,
+        settings.momentum,
+        settings.weight_decay,
+        settings.ema_momentum,
+        settings.nesterov,
     )
     trainer.compile(
         optimizer=optimizer,

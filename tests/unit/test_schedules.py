@@ -114,3 +114,33 @@ def test_without_ema_the_saved_weights_are_the_last_step():
     assert not optimizer.use_ema
     assert make_optimizer("sgd", 0.1, ema_momentum=0.999).ema_momentum == pytest.approx(0.999)
     assert isinstance(optimizer, keras.optimizers.AdamW)
+
+
+def test_nesterov_sgd_looks_ahead_and_sgd_takes_decoupled_weight_decay():
+    # given one weight at 1.0 and a constant gradient of 1.0
+    def step(optimizer, times=2):
+        weight = keras.Variable(1.0)
+        for _ in range(times):
+            optimizer.apply_gradients([(keras.ops.convert_to_tensor(1.0), weight)])
+        return float(keras.ops.convert_to_numpy(weight))
+
+    # then plain momentum moves 0.1, then 0.1 + 0.9 x 0.1; Nesterov adds the look-ahead
+    # (each step moves lr x g + momentum x the new velocity): 0.1 + 0.9 x 0.1, then 0.1 + 0.9 x 0.19
+    assert step(make_optimizer("sgd", 0.1, momentum=0.9)) == pytest.approx(1 - 0.1 - 0.19)
+    assert step(make_optimizer("sgd", 0.1, momentum=0.9, nesterov=True)) == pytest.approx(1 - 0.19 - 0.271)
+    # and weight decay shrinks the weight by lr x decay x weight before each step
+    assert step(make_optimizer("sgd", 0.1, weight_decay=0.5), times=1) == pytest.approx(1 - 0.05 - 0.1)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["finetune.nesterov=true"], "nesterov needs optimizer: sgd with momentum"),
+        (["finetune.optimizer=adam", "finetune.weight_decay=0.001"], "weight_decay needs optimizer adamw or sgd"),
+    ],
+)
+def test_optimizer_options_that_would_be_ignored_are_errors(overrides, message):
+    from ferflow.config import ParamsError, apply_overrides, parse_params
+
+    with pytest.raises(ParamsError, match=message):
+        parse_params(apply_overrides({}, overrides))
