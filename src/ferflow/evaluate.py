@@ -28,6 +28,7 @@ from ferflow.files import (
     EVALUATION_FILE,
     HISTORY_CSV,
     METRICS_FILE,
+    SCORES_FILE,
     PER_CLASS_CSV,
     PLOTS_DIR,
     ROC_CSV,
@@ -184,13 +185,15 @@ def write_reports(
     history: list[dict[str, Any]] | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """metrics.json, evaluation.json, confusion_matrix.json, plot data (CSV) and PNGs. Returns the paths."""
+    """metrics.json, scores.json, evaluation.json, confusion_matrix.json, plot data (CSV) and
+    PNGs. Returns the paths."""
     report_dir.mkdir(parents=True, exist_ok=True)
     plots_dir = report_dir / PLOTS_DIR
     plots_dir.mkdir(exist_ok=True)
     classes, labels_display = params.base.classes, params.base.class_labels
     written = [
         _write_json(report_dir / METRICS_FILE, evaluation.metrics),
+        _write_json(report_dir / SCORES_FILE, headline_scores(evaluation.metrics)),
         _write_json(
             report_dir / CONFUSION_JSON,
             {"classes": list(classes), "matrix": evaluation.confusion.tolist()},
@@ -213,6 +216,22 @@ def write_reports(
         log.warning("no training history: accuracy.png and loss.png are not drawn")
     log.info("wrote %d report files under %s", len(written), report_dir)
     return written
+
+
+HEADLINE = ("accuracy", "macro_f1", "weighted_f1", "macro_auc", "n_test")
+
+
+def headline_scores(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers people compare across runs, plus the weakest class's recall (the one
+    a macro-F1 gate and class weights are about): six columns in `dvc metrics show`, where
+    metrics.json's per-class rows make ~40."""
+    recalls = {name: row["recall"] for name, row in metrics["per_class"].items()}
+    weakest = min(recalls, key=recalls.__getitem__)
+    return {
+        **{key: metrics[key] for key in HEADLINE},
+        "min_class_recall": recalls[weakest],
+        "min_recall_class": weakest,
+    }
 
 
 def _write_json(path: Path, data: Any) -> Path:

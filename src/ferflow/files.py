@@ -33,7 +33,8 @@ PROFILE_FILE = "profile.json"
 DATA_DOCS_DIR = "data_docs"
 
 # reports/: the evaluate stage
-METRICS_FILE = "metrics.json"  # flat, for `dvc metrics`
+METRICS_FILE = "metrics.json"  # the test metrics, per class too: what the gate and compare read
+SCORES_FILE = "scores.json"  # the headline numbers, one column each: `dvc metrics show/diff`, `dvc exp show`
 EVALUATION_FILE = "evaluation.json"  # provenance: model sha256, data digest, tta, n
 CONFUSION_JSON = "confusion_matrix.json"
 PLOTS_DIR = "plots"

@@ -257,6 +257,20 @@ def test_metrics_json_is_flat_at_the_top_for_dvc(evaluated):
     assert all(isinstance(written[k], float) for k in ("accuracy", "macro_f1", "weighted_f1", "macro_auc"))
 
 
+def test_scores_json_holds_the_headline_numbers_one_column_each(evaluated):
+    reports, metrics = evaluated
+
+    scores = json.loads((reports / files.SCORES_FILE).read_text())
+
+    recalls = {name: row["recall"] for name, row in metrics["per_class"].items()}
+    assert scores == {
+        **{key: metrics[key] for key in ("accuracy", "macro_f1", "weighted_f1", "macro_auc", "n_test")},
+        "min_class_recall": min(recalls.values()),
+        "min_recall_class": min(recalls, key=recalls.__getitem__),
+    }
+    assert not any(isinstance(value, dict) for value in scores.values())
+
+
 def test_confusion_pairs_have_one_row_per_test_image(evaluated):
     reports, metrics = evaluated
 

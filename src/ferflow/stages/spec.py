@@ -126,7 +126,7 @@ STAGES: dict[str, StageSpec] = {
                 "stages/evaluation.py",
             ),
             inputs=("prepared", "models/model.keras", "models/history.json"),
-            outputs=("reports/metrics.json",),
+            outputs=("reports/metrics.json", "reports/scores.json"),
         ),
         StageSpec(
             "register",
