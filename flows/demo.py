@@ -3,8 +3,9 @@
 The demo has a workspace of its own, demo/, so it never mixes with the project's real
 data, models and MLflow store. On a fresh clone, with no server and no internet, this:
 
-1. makes demo/ a DVC project of its own (`dvc init --no-scm`; demo/ is git-ignored) and
-   writes demo/params.yaml (profiles/cpu.yaml shrunk for a laptop CPU by
+1. makes demo/ a git and DVC project of its own (`git init`, `dvc init`; demo/ is ignored
+   by the project's git, so DVC's experiments and diffs work there without touching the
+   project's history) and writes demo/params.yaml (profiles/cpu.yaml shrunk for a laptop CPU by
    `DEMO_OVERRIDES`, resolved into one file) and demo/dvc.yaml (the project's stages, code
    paths pointing back at the repository),
 2. draws synthetic faces into demo/data/raw/synthetic (`ferflow synth`),
@@ -14,7 +15,10 @@ data, models and MLflow store. On a fresh clone, with no server and no internet,
    and promotion in the workspace's MLflow store demo/mlflow/mlflow.db,
 5. records in demo/dvc.lock what the flow's stages read and wrote (`dvc commit`: the flow
    and dvc.yaml run the same stage functions on the same params), so `dvc status` and
-   `dvc repro` in demo/ work on the demo's data and rerun only what changes,
+   `dvc repro` in demo/ work on the demo's data and rerun only what changes, and commits
+   the run in demo/'s git (params, dvc.lock, the .dvc pointers, the small reports), so
+   `dvc exp run -S`, `dvc exp show`, `dvc params diff`, `dvc metrics diff` and
+   `dvc plots diff` compare against it,
 6. prints what to open next. In demo/ every `ferflow` command reads the demo's params, so
    `ferflow compare` and `ferflow predict` find the demo's model with no flags.
 
@@ -61,8 +65,11 @@ MLFLOW_UI_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMET
 # from-scratch profile's DenseNet121 reached 0.44), reading faces at 32 px, 8 epochs on a
 # small synthetic set. A separate registered model, so the demo never becomes the
 # champion of the real one. It must clear the default gate floors (chance is refused).
+DEMO_REMOTE = "dvc-remote"  # the workspace's own DVC remote, a folder: `ferflow data push` works offline
+
 DEMO_OVERRIDES = (
     f"data.raw={DEMO_RAW}",
+    f"data.remote.url={DEMO_REMOTE}",
     "model.input_size=32",
     "synth.per_class=200",
     "synth.test_per_class=15",
@@ -96,8 +103,9 @@ def run_demo(root: Path, params_file: str = DEMO_PARAMS, extra: Sequence[str] = 
     started = time.perf_counter()
     decision = retrain(params_file="params.yaml", overrides=[], root=str(workspace))
     log.info("flow finished in %.0f s", time.perf_counter() - started)
-    _step(5, f"recording the stages' inputs and outputs in {DEMO_DIR}/dvc.lock (dvc commit)")
+    _step(5, f"recording the stages' inputs and outputs in {DEMO_DIR}/dvc.lock and its git")
     record_for_dvc(workspace)
+    commit_workspace(workspace, f"demo run: {decision.get('decision')} (version {decision.get('version')})")
     print(next_steps(workspace, params, decision))
     return decision
 
@@ -110,10 +118,16 @@ def write_workspace(root: Path, workspace: Path, params_file: Path, overrides: S
     raw = apply_overrides(read_params_file(params_file), overrides)
     expected = parse_params(raw, f"{params_file} with {list(overrides)}")
     workspace.mkdir(exist_ok=True)
+    # A git and DVC project of its own: `dvc status` there lists only the demo's stages,
+    # DVC's experiments and diffs have a history to compare with, and no file of the
+    # project's git is touched (the project's git ignores demo/).
+    if not (workspace / ".git").exists():
+        _git(workspace, "init", "--quiet")
     if not (workspace / ".dvc").is_dir():
-        # A DVC project of its own: `dvc status` there lists only the demo's stages, and
-        # no git file of the repository is touched (the workspace is git-ignored).
-        _dvc(workspace, "init", "--no-scm", "--quiet")
+        _dvc(workspace, "init", "--quiet")
+    elif "no_scm" in (workspace / ".dvc" / "config").read_text():
+        _dvc(workspace, "config", "--unset", "core.no_scm")  # a workspace from before it had git
+    (workspace / ".gitignore").write_text(WORKSPACE_GITIGNORE)
     header = (
         f"# The demo's params: {params_file.relative_to(root)} with flows/demo.py's overrides, resolved.\n"
         "# Written by `make demo` (every run rewrites it). Edit it and run `dvc repro` in this\n"
@@ -161,6 +175,39 @@ def record_for_dvc(workspace: Path) -> None:
     _dvc(workspace, "commit", "--force", "--quiet", "dvc.yaml")
 
 
+# What the demo's git leaves out (DVC adds the data and models it caches beside them).
+WORKSPACE_GITIGNORE = f"""\
+# Written by `make demo`. The demo's git holds what DVC compares (params.yaml, dvc.yaml,
+# dvc.lock, the .dvc pointers, the small reports); not the stores:
+/mlflow/
+/.prefect/
+/{DEMO_REMOTE}/
+/reports/data_docs/
+/models/backup/
+/models/training.lock
+"""
+
+
+def commit_workspace(workspace: Path, message: str) -> None:
+    """Commit the workspace's files to its own git (nothing when nothing changed). An author
+    is named for this commit only where git has none configured."""
+    _git(workspace, "add", "--all")
+    if not _git(workspace, "status", "--porcelain"):
+        return
+    identity: list[str] = []
+    if not _git(workspace, "config", "user.email", check=False):
+        identity = ["-c", "user.name=ferflow demo", "-c", "user.email=demo@ferflow.invalid"]
+    _git(workspace, *identity, "commit", "--quiet", "--message", message)
+
+
+def _git(workspace: Path, *args: str, check: bool = True) -> str:
+    done = subprocess.run(["git", *args], cwd=workspace, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        why = done.stderr.strip() or done.stdout.strip()
+        raise RuntimeError(f"`git {' '.join(args)}` in {workspace} failed: {why}")
+    return done.stdout.strip()
+
+
 def _dvc(workspace: Path, *args: str) -> None:
     done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workspace, capture_output=True, text=True)
     if done.returncode != 0:
@@ -194,8 +241,10 @@ def next_steps(workspace: Path, params: Params, decision: dict) -> str:
         lines.append(f"  predict:    ferflow predict {sample.relative_to(workspace)}")
     lines += [
         "  compare:    ferflow compare   (champion vs challenger)",
-        "  DVC:        dvc status; edit params.yaml (say finetune.epochs), then `dvc repro`:",
-        "              a second version, registered and compared with the champion",
+        "  DVC:        dvc status; dvc metrics show",
+        "              dvc exp run -S finetune.epochs=12   (a second version, registered and",
+        "              compared with the champion), then dvc exp show; dvc metrics diff; dvc plots diff",
+        f"              ferflow data push   (to the workspace's own remote, {DEMO_REMOTE}/)",
     ]
     return "\n".join(lines) + "\n"
 

@@ -14,7 +14,10 @@ by hand, with the profile and the winning overrides (docs/training.md).
     python scripts/search.py scripts/search-cpu.yaml --zip ../shared/data/fer2013.zip
     python scripts/search.py scripts/search-cpu.yaml --zip ... --only baseline,ema-0.99
 
-A variant whose result is in WORK/results.json is not run again (delete it to rerun).
+A variant whose result is in WORK/results.json is not run again, and one whose model is
+trained (WORK/models/VARIANT/model.keras) is only scored: delete them to rerun. The proxies'
+`ferflow` commands run the repository's code as it is when each starts: do not change the
+training code or params.yaml's schema while a search runs.
 """
 
 from __future__ import annotations
@@ -106,8 +109,11 @@ def run_variant(
     for item in sets:
         common += ["--set", item]
     started = time.perf_counter()
-    ferflow("train", *common)
-    ferflow("finetune", *common)
+    if (models / "model.keras").exists() and (models / "run.json").exists():
+        log.info("%s: trained already (%s), scoring it", variant, models / "model.keras")
+    else:
+        ferflow("train", *common)
+        ferflow("finetune", *common)
     minutes = (time.perf_counter() - started) / 60
     params = load_params(REPO / spec["profile"], sets)
     scores = validation_scores(models, data, params.evaluate.tta_flip, list(params.base.classes))

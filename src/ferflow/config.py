@@ -69,6 +69,11 @@ class Remote(_Strict):
     bucket: str = "ferflow-data"
     prefix: str = "dvc"
     endpoint_url: str | None = None
+    url: str | None = Field(
+        None,
+        description="instead of S3: a folder (relative to the DVC project) or any DVC remote URL; "
+        "the demo keeps its data in a local one",
+    )
 
 
 class Data(_Strict):

@@ -197,3 +197,31 @@ def test_push_and_pull_work_with_credentials_from_the_endpoint_url(
     assert _files_holding(tmp_path, PASSWORD) == ["repo/.dvc/config.local"]
     out, err = capsys.readouterr()
     assert PASSWORD not in out + err + caplog.text
+
+
+def test_a_folder_remote_is_committed_relative_and_round_trips_offline(repo, tmp_path, monkeypatch):
+    # given data.remote.url naming a folder of the project (the demo's own remote), and an S3
+    # endpoint in the environment that must not be attached to it
+    download = write_synthetic_dataset(
+        tmp_path / "fer2013", FER_CLASSES, per_class=1, test_per_class=1, seed=3
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.chdir(tmp_path)  # the working directory is not the project
+    params = load_params(repo / "params.yaml", ["data.remote.url=dvc-remote"])
+    target = add_dataset(download, params, repo_root=repo)
+    before = {p.name: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+
+    # when pushed, wiped and pulled back
+    pushed = push(params, repo)
+    shutil.rmtree(repo / ".dvc" / "cache")
+    shutil.rmtree(target)
+    fetched = pull(params, repo)
+
+    # then the files went to repo/dvc-remote, the committed config names it relative to
+    # .dvc/ (valid in any clone), with no endpoint
+    assert pushed > 0 and fetched >= len(before)
+    assert {p.name: p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
+    assert any((repo / "dvc-remote").rglob("*"))
+    config = (repo / ".dvc" / "config").read_text()
+    assert "url = ../dvc-remote" in config and "endpointurl" not in config
+    assert not (repo / ".dvc" / "config.local").exists()

@@ -2,9 +2,10 @@
 
 A newcomer runs `make demo` (`python -m flows.demo`), then, in the demo's workspace demo/:
 `dvc status` and `dvc repro` (nothing changed: nothing runs), `ferflow compare` and
-`ferflow predict` with no model flags (the workspace's params name the demo's model), and
-then edits params.yaml and runs `dvc repro` for a second version that compare sets against
-the champion. The copy is made from the files git would hand out (tracked and new, not
+`ferflow predict` with no model flags (the workspace's params name the demo's model),
+`dvc metrics show` and `ferflow data push` to the workspace's own remote, and then
+`dvc exp run -S` for a second version that `dvc exp show`, `dvc params diff`,
+`dvc metrics diff`, `dvc plots diff` and `ferflow compare` set against the first. The copy is made from the files git would hand out (tracked and new, not
 ignored), committed into a fresh git repository; the demo is shrunk by `--set` overrides
 (the real one takes minutes), its floors off so that a tiny model registers.
 """
@@ -105,13 +106,26 @@ def test_demo_then_dvc_then_compare_and_predict_with_no_model_flags(tmp_path):
     predict = run(workspace, env, "ferflow", "predict", "--format", "json", image)
     assert '"class_name"' in predict.stdout
 
-    # the DVC route to a second version: edit params.yaml, `dvc repro` reruns from finetune
-    params = workspace / "params.yaml"
-    params.write_text(params.read_text().replace("finetune:\n  epochs: 1\n", "finetune:\n  epochs: 2\n", 1))
-    assert "epochs: 2" in params.read_text()
-    second = run(workspace, env, "dvc", "repro")
+    # the demo's workspace is a git repository of its own, the run committed in it
+    assert "demo run:" in run(workspace, env, "git", "log", "--oneline").stdout
+    assert run(workspace, env, "git", "status", "--porcelain").stdout.strip() == ""
+    shown = run(workspace, env, "dvc", "metrics", "show", "--json").stdout
+    assert '"macro_f1"' in shown and '"per_class' not in shown  # one column per headline number
+    # its data goes to the workspace's own remote, offline
+    run(workspace, env, "ferflow", "data", "push")
+    assert any((workspace / "dvc-remote").rglob("*"))
+
+    # DVC's route to a second version: an experiment reruns from finetune and registers v2
+    second = run(workspace, env, "dvc", "exp", "run", "-S", "finetune.epochs=2")
     assert "Stage 'ingest' didn't change, skipping" in second.stdout
     assert "Running stage 'finetune'" in second.stdout and "Running stage 'register'" in second.stdout
+    shown = run(workspace, env, "dvc", "exp", "show", "--md", "--no-pager").stdout
+    assert "finetune.epochs" in shown and "macro_f1" in shown
+    params_diff = run(workspace, env, "dvc", "params", "diff", "--md").stdout
+    assert "finetune.epochs" in params_diff and "| 1 " in params_diff and "| 2 " in params_diff
+    assert "accuracy" in run(workspace, env, "dvc", "metrics", "diff", "--md").stdout
+    plots = run(workspace, env, "dvc", "plots", "diff", "-o", str(tmp_path / "plots")).stdout
+    assert (tmp_path / "plots" / "index.html").exists(), plots
     compare = run(workspace, env, "ferflow", "compare")
     assert "v1" in compare.stdout and "v2" in compare.stdout
     assert "Data and pipelines are up to date" in run(workspace, env, "dvc", "status").stdout

@@ -58,10 +58,22 @@ class VersioningError(FerflowError, RuntimeError):
 
 
 def remote_url(params: Params) -> str:
-    """`s3://bucket/prefix` from `data.remote`."""
+    """`s3://bucket/prefix` from `data.remote`, or its `url` where one is set."""
     remote = params.data.remote
+    if remote.url:
+        return remote.url
     prefix = remote.prefix.strip("/")
     return f"s3://{remote.bucket}/{prefix}" if prefix else f"s3://{remote.bucket}"
+
+
+def _config_url(url: str, repo_root: Path) -> str:
+    """The remote URL to hand DVC's config editor. `data.remote.url` names a folder relative
+    to the project; DVC's editor reads a relative path relative to the working directory and
+    writes it relative to .dvc/ (so the committed file holds `../folder`, valid in every
+    clone), and keeps an absolute one as it is."""
+    if "://" in url or Path(url).is_absolute():
+        return url
+    return os.path.relpath(Path(repo_root).resolve() / url)
 
 
 def endpoint_override() -> str | None:
@@ -118,14 +130,16 @@ def configure_remote(params: Params, repo_root: Path = Path(".")) -> str:
     remote = params.data.remote
     url = remote_url(params)
     endpoint, project_user, project_password = split_credentials(remote.endpoint_url or "")
-    local_endpoint, machine_user, machine_password = split_credentials(endpoint_override() or "")
+    # the environment's endpoint is for S3 (a folder or another kind of remote takes none)
+    override = endpoint_override() if url.startswith("s3://") else None
+    local_endpoint, machine_user, machine_password = split_credentials(override or "")
     credentials = _credentials(machine_user, machine_password) or _credentials(project_user, project_password)
     with _open_repo(repo_root) as repo:
         config_file = repo.config.files["repo"]
         with repo.config.edit("repo") as config:
             section = dict(config["remote"].get(remote.name, {}))
             _warn_about_committed_endpoint(section.get("endpointurl"), config_file)
-            section["url"] = url
+            section["url"] = _config_url(url, repo_root)
             if endpoint:
                 section["endpointurl"] = endpoint
             else:
@@ -144,10 +158,10 @@ def configure_remote(params: Params, repo_root: Path = Path(".")) -> str:
                 local_section.update(credentials)
                 local["remote"][remote.name] = local_section
     log.info(
-        "DVC remote %r -> %s (endpoint %s)%s",
+        "DVC remote %r -> %s%s%s",
         remote.name,
         url,
-        local_endpoint or endpoint or "AWS S3",
+        f" (endpoint {local_endpoint or endpoint or 'AWS S3'})" if url.startswith("s3://") else "",
         "; credentials from the endpoint URL stored in .dvc/config.local" if credentials else "",
     )
     return url
@@ -415,7 +429,7 @@ def _remove(path: Path) -> None:
 
 def _log_next_steps(target: Path, root: Path, has_git: bool) -> None:
     relative = target.relative_to(root)
-    if not has_git:  # a DVC project without git (the demo's workspace): nothing to commit
+    if not has_git:  # a DVC project without git (`dvc init --no-scm`): nothing to commit
         log.info("tracked %s with DVC (%s.dvc). Next: `ferflow data push`", relative, relative)
         return
     to_stage = [f"{relative}.dvc"]
