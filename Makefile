@@ -29,14 +29,14 @@ test-all: $(STAMP) ## every test, slow ones included
 	$(VENV)/bin/pytest -m "" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check), mypy on the core, the import-linter layer contracts
-	$(VENV)/bin/ruff check src flows tasks tests bench
-	$(VENV)/bin/ruff format --check src flows tasks tests bench
+	$(VENV)/bin/ruff check src flows tasks tests bench scripts
+	$(VENV)/bin/ruff format --check src flows tasks tests bench scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 format: $(STAMP) ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix src flows tasks tests bench
-	$(VENV)/bin/ruff format src flows tasks tests bench
+	$(VENV)/bin/ruff check --fix src flows tasks tests bench scripts
+	$(VENV)/bin/ruff format src flows tasks tests bench scripts
 
 bench: $(STAMP) ## benchmarks (need FERFLOW_FER2013_ZIP for the real-data ones)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -44,6 +44,7 @@ def subset_zip(source: Path, out: Path, fraction: float, seed: int) -> Path:
     """`fraction` of each class folder of the source zip (train and test), drawn with `seed`."""
     if out.exists():
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(source) as zin:
         by_folder: dict[str, list[zipfile.ZipInfo]] = {}
         for info in zin.infolist():
@@ -119,7 +120,13 @@ def run_variant(
     scores = validation_scores(models, data, params.evaluate.tta_flip, list(params.base.classes))
     run_id = json.loads((models / "run.json").read_text())["run_id"]
     record(run_id, variant, overrides, scores)
-    return {"variant": variant, "overrides": overrides, "run_id": run_id, "minutes": round(minutes, 1), **scores}
+    return {
+        "variant": variant,
+        "overrides": overrides,
+        "run_id": run_id,
+        "minutes": round(minutes, 1),
+        **scores,
+    }
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -136,7 +143,9 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("spec", type=Path, help="the search: profile, proxy overrides, variants (YAML)")
     parser.add_argument("--zip", type=Path, required=True, help="FER2013 in the folder layout, zipped")
     parser.add_argument("--work", type=Path, default=REPO / "search", help="subset, data, models, results")

@@ -129,3 +129,37 @@ def test_demo_then_dvc_then_compare_and_predict_with_no_model_flags(tmp_path):
     compare = run(workspace, env, "ferflow", "compare")
     assert "v1" in compare.stdout and "v2" in compare.stdout
     assert "Data and pipelines are up to date" in run(workspace, env, "dvc", "status").stdout
+
+
+@pytest.mark.realdata
+def test_the_real_data_route_offline_on_a_small_real_subset(tmp_path, fer2013_zip):
+    # given a fresh copy, a 5% real FER2013 subset named as the download is, and no way to
+    # fetch ImageNet weights (every HTTP request goes to a dead proxy, an empty Keras cache)
+    from scripts.search import subset_zip
+
+    repo = fresh_copy(tmp_path / "repo")
+    download = subset_zip(fer2013_zip, tmp_path / "download" / "fer2013.zip", 0.05, seed=0)
+    env = newcomer_env(repo)
+    dead = "http://127.0.0.1:9"
+    env.update(HTTP_PROXY=dead, HTTPS_PROXY=dead, http_proxy=dead, https_proxy=dead)
+    env.update(KERAS_HOME=str(tmp_path / "keras"), NO_PROXY="", no_proxy="")
+
+    # when the README's "Running it" commands run
+    run(repo, env, "ferflow", "data", "add", str(download))
+    run(repo, env, "ferflow", "ingest", "data/raw/fer2013.zip", "--out", "data/prepared")
+    run(repo, env, "ferflow", "validate", "data/prepared")
+    offline = subprocess.run(["ferflow", "train"], cwd=repo, env=env, capture_output=True, text=True)
+
+    # then the default train stops before any MLflow run and names the profile to run
+    assert offline.returncode == 2, offline.stderr
+    assert "profiles/cpu.yaml" in offline.stderr and "Traceback" not in offline.stderr
+    assert not (repo / "mlflow" / "mlflow.db").exists()
+
+    # and the profile the README names trains, evaluates and registers, offline
+    shrink = [*NO_FLOORS, "finetune.epochs=1", "finetune.time_budget_s=null"]
+    profile = ["--params", "profiles/cpu.yaml", *(arg for item in shrink for arg in ("--set", item))]
+    for stage in ("train", "finetune", "evaluate", "register"):
+        run(repo, env, "ferflow", stage, *profile)
+    scores = (repo / "reports" / "scores.json").read_text()
+    assert '"macro_f1"' in scores
+    assert '"version": "1"' in (repo / "reports" / "promotion.json").read_text()

@@ -6,7 +6,7 @@ their ratio. A model trained with the copies in train (`leakage: warn`, the publ
 protocol) has seen those faces; the rest is what `leakage: drop` is judged on.
 
     FERFLOW_FER2013_PREPARED=data/prepared FERFLOW_MODEL=models/model.keras \\
-        FERFLOW_PARAMS=profiles/from-scratch.yaml .venv/bin/python bench/leakage_effect.py
+        FERFLOW_PARAMS=profiles/from-scratch.yaml .venv/bin/python scripts/leakage_effect.py
 """
 
 from __future__ import annotations

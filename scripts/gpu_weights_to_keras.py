@@ -1,7 +1,7 @@
-"""Turn the weights `bench/gpu_train.py` wrote (weights.part0..N) into a `.keras` model that
+"""Turn the weights `scripts/gpu_train.py` wrote (weights.part0..N) into a `.keras` model that
 `ferflow evaluate --model` accepts.
 
-    .venv/bin/python bench/gpu_weights_to_keras.py RESULTS_DIR models/gpu.keras
+    .venv/bin/python scripts/gpu_weights_to_keras.py RESULTS_DIR models/gpu.keras
 
 It rebuilds the model from the profile with the `model.`/`base.` overrides recorded in
 RESULTS_DIR/summary.json (so the architecture matches what was trained), loads the arrays

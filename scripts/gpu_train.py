@@ -15,13 +15,13 @@ What it does, in order, and writes to `--out` (the device tool's $OUT):
 5. writes `summary.json` (timings: first step, images/s, per-epoch records, test metrics,
    the compiles of each step function, the epochs planned and run) and the weights as
    float32 arrays in `model.weights` order, in parts of 15 MB (`weights.part0..N`):
-   `bench/gpu_weights_to_keras.py` turns them back into a `.keras` model that
+   `scripts/gpu_weights_to_keras.py` turns them back into a `.keras` model that
    `ferflow evaluate --model` accepts.
 
 Run on the device machine from the repo root, e.g. (docs/training.md, "On a GPU worker"):
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl
-    PYTHONPATH=/tmp/site:src KERAS_BACKEND=jax python3 bench/gpu_train.py \\
+    PYTHONPATH=/tmp/site:src KERAS_BACKEND=jax python3 scripts/gpu_train.py \\
         --zip .gpu/fer2013.zip --budget-s 480 --out $OUT
 
 Dry run on a CPU (JAX): `--subset 300 --set model.input_size=32 --set train.batch_size=64
