@@ -88,6 +88,7 @@ def run_demo(root: Path, params_file: str = DEMO_PARAMS, extra: Sequence[str] = 
     params = write_workspace(root, workspace, root / params_file, [*DEMO_OVERRIDES, *extra])
     configure_local_prefect(workspace)
 
+    from ferflow.data.versioning import configure_remote
     from ferflow.stages.data import add_data, synthesize
 
     raw = workspace / DEMO_RAW
@@ -96,6 +97,7 @@ def run_demo(root: Path, params_file: str = DEMO_PARAMS, extra: Sequence[str] = 
     synthesize(params, raw)
     _step(3, f"versioning {DEMO_DIR}/{DEMO_RAW} with DVC")
     add_data(params, raw, dest=raw, root=workspace)
+    configure_remote(params, workspace)  # its own folder remote (DEMO_REMOTE): push works offline
 
     _step(4, "running the Prefect retraining flow (local mode; first start takes a while)")
     from flows.retrain import retrain
@@ -241,9 +243,10 @@ def next_steps(workspace: Path, params: Params, decision: dict) -> str:
         lines.append(f"  predict:    ferflow predict {sample.relative_to(workspace)}")
     lines += [
         "  compare:    ferflow compare   (champion vs challenger)",
-        "  DVC:        dvc status; dvc metrics show",
+        "  DVC:        dvc status; dvc repro (nothing to do); dvc metrics show",
         "              dvc exp run -S finetune.epochs=12   (a second version, registered and",
-        "              compared with the champion), then dvc exp show; dvc metrics diff; dvc plots diff",
+        "              compared with the champion), then dvc exp show --only-changed;",
+        "              dvc params diff; dvc metrics diff; dvc plots diff",
         f"              ferflow data push   (to the workspace's own remote, {DEMO_REMOTE}/)",
     ]
     return "\n".join(lines) + "\n"

@@ -111,19 +111,20 @@ def test_demo_then_dvc_then_compare_and_predict_with_no_model_flags(tmp_path):
     assert run(workspace, env, "git", "status", "--porcelain").stdout.strip() == ""
     shown = run(workspace, env, "dvc", "metrics", "show", "--json").stdout
     assert '"macro_f1"' in shown and '"per_class' not in shown  # one column per headline number
-    # its data goes to the workspace's own remote, offline
+    # its data goes to the workspace's own remote (configured and committed by the demo), offline
     run(workspace, env, "ferflow", "data", "push")
     assert any((workspace / "dvc-remote").rglob("*"))
+    assert run(workspace, env, "git", "status", "--porcelain").stdout.strip() == ""
 
     # DVC's route to a second version: an experiment reruns from finetune and registers v2
     second = run(workspace, env, "dvc", "exp", "run", "-S", "finetune.epochs=2")
     assert "Stage 'ingest' didn't change, skipping" in second.stdout
     assert "Running stage 'finetune'" in second.stdout and "Running stage 'register'" in second.stdout
-    shown = run(workspace, env, "dvc", "exp", "show", "--md", "--no-pager").stdout
+    shown = run(workspace, env, "dvc", "exp", "show", "--only-changed", "--md", "--no-pager").stdout
     assert "finetune.epochs" in shown and "macro_f1" in shown
     params_diff = run(workspace, env, "dvc", "params", "diff", "--md").stdout
     assert "finetune.epochs" in params_diff and "| 1 " in params_diff and "| 2 " in params_diff
-    assert "accuracy" in run(workspace, env, "dvc", "metrics", "diff", "--md").stdout
+    assert "| accuracy " in run(workspace, env, "dvc", "metrics", "diff", "--all", "--md").stdout
     plots = run(workspace, env, "dvc", "plots", "diff", "-o", str(tmp_path / "plots")).stdout
     assert (tmp_path / "plots" / "index.html").exists(), plots
     compare = run(workspace, env, "ferflow", "compare")
