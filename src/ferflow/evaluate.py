@@ -10,7 +10,6 @@ stage (ferflow.stages.evaluation) decides where they go and logs them to MLflow.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,10 +27,11 @@ from ferflow.files import (
     EVALUATION_FILE,
     HISTORY_CSV,
     METRICS_FILE,
-    SCORES_FILE,
     PER_CLASS_CSV,
     PLOTS_DIR,
     ROC_CSV,
+    SCORES_FILE,
+    write_json,
 )
 from ferflow.plots import confusion_figures, history_figures, metrics_lib, per_class_figure, roc_figure
 
@@ -192,13 +192,13 @@ def write_reports(
     plots_dir.mkdir(exist_ok=True)
     classes, labels_display = params.base.classes, params.base.class_labels
     written = [
-        _write_json(report_dir / METRICS_FILE, evaluation.metrics),
-        _write_json(report_dir / SCORES_FILE, headline_scores(evaluation.metrics)),
-        _write_json(
+        write_json(report_dir / METRICS_FILE, evaluation.metrics),
+        write_json(report_dir / SCORES_FILE, headline_scores(evaluation.metrics)),
+        write_json(
             report_dir / CONFUSION_JSON,
             {"classes": list(classes), "matrix": evaluation.confusion.tolist()},
         ),
-        _write_json(
+        write_json(
             report_dir / EVALUATION_FILE,
             {**(provenance or {}), "tta_flip": params.evaluate.tta_flip, "n_test": len(evaluation.labels)},
         ),
@@ -232,11 +232,6 @@ def headline_scores(metrics: dict[str, Any]) -> dict[str, Any]:
         "min_class_recall": recalls[weakest],
         "min_recall_class": weakest,
     }
-
-
-def _write_json(path: Path, data: Any) -> Path:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    return path
 
 
 def _write_confusion_pairs(path: Path, evaluation: Evaluation, classes: Sequence[str]) -> Path:

@@ -13,9 +13,11 @@ name, renamed when complete, the temporary removed when writing fails (a full di
 
 import contextlib
 import errno
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # models/
 HEAD_FILE = "head.keras"  # phase 1's model (the `train` stage)
@@ -73,3 +75,12 @@ def written_whole(path: Path) -> Iterator[Path]:
         if isinstance(err, OSError) and err.errno is None:  # numpy's "N requested and M written"
             raise OSError(errno.ENOSPC, f"No space left on device ({err})", str(path)) from err
         raise
+
+
+def write_json(path: Path, data: Any, *, sort_keys: bool = True) -> Path:
+    """The one way ferflow writes a JSON file: indented, a newline at the end, values JSON
+    does not know as their `str`, written whole (`written_whole`), its folder made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with written_whole(path) as partial:
+        partial.write_text(json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
+    return path

@@ -35,7 +35,7 @@ from ferflow.contract.report import CheckResult, ContractViolation, Severity, Va
 from ferflow.contract.tables import build_tables
 from ferflow.data.dataset import DatasetError, PreparedData, load_prepared
 from ferflow.errors import FerflowError
-from ferflow.files import DATA_DOCS_DIR, PROFILE_FILE, VALIDATION_FILE
+from ferflow.files import DATA_DOCS_DIR, PROFILE_FILE, VALIDATION_FILE, write_json
 
 __all__ = [
     "ContractViolation",
@@ -160,10 +160,9 @@ def _check_result(
 
 
 def _write(report: ValidationReport, report_dir: Path) -> None:
-    report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / VALIDATION_FILE).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    write_json(report_dir / VALIDATION_FILE, report.to_dict(), sort_keys=False)
     if report.profile_path is not None:
-        report.profile_path.write_text(json.dumps(report.profile, indent=2, sort_keys=True) + "\n")
+        write_json(report.profile_path, report.profile)
 
 
 def _log_summary(report: ValidationReport, seconds: float) -> None:

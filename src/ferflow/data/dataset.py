@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ferflow.errors import EXIT_PREPARED_DATA, FerflowError
-from ferflow.files import written_whole
+from ferflow.files import write_json, written_whole
 
 SPLITS = ("train", "val", "test")
 IMAGES_FILE = "images.npy"
@@ -94,8 +94,7 @@ def write_prepared(out_dir: Path, images: np.ndarray, manifest: pd.DataFrame, in
         manifest.loc[:, list(MANIFEST_COLUMNS)].to_csv(
             path, index=False, lineterminator="\n", float_format="%.6f"
         )
-    with written_whole(out_dir / INFO_FILE) as path:
-        path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    write_json(out_dir / INFO_FILE, info)
 
 
 def load_prepared(data_dir: str | Path, mmap: bool = False) -> PreparedData:

@@ -12,6 +12,7 @@ from typing import Any
 from ferflow import files
 from ferflow.config import Params, load_params
 from ferflow.errors import FerflowError
+from ferflow.files import write_json
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,7 @@ def write_history(path: Path, records: list[dict[str, Any]], lineage: dict[str, 
     content: dict[str, Any] = {"epochs": records}
     if lineage:
         content["lineage"] = lineage
-    path.write_text(json.dumps(content, indent=2) + "\n")
-    return path
+    return write_json(path, content, sort_keys=False)
 
 
 def history_lineage(path: Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from typing import Any
 
 from ferflow.config import Params
 from ferflow.errors import FerflowError
-from ferflow.files import BACKUP_LINEAGE, LINEAGE_SUFFIX, TRAINING_LOCK
+from ferflow.files import BACKUP_LINEAGE, LINEAGE_SUFFIX, TRAINING_LOCK, write_json
 from ferflow.stages.layout import Layout, history_lineage
 from ferflow.stages.spec import STAGES, selects, stage_params, values_digest
 
@@ -116,7 +116,7 @@ def record(path: Path, lineage: Lineage) -> Lineage:
     from ferflow.data.dataset import file_sha256
 
     stamped = replace(lineage, sha256=file_sha256(path))
-    _write_json(sidecar(path), asdict(stamped))
+    write_json(sidecar(path), asdict(stamped))
     return stamped
 
 
@@ -278,7 +278,7 @@ def claim_backup(folder: Path, owner: Lineage) -> None:
         elif found is not None and found.run_id != owner.run_id:
             log.info("resuming the %s backup of run %s (same params and data)", owner.stage, found.run_id)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_json(folder / BACKUP_LINEAGE, asdict(owner))
+    write_json(folder / BACKUP_LINEAGE, asdict(owner))
 
 
 def _backup_mismatch(found: Lineage | None, owner: Lineage) -> str | None:
@@ -362,9 +362,3 @@ def _require_same_origin(path: Path, made: Lineage, now: Lineage, rerun: str) ->
             f"{path} was trained with other params than these ({', '.join(changes)}); run `{rerun}`, "
             "or put those params back"
         )
-
-
-def _write_json(path: Path, data: Any) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(partial, path)

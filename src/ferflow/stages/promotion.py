@@ -33,7 +33,7 @@ from ferflow import evaluate as ev
 from ferflow import gate
 from ferflow.config import Params
 from ferflow.errors import FerflowError
-from ferflow.files import written_whole
+from ferflow.files import write_json
 from ferflow.stages import lineage
 from ferflow.stages.layout import Layout
 from ferflow.stages.training import sweep_stale_runs
@@ -145,7 +145,7 @@ def _register_new_version(params: Params, layout: Layout) -> dict[str, Any]:
             models.delete_version(uri, name, version)
         raise
     decision.update(model_uri=model_uri, run_id=run_id, **provenance)
-    _write_json(layout.promotion_file, decision)
+    write_json(layout.promotion_file, decision)
     models.log_file(uri, run_id, layout.promotion_file, "evaluation")
     log.info("%s version %s: %s (%s)", name, version, decision["decision"], decision["reason"])
     return decision
@@ -177,7 +177,7 @@ def _complete_recorded(
         "model_uri": model_uri,
         "recovered_from_registry": True,
     }
-    _write_json(layout.promotion_file, decision)
+    write_json(layout.promotion_file, decision)
     log.info("%s version %s was already decided (%s): recorded it again", name, version, decision["decision"])
     return decision
 
@@ -304,12 +304,6 @@ def _evaluate_version(
     return ev.evaluate_model(load_predict_fn(uri, params), images, labels, params).metrics
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with written_whole(path) as partial:  # a full disk never leaves half a promotion.json
-        partial.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
 # --- manual moves ------------------------------------------------------------------------
 
 
@@ -337,7 +331,7 @@ def check_registry(params: Params, layout: Layout, repair: bool = False) -> list
     promotion = read_json(layout.promotion_file) if layout.promotion_file.exists() else None
     findings, fixed = audit.check(store.connect(params), params.registry.model_name, promotion, repair)
     if fixed is not None:
-        _write_json(layout.promotion_file, fixed)
+        write_json(layout.promotion_file, fixed)
     return findings
 
 

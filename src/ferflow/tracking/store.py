@@ -25,7 +25,7 @@ from typing import Any
 
 from ferflow.config import Params
 from ferflow.errors import FerflowError
-from ferflow.files import written_whole
+from ferflow.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -240,11 +240,7 @@ class RunInfo:
 
 
 def write_run_info(path: Path, info: RunInfo) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with written_whole(path) as partial:  # a full disk never leaves half a run.json
-        partial.write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n")
-    return path
+    return write_json(Path(path), info.to_json())  # a full disk never leaves half a run.json
 
 
 def read_run_info(path: Path) -> RunInfo | None:
