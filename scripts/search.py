@@ -28,7 +28,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -80,8 +79,9 @@ def validation_scores(models: Path, data: Path, tta_flip: bool, classes: list[st
     return {"val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"]}
 
 
-def record(run_id: str, variant: str, overrides: list[str], scores: dict[str, float]) -> None:
-    """Name the MLflow run after its variant and log its validation scores on it."""
+def record(run_id: str, variant: str, overrides: list[str], scores: dict[str, float]) -> float:
+    """Name the MLflow run after its variant and log its validation scores on it; returns
+    the run's minutes (train and finetune, from MLflow's clock)."""
     import mlflow
 
     from ferflow.config import load_params
@@ -93,6 +93,8 @@ def record(run_id: str, variant: str, overrides: list[str], scores: dict[str, fl
     client.set_tag(run_id, "ferflow.search.overrides", " ".join(overrides) or "(none)")
     for name, value in scores.items():
         client.log_metric(run_id, f"search.{name}", value)
+    info = client.get_run(run_id).info
+    return ((info.end_time or info.start_time) - info.start_time) / 60_000
 
 
 def run_variant(
@@ -109,17 +111,15 @@ def run_variant(
     common = ["--params", spec["profile"], "--data", str(data), "--models", str(models)]
     for item in sets:
         common += ["--set", item]
-    started = time.perf_counter()
     if (models / "model.keras").exists() and (models / "run.json").exists():
         log.info("%s: trained already (%s), scoring it", variant, models / "model.keras")
     else:
         ferflow("train", *common)
         ferflow("finetune", *common)
-    minutes = (time.perf_counter() - started) / 60
     params = load_params(REPO / spec["profile"], sets)
     scores = validation_scores(models, data, params.evaluate.tta_flip, list(params.base.classes))
     run_id = json.loads((models / "run.json").read_text())["run_id"]
-    record(run_id, variant, overrides, scores)
+    minutes = record(run_id, variant, overrides, scores)
     return {
         "variant": variant,
         "overrides": overrides,

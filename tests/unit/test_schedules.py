@@ -136,7 +136,10 @@ def test_nesterov_sgd_looks_ahead_and_sgd_takes_decoupled_weight_decay():
     ("overrides", "message"),
     [
         (["finetune.nesterov=true"], "nesterov needs optimizer: sgd with momentum"),
-        (["finetune.optimizer=adam", "finetune.weight_decay=0.001"], "weight_decay needs optimizer adamw or sgd"),
+        (
+            ["finetune.optimizer=adam", "finetune.weight_decay=0.001"],
+            "weight_decay needs optimizer adamw or sgd",
+        ),
     ],
 )
 def test_optimizer_options_that_would_be_ignored_are_errors(overrides, message):
