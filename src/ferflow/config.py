@@ -373,6 +373,11 @@ class Params(_Strict):
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def flatten(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """`section.key` -> value of a params mapping (lists joined by commas), as `Params.flat`."""
+    return dict(_flatten(tree))
+
+
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
     for key, value in tree.items():
         name = f"{prefix}{key}"

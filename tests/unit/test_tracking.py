@@ -12,6 +12,7 @@ import yaml
 
 from ferflow.data.dataset import MANIFEST_COLUMNS, write_prepared
 from ferflow.tracking import runs as tracking
+from ferflow.tracking import store as tracking_store
 from ferflow.tracking.store import redact
 from tests.conftest import small_params
 
@@ -62,11 +63,17 @@ def test_stage_run_logs_params_tags_and_epochs_on_one_axis(store, data_dir, tmp_
         tracking.phase_run(run, "finetune", epoch_offset=3) as logger,
     ):
         logger.on_epoch_end(0, {"loss": 1.5, "accuracy": 0.4, "val_loss": 1.6, "val_accuracy": 0.3})
-    # then the parent has every param, the provenance tags and the metric at the global epoch
+    # then the parent logs the params people compare, the provenance tags and the metric
+    # at the global epoch; every param is in its params.yaml artifact
     parent = store.get_run(run.run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.params["train.epochs"] == str(params.train.epochs)
-    assert len(parent.data.params) == len(params.flat())
+    assert set(parent.data.params) == {*tracking_store.LOGGED_PARAMS, "finetune.augment"}
+    assert 20 <= len(parent.data.params) <= 30 < len(params.flat())
+    every = tracking_store.run_params(store, parent)
+    assert every == {key: str(value) for key, value in tracking_store.safe_params(params).items()} | {
+        "finetune.augment": parent.data.params["finetune.augment"]
+    }
     assert parent.data.tags["ferflow.params_digest"] == params.digest()
     assert len(parent.data.tags["ferflow.manifest_digest"]) == 64
     assert parent.data.tags["ferflow.git_commit"]
@@ -137,7 +144,7 @@ def test_no_secret_reaches_params_or_tags(store, data_dir, tmp_path, monkeypatch
     text += Path(artifact).read_text()
     for secret in ("hunter2", "topsecret", "AKIAEXAMPLE", "wJalrXUtnFEMIsecretKEY"):
         assert secret not in text
-    assert logged.params["tracking.tracking_uri"] == "http://***@mlflow.example.com"
+    assert "tracking.tracking_uri" not in logged.params  # not one of the params people compare
     # and the whole resolved file is an artifact of the run, in params.yaml's sections
     resolved = yaml.safe_load(Path(artifact).read_text())
     assert resolved["tracking"]["tracking_uri"] == "http://***@mlflow.example.com"
@@ -212,3 +219,15 @@ def test_a_budget_planned_phase_logs_its_resolved_epochs_and_rate_curve(store, d
     assert parent.data.metrics["finetune.epochs_planned"] == 3.0
     curve = store.get_metric_history(run.run_id, "learning_rate")
     assert [round(m.value, 4) for m in sorted(curve, key=lambda m: m.step)] == [0.1, 0.05, 0.0333]
+
+
+def test_the_augmentation_is_one_readable_param():
+    from ferflow.config import load_params
+    from tests.conftest import REPO
+
+    profile = load_params(REPO / "profiles" / "cpu.yaml")
+
+    assert tracking_store.logged_params(profile)["finetune.augment"] == (
+        "flip shift=0.1 rotation=0.03 zoom=0.1 contrast=0.2 brightness=0.1 erasing=0.25/0.4"
+    )
+    assert tracking_store.logged_params(small_params())["finetune.augment"] == "none"

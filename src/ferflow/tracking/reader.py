@@ -16,7 +16,7 @@ from typing import Any
 from ferflow.compare import CONFUSION_ARTIFACT, CompareError, Confusion, Side, parse_confusion
 from ferflow.files import PER_CLASS_ARTIFACT
 from ferflow.tracking.models import MISSING, RegistryError, registered_models
-from ferflow.tracking.store import client
+from ferflow.tracking.store import client, run_params
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def read_side(reference: str, client: Any, model_name: str) -> Side:
         run_name=run.info.run_name or run.info.run_id,
         experiment_id=run.info.experiment_id,
         model_version=_describe_version(version),
-        params=dict(run.data.params),
+        params=run_params(client, run),
         metrics=dict(run.data.metrics),
         tags=_tags(run, version),
         confusion=_read_confusion(client, run.info.run_id),

@@ -34,18 +34,20 @@ from ferflow.config import Params
 from ferflow.tracking.store import (
     HEARTBEAT_TAG,
     HOST_TAG,
+    PARAMS_ARTIFACT,
     PID_TAG,
     RunInfo,
     client,
     data_version,
     experiment_id,
     git_commit,
+    logged_params,
     now_stamp,
     process_alive,
     read_run_info,
     redact,
     resolved_params,
-    safe_params,
+    run_params,
     tracking_uri,
     write_run_info,
 )
@@ -56,7 +58,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWEPT_TAG = "ferflow.swept"
-PARAMS_ARTIFACT = "params/params.yaml"  # the resolved params file of a pipeline run, secrets removed
 # on a parent run whose phase 1 ran in an earlier parent run (a finetune rerun alone)
 PHASE_FROM_TAG = "ferflow.{phase}_from_run"
 
@@ -132,7 +133,7 @@ def _log_parent_metadata(mlflow: Any, params: Params, data_dir: Path, version: s
 
     from ferflow.data.dataset import MANIFEST_FILE, manifest_digest
 
-    mlflow.log_params(safe_params(params))
+    mlflow.log_params(logged_params(params))  # what people compare; every param: the artifact
     mlflow.log_dict(resolved_params(params), PARAMS_ARTIFACT)  # the whole file, in its sections
     digest = manifest_digest(data_dir)
     mlflow.set_tags(
@@ -172,7 +173,8 @@ def phase_run(
     with _status_on_exit(mlflow):
         mlflow.set_tags(_liveness())
         if params is not None:
-            mlflow.log_params(safe_params(params))
+            mlflow.log_params(logged_params(params))
+            mlflow.log_dict(resolved_params(params), PARAMS_ARTIFACT)
             mlflow.set_tag("ferflow.params_digest", params.digest())
         yield EpochLogger([active.info.run_id, info.run_id], epoch_offset, info.tracking_uri)
 
@@ -305,14 +307,16 @@ def run_tags(uri: str, run_id: str) -> dict[str, str]:
 
 
 def run_state(uri: str, run_id: str) -> dict[str, Any] | None:
-    """A run's `status`, logged `params` and `tags`, or None when the store has no such run
-    (what ferflow.stages.lineage checks a phase's outputs against)."""
+    """A run's `status`, `params` (every one, `store.run_params`) and `tags`, or None when
+    the store has no such run (what ferflow.stages.lineage checks a phase's outputs against)."""
     from mlflow.exceptions import MlflowException
 
+    mlflow_client = client(uri)
     try:
-        run = client(uri).get_run(run_id)
+        run = mlflow_client.get_run(run_id)
     except MlflowException as err:
         if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
             return None
         raise
-    return {"status": run.info.status, "params": dict(run.data.params), "tags": dict(run.data.tags)}
+    params = run_params(mlflow_client, run)
+    return {"status": run.info.status, "params": params, "tags": dict(run.data.tags)}

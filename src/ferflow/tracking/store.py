@@ -8,7 +8,9 @@
   run so the next stage (a separate process under DVC) logs into the same run. The only
   reader and writer of that file.
 - provenance: `git_commit()`, `data_version()`; `model_signature()` of the served model;
-  `redact()` / `safe_params()` so that no secret reaches MLflow or the console.
+  `redact()` / `safe_params()` so that no secret reaches MLflow or the console;
+  `logged_params()`, the ~25 params a run shows (every param is in its params.yaml
+  artifact, which `run_params()` reads back).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ferflow.config import Params
+from ferflow.config import Params, flatten
 from ferflow.errors import FerflowError
 from ferflow.files import write_json
 
@@ -101,6 +103,63 @@ def resolved_params(params: Params) -> dict[str, Any]:
         }
 
     return clean(params.model_dump(mode="json", by_alias=True), "")
+
+
+# The params a run logs as MLflow params: what people compare across runs in the MLflow UI's
+# runs table and compare view (with `finetune.augment` as one line). Every param, these
+# included, is in the run's params/params.yaml artifact (PARAMS_ARTIFACT).
+LOGGED_PARAMS = tuple(
+    """
+    base.seed base.image_size model.backbone model.input_size model.weights model.head_units
+    model.dropout train.epochs train.batch_size train.learning_rate train.mixed_precision
+    finetune.epochs finetune.optimizer finetune.learning_rate finetune.momentum
+    finetune.weight_decay finetune.schedule finetune.warmup_epochs finetune.time_budget_s
+    finetune.label_smoothing finetune.class_weights finetune.ema_momentum finetune.train_batchnorm
+    evaluate.tta_flip register.model_name
+    """.split()  # noqa: SIM905 (a table to read, not 25 quoted lines)
+)
+PARAMS_ARTIFACT = "params/params.yaml"  # the resolved params file of a run, secrets removed
+AUGMENT_PARAM = "finetune.augment"
+
+
+def logged_params(params: Params) -> dict[str, Any]:
+    """The params a run logs (LOGGED_PARAMS and the augmentation in one line), secrets removed."""
+    safe = safe_params(params)
+    augment = params.finetune.augment
+    turned_on = [
+        "flip" if augment.horizontal_flip else "",
+        *(
+            f"{name}={getattr(augment, name)}"
+            for name in ("shift", "rotation", "zoom", "contrast", "brightness")
+            if getattr(augment, name)
+        ),
+        f"erasing={augment.erasing}/{augment.erasing_size}" if augment.erasing else "",
+    ]
+    return {key: safe[key] for key in LOGGED_PARAMS} | {
+        AUGMENT_PARAM: " ".join(filter(None, turned_on)) or "none"
+    }
+
+
+def run_params(mlflow_client: Any, run: Any) -> dict[str, str]:
+    """Every param of `run` as MLflow would show it logged (`section.key` -> str): its
+    params.yaml artifact flattened, over the params it logged. A run logged before the
+    artifact existed has only its logged params (then every param was logged)."""
+    import tempfile
+
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    logged = dict(run.data.params)
+    with tempfile.TemporaryDirectory(prefix="ferflow-params-") as tmp:
+        try:
+            local = mlflow_client.download_artifacts(run.info.run_id, PARAMS_ARTIFACT, tmp)
+            resolved = yaml.safe_load(Path(local).read_text())
+        except (MlflowException, OSError, yaml.YAMLError) as err:
+            log.debug("run %s has no readable %s: %s", run.info.run_id, PARAMS_ARTIFACT, err)
+            return logged
+    if not isinstance(resolved, dict):
+        return logged
+    return logged | {key: str(value) for key, value in flatten(resolved).items()}
 
 
 def safe_params(params: Params) -> dict[str, Any]:
