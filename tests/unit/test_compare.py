@@ -86,9 +86,10 @@ def log_conventional_run(
 
     run = client.create_run(experiment_id, run_name=run_name)
     run_id = run.info.run_id
-    flat = [Param(key, str(value)) for key, value in params.flat().items()]
-    for start in range(0, len(flat), 100):  # log_batch takes at most 100 params per call
-        client.log_batch(run_id, params=flat[start : start + 100])
+    from ferflow.tracking.store import PARAMS_ARTIFACT, logged_params, resolved_params
+
+    client.log_batch(run_id, params=[Param(key, str(value)) for key, value in logged_params(params).items()])
+    client.log_dict(run_id, resolved_params(params), PARAMS_ARTIFACT)
     client.log_batch(
         run_id,
         metrics=[Metric(key, value, 0, 0) for key, value in metrics.items()],
