@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from ferflow.errors import FerflowError
+from ferflow.files import BACKUP_STATE
 from ferflow.monitors import EpochProgress, LearningRateLog, NanGuard, Validation
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class EpochBackup(keras.callbacks.Callback):
     leaves the previous epoch's backup intact (at most the last epoch is redone).
     """
 
-    FILE = "state.npz"
+    FILE = BACKUP_STATE
 
     def __init__(self, backup_dir: Path) -> None:
         super().__init__()

@@ -27,6 +27,7 @@ RUN_FILE = "run.json"  # the MLflow parent run (ferflow.tracking.store.RunInfo)
 BACKUP_DIR = "backup"  # per-stage resumable backups
 LINEAGE_SUFFIX = ".lineage.json"  # beside a .keras file: the run, params and data it came from
 BACKUP_LINEAGE = "lineage.json"  # in a backup folder: the run, params and data it belongs to
+BACKUP_STATE = "state.npz"  # in a backup folder: the weights and optimizer state of its last epoch
 TRAINING_LOCK = "training.lock"  # held by the `train` or `finetune` running in this folder
 
 # reports/: the validate stage

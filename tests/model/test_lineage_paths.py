@@ -223,3 +223,51 @@ def test_no_failed_stale_or_foreign_model_is_registered(workspace):
         assert logged["finetune.epochs"] == "1", f"version {version}"
     champion = ws.client.get_model_version_by_alias(NAME, "champion")
     assert champion.run_id in (run_a, run_c, run_d)
+
+
+def test_a_finetune_killed_then_rerun_continues_its_runs(workspace):
+    # given phase 1 done and a 12-epoch finetune killed once its backup holds an epoch
+    ws = workspace
+    ws.ferflow("train")
+    backup = ws.root / "models" / "backup" / "finetune" / "state.npz"
+    killed = subprocess.Popen(
+        ws.command("finetune", "--set=finetune.epochs=12"),
+        cwd=ws.root,
+        env=ws.env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 1200
+        while not backup.exists() and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert backup.exists(), "the finetune wrote no backup"
+        killed.send_signal(signal.SIGTERM)
+        _, stderr = killed.communicate(timeout=300)
+    finally:
+        killed.kill()
+    assert killed.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    run_k = ws.run_json()["run_id"]
+    (phase_k,) = ws.client.search_runs(
+        [ws.run_json()["experiment_id"]], f"tags.mlflow.parentRunId = '{run_k}' and run_name = 'finetune'"
+    )
+    assert ws.status(run_k) == "KILLED" and phase_k.info.status == "KILLED"
+
+    # when the same finetune runs again
+    run_again = ws.finetune("finetune.epochs=12")
+
+    # then it resumed the backup inside the killed runs: one parent, one finetune run, both
+    # FINISHED, each of the 12 epochs logged once on the global axis (phase 1 had 1)
+    assert run_again == run_k and ws.status(run_k) == "FINISHED"
+    phases = ws.client.search_runs(
+        [ws.run_json()["experiment_id"]], f"tags.mlflow.parentRunId = '{run_k}' and run_name = 'finetune'"
+    )
+    assert [p.info.run_id for p in phases] == [phase_k.info.run_id]
+    assert phases[0].info.status == "FINISHED"
+    steps = [m.step for m in ws.client.get_metric_history(phase_k.info.run_id, "val_accuracy")]
+    assert sorted(steps) == list(range(1, 13))
+    # and the model registered is that run's model.keras
+    ws.ferflow("evaluate")
+    ws.ferflow("register")
+    assert ws.versions() == {"1": run_k}
+    assert sha256(ws.registered_file("1")) == ws.trained[run_k]

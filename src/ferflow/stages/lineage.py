@@ -35,7 +35,7 @@ from typing import Any
 
 from ferflow.config import Params
 from ferflow.errors import FerflowError
-from ferflow.files import BACKUP_LINEAGE, LINEAGE_SUFFIX, TRAINING_LOCK, write_json
+from ferflow.files import BACKUP_LINEAGE, BACKUP_STATE, LINEAGE_SUFFIX, TRAINING_LOCK, write_json
 from ferflow.stages.layout import Layout, history_lineage
 from ferflow.stages.spec import STAGES, selects, stage_params, values_digest
 
@@ -279,6 +279,21 @@ def claim_backup(folder: Path, owner: Lineage) -> None:
             log.info("resuming the %s backup of run %s (same params and data)", owner.stage, found.run_id)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / BACKUP_LINEAGE, asdict(owner))
+
+
+def resumed_phase_run(folder: Path, run_id: str, owner: Lineage) -> str | None:
+    """The phase run of parent run `run_id` whose backup in `folder` this phase will resume
+    (made with the same params, data and inputs as `owner`), or None. A rerun after a kill
+    continues that run, so the epochs of one training stay in one run."""
+    if not (folder / BACKUP_STATE).exists():
+        return None
+    try:
+        found = read(folder / BACKUP_LINEAGE)
+    except LineageError:
+        return None
+    if found is None or found.run_id != run_id or _backup_mismatch(found, owner):
+        return None
+    return found.phase_run_id
 
 
 def _backup_mismatch(found: Lineage | None, owner: Lineage) -> str | None:

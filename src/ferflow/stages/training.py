@@ -95,8 +95,11 @@ def _finetune(params: Params, layout: Layout) -> Path:
     with runs.pipeline_run(params, layout.prepared, layout.run_file, resume=resume, raw=layout.raw) as run:
         if not resume:
             runs.log_earlier_phase(run, TRAIN, train_records, head.run_id)
+        killed = lineage.resumed_phase_run(
+            layout.backup(FINETUNE), run.run_id, _planned(params, layout, head)
+        )
         with (
-            runs.phase_run(run, FINETUNE, len(train_records), params) as epoch_logger,
+            runs.phase_run(run, FINETUNE, len(train_records), params, continues=killed) as epoch_logger,
             distribution_scope(params.train.data_parallel),
         ):
             made = lineage.current(
@@ -133,17 +136,38 @@ def _finetune(params: Params, layout: Layout) -> Path:
     return layout.model_file
 
 
+def _planned(params: Params, layout: Layout, head: lineage.Lineage) -> lineage.Lineage:
+    """The lineage phase 2 would give its model now (what a backup must match to resume)."""
+    return lineage.current(params, layout, FINETUNE, inputs={layout.head_model.name: head.sha256 or ""})
+
+
 def _continues_run(params: Params, layout: Layout, head: lineage.Lineage) -> bool:
-    """Whether phase 2 continues the parent run of run.json: only the run that made
-    head.keras, while it holds no model, finished (a failed or killed run is never
-    reopened: its status stays) and logged the params phase 2 runs with. Otherwise phase 2
-    starts a new parent run, with phase 1's curves copied from history.json."""
+    """Whether phase 2 continues the parent run of run.json:
+
+    - a run whose phase 2 was killed or failed and left the backup this phase 2 resumes
+      (same params, data and head.keras): the rerun finishes that training in its runs;
+    - else only the run that made head.keras, while it holds no model, finished and logged
+      the params phase 2 runs with (any other failed or killed run is never reopened: its
+      status stays).
+
+    Otherwise phase 2 starts a new parent run, with phase 1's curves copied from history.json.
+    """
     from ferflow.tracking import runs, store
 
     previous = store.read_run_info(layout.run_file)
-    if previous is None or previous.run_id != head.run_id:
+    if previous is None:
         return False
     state = runs.run_state(store.run_uri(previous), previous.run_id)
+    backup = layout.backup(FINETUNE)
+    if (
+        state is not None
+        and previous.model_uri is None
+        and lineage.resumed_phase_run(backup, previous.run_id, _planned(params, layout, head))
+    ):
+        log.info("MLflow run %s (%s) resumes its phase 2 backup", previous.run_id, state["status"])
+        return True
+    if previous.run_id != head.run_id:
+        return False
     if previous.model_uri is not None:
         why = "already holds a phase 2"
     elif state is None or state["status"] != "FINISHED":

@@ -153,30 +153,54 @@ def _log_parent_metadata(mlflow: Any, params: Params, data_dir: Path, version: s
 
 @contextlib.contextmanager
 def phase_run(
-    info: RunInfo, phase: str, epoch_offset: int = 0, params: Params | None = None
+    info: RunInfo,
+    phase: str,
+    epoch_offset: int = 0,
+    params: Params | None = None,
+    continues: str | None = None,
 ) -> Iterator[EpochLogger]:
     """A nested run for one phase under the active parent; yields the per-epoch logger.
 
     With `params`, the phase run records the params it ran with (and their digest): the
     parent holds those phase 1 started with, and a later stage re-run alone (`dvc repro`
-    after a `finetune.*` change) may have run with others.
+    after a `finetune.*` change) may have run with others. `continues`: the phase run of a
+    killed or failed attempt whose backup this one resumes; it is reopened (its params are
+    logged already) rather than another run added.
     """
     import mlflow
 
     from ferflow.tracking.epochs import EpochLogger
 
-    # The experiment must be explicit: in a fresh process (a later DVC stage) no experiment
-    # is active and the nested run would land in "Default".
-    mlflow.start_run(run_name=phase, nested=True, parent_run_id=info.run_id, experiment_id=info.experiment_id)
+    reopened = continues is not None and _reopenable(info.tracking_uri, continues, info.run_id)
+    if reopened:
+        mlflow.start_run(run_id=continues, nested=True)
+        log.info("continuing the %s run %s, resumed from its backup", phase, continues)
+    else:
+        # The experiment must be explicit: in a fresh process (a later DVC stage) no
+        # experiment is active and the nested run would land in "Default".
+        mlflow.start_run(
+            run_name=phase, nested=True, parent_run_id=info.run_id, experiment_id=info.experiment_id
+        )
     active = mlflow.active_run()
     assert active is not None
     with _status_on_exit(mlflow):
         mlflow.set_tags(_liveness())
-        if params is not None:
+        if params is not None and not reopened:
             mlflow.log_params(logged_params(params))
             mlflow.log_dict(resolved_params(params), PARAMS_ARTIFACT)
             mlflow.set_tag("ferflow.params_digest", params.digest())
         yield EpochLogger([active.info.run_id, info.run_id], epoch_offset, info.tracking_uri)
+
+
+def _reopenable(uri: str, run_id: str, parent_id: str) -> bool:
+    """Whether `run_id` is a phase run of `parent_id` that did not finish (killed, failed,
+    or RUNNING after a hard kill): the one a resumed phase continues."""
+    state = run_state(uri, run_id)
+    return (
+        state is not None
+        and state["status"] != "FINISHED"
+        and state["tags"].get("mlflow.parentRunId") == parent_id
+    )
 
 
 def log_summary(phase: str, records: Sequence[Mapping[str, Any]], run_ids: Sequence[str]) -> None:
