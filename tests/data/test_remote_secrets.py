@@ -49,6 +49,14 @@ def _files_holding(root: Path, secret: str) -> list[str]:
     )
 
 
+def _round_trip(params, repo: Path, target: Path) -> tuple[int, int]:
+    """Push the tracked data, delete it and the cache, pull it back: (pushed, fetched)."""
+    pushed = push(params, repo)
+    shutil.rmtree(repo / ".dvc" / "cache")
+    shutil.rmtree(target)
+    return pushed, pull(params, repo)
+
+
 def _git_ignored(repo: Path, relative: str) -> bool:
     return subprocess.run(["git", "-C", str(repo), "check-ignore", "-q", relative]).returncode == 0
 
@@ -186,10 +194,7 @@ def test_push_and_pull_work_with_credentials_from_the_endpoint_url(
         before = {p.name: p.read_bytes() for p in target.rglob("*") if p.is_file()}
 
         # when pushed, wiped and pulled back
-        pushed = push(params, repo)
-        shutil.rmtree(repo / ".dvc" / "cache")
-        shutil.rmtree(target)
-        fetched = pull(params, repo)
+        pushed, fetched = _round_trip(params, repo, target)
 
     # then the round trip worked and the password is still only in config.local
     assert pushed > 0 and fetched >= len(before)
@@ -212,10 +217,7 @@ def test_a_folder_remote_is_committed_relative_and_round_trips_offline(repo, tmp
     before = {p.name: p.read_bytes() for p in target.rglob("*") if p.is_file()}
 
     # when pushed, wiped and pulled back
-    pushed = push(params, repo)
-    shutil.rmtree(repo / ".dvc" / "cache")
-    shutil.rmtree(target)
-    fetched = pull(params, repo)
+    pushed, fetched = _round_trip(params, repo, target)
 
     # then the files went to repo/dvc-remote, the committed config names it relative to
     # .dvc/ (valid in any clone), with no endpoint

@@ -78,6 +78,28 @@ class Workspace:
         self.trained[run_id] = sha256(self.root / "models" / "model.keras")
         return run_id
 
+    def finetune_killed_after_backup(self, *sets: str) -> None:
+        """A `ferflow finetune` sent SIGTERM once its backup holds an epoch; checks it
+        ended as a SIGTERM ends a command."""
+        backup = self.root / "models" / "backup" / "finetune" / "state.npz"
+        killed = subprocess.Popen(
+            self.command("finetune", *(f"--set={s}" for s in sets)),
+            cwd=self.root,
+            env=self.env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 1200
+            while not backup.exists() and killed.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert backup.exists(), f"the finetune ({', '.join(sets)}) wrote no backup"
+            killed.send_signal(signal.SIGTERM)
+            _, stderr = killed.communicate(timeout=300)
+        finally:
+            killed.kill()
+        assert killed.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+
     def run_json(self) -> dict:
         return json.loads((self.root / "models" / "run.json").read_text())
 
@@ -166,23 +188,7 @@ def test_no_failed_stale_or_foreign_model_is_registered(workspace):
 
     # (b) a long finetune is killed once its backup holds an epoch ...
     backup = ws.root / "models" / "backup" / "finetune" / "state.npz"
-    killed = subprocess.Popen(
-        ws.command("finetune", "--set=finetune.epochs=30"),
-        cwd=ws.root,
-        env=ws.env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 1200
-        while not backup.exists() and killed.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert backup.exists(), "the 30-epoch finetune wrote no backup"
-        killed.send_signal(signal.SIGTERM)
-        _, stderr = killed.communicate(timeout=300)
-    finally:
-        killed.kill()
-    assert killed.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    ws.finetune_killed_after_backup("finetune.epochs=30")
     run_k = ws.run_json()["run_id"]
     assert run_k not in (run_a, run_b) and ws.status(run_k) == "KILLED"
     # ... and a finetune with other params sets its backup aside (one line) and starts afresh
@@ -229,24 +235,7 @@ def test_a_finetune_killed_then_rerun_continues_its_runs(workspace):
     # given phase 1 done and a 12-epoch finetune killed once its backup holds an epoch
     ws = workspace
     ws.ferflow("train")
-    backup = ws.root / "models" / "backup" / "finetune" / "state.npz"
-    killed = subprocess.Popen(
-        ws.command("finetune", "--set=finetune.epochs=12"),
-        cwd=ws.root,
-        env=ws.env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 1200
-        while not backup.exists() and killed.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert backup.exists(), "the finetune wrote no backup"
-        killed.send_signal(signal.SIGTERM)
-        _, stderr = killed.communicate(timeout=300)
-    finally:
-        killed.kill()
-    assert killed.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    ws.finetune_killed_after_backup("finetune.epochs=12")
     run_k = ws.run_json()["run_id"]
     (phase_k,) = ws.client.search_runs(
         [ws.run_json()["experiment_id"]], f"tags.mlflow.parentRunId = '{run_k}' and run_name = 'finetune'"

@@ -80,7 +80,7 @@ def _finetune(params: Params, layout: Layout) -> Path:
 
     head = lineage.check_head(params, layout)  # before Keras: a wrong head fails in a second
     uri = store.tracking_uri(params)
-    state = runs.run_state(uri, head.phase_run_id or head.run_id)
+    state = runs.run_state(uri, head.phase_run_id or head.run_id, params=False)
     lineage.require_finished(state, head.run_id, str(layout.head_model), "ferflow train")
     lineage.check_history(layout, head)
     from ferflow.model import load_model

@@ -195,7 +195,7 @@ def phase_run(
 def _reopenable(uri: str, run_id: str, parent_id: str) -> bool:
     """Whether `run_id` is a phase run of `parent_id` that did not finish (killed, failed,
     or RUNNING after a hard kill): the one a resumed phase continues."""
-    state = run_state(uri, run_id)
+    state = run_state(uri, run_id, params=False)
     return (
         state is not None
         and state["status"] != "FINISHED"
@@ -330,9 +330,10 @@ def run_tags(uri: str, run_id: str) -> dict[str, str]:
     return dict(client(uri).get_run(run_id).data.tags)
 
 
-def run_state(uri: str, run_id: str) -> dict[str, Any] | None:
+def run_state(uri: str, run_id: str, *, params: bool = True) -> dict[str, Any] | None:
     """A run's `status`, `params` (every one, `store.run_params`) and `tags`, or None when
-    the store has no such run (what ferflow.stages.lineage checks a phase's outputs against)."""
+    the store has no such run (what ferflow.stages.lineage checks a phase's outputs against).
+    `params=False` leaves the params out (`{}`): no artifact download for a status check."""
     from mlflow.exceptions import MlflowException
 
     mlflow_client = client(uri)
@@ -342,5 +343,5 @@ def run_state(uri: str, run_id: str) -> dict[str, Any] | None:
         if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
             return None
         raise
-    params = run_params(mlflow_client, run)
-    return {"status": run.info.status, "params": params, "tags": dict(run.data.tags)}
+    logged = run_params(mlflow_client, run) if params else {}
+    return {"status": run.info.status, "params": logged, "tags": dict(run.data.tags)}
