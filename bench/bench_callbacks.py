@@ -28,7 +28,8 @@ import keras
 import numpy as np
 from epoch_timer import EpochTimer
 
-from ferflow.callbacks import EpochBackup, EpochRecorder, Validation, phase_callbacks
+from ferflow.backup import EpochBackup
+from ferflow.callbacks import EpochRecorder, Validation, phase_callbacks
 from ferflow.config import load_params
 from ferflow.model import build_model, set_backbone_trainable
 from ferflow.runtime import configure_runtime

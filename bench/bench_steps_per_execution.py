@@ -27,7 +27,8 @@ import numpy as np
 from epoch_timer import EpochTimer
 
 from ferflow.augment import TrainingModel
-from ferflow.callbacks import EpochBackup, Validation, phase_callbacks
+from ferflow.backup import EpochBackup
+from ferflow.callbacks import Validation, phase_callbacks
 from ferflow.config import load_params
 from ferflow.model import build_model, set_backbone_trainable
 from ferflow.runtime import configure_runtime, resolve_jit_compile

@@ -55,8 +55,14 @@ class TimeBudget(keras.callbacks.Callback):
         # do at an epoch's end (backups, MLflow logging) is part of the epoch it follows
         self.lengths: list[float] = []
         self.planned: int | None = None
+        self._begun = False
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        # A resumed epoch is a `fit` of its own before the rest (ferflow.backup.fit_resuming):
+        # the budget and the epoch lengths run on from the phase's first `fit`.
+        if self._begun:
+            return
+        self._begun = True
         self.started = self.last_end = self.clock()
         self.lengths = []
 

@@ -228,6 +228,12 @@ class Finetune(_Strict):
     time_budget_s: float | None = Field(
         None, gt=0.0, description="stop before an epoch that would end past this many seconds"
     )
+    backup_every_s: float | None = Field(
+        120.0,
+        gt=0.0,
+        description="also back up inside an epoch, this many seconds after the last backup, so a "
+        "stopped run resumes within its epoch; null: at epoch ends only",
+    )
     train_batchnorm: bool = False
     batchnorm_momentum: float = Field(0.99, gt=0.0, lt=1.0)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)

@@ -99,7 +99,11 @@ class EpochProgress(keras.callbacks.Callback):
         self.budget = budget
         self.batch_size = batch_size
         self.clock = clock
+        # batches of the epoch done before this `fit` (a resumed epoch: ferflow.backup.fit_resuming)
+        self.resumed_from: Any = None
+        self.batch_offset = 0
         self._bar: Any = None
+        self._steps: int | None = None
         self._desc = phase
         self._started = self._last_line = 0.0
 
@@ -110,7 +114,10 @@ class EpochProgress(keras.callbacks.Callback):
         else:
             total = str(self.epoch_offset + int(self.params.get("epochs") or 0))
         self._desc = f"{self.phase} epoch {self.epoch_offset + epoch + 1}/{total}"
-        self._bar = bar(total=self.params.get("steps"), desc=self._desc, unit="batch")
+        self.batch_offset = self.resumed_from.batch if self.resumed_from is not None else 0
+        steps = self.params.get("steps")
+        self._steps = self.batch_offset + steps if steps else None
+        self._bar = bar(total=self._steps, initial=self.batch_offset, desc=self._desc, unit="batch")
         self._started = self._last_line = self.clock()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -122,21 +129,25 @@ class EpochProgress(keras.callbacks.Callback):
                 self._last_line = now
                 log.info("%s", self._progress_line(batch + 1, now - self._started, logs))
             return
-        self._bar.update(batch + 1 - self._bar.n)  # per-batch calls may skip (steps_per_execution)
+        self._bar.update(
+            self.batch_offset + batch + 1 - self._bar.n
+        )  # per-batch calls may skip (steps_per_execution)
         if logs and "loss" in logs:
             self._bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
 
     def _progress_line(self, done: int, elapsed: float, logs: dict[str, Any] | None) -> str:
-        """`finetune epoch 3/37: batch 120/359, 181 images/s, loss 1.4321, epoch ETA 1m 32s`"""
-        steps = self.params.get("steps")
-        parts = [f"batch {done}/{steps}" if steps else f"batch {done}"]
+        """`finetune epoch 3/37: batch 120/359, 181 images/s, loss 1.4321, epoch ETA 1m 32s`
+        (`done` batches in `elapsed` seconds of this `fit`)"""
+        steps = self._steps
+        at = self.batch_offset + done
+        parts = [f"batch {at}/{steps}" if steps else f"batch {at}"]
         rate = done / elapsed if elapsed > 0 else 0.0
         if rate and self.batch_size:
             parts.append(f"{rate * self.batch_size:.0f} images/s")
         if logs and "loss" in logs:
             parts.append(f"loss {float(logs['loss']):.4f}")
         if rate and steps:
-            left = max(steps - done, 0) / rate
+            left = max(steps - at, 0) / rate
             parts.append(f"epoch ETA {int(left // 60)}m {int(left % 60):02d}s")
         return f"{self._desc}: {', '.join(parts)}"
 

@@ -26,6 +26,7 @@ def bar(
     desc: str,
     unit: str,
     leave: bool = False,
+    initial: int = 0,
 ) -> tqdm[Any]:
     """A progress bar over `iterable` (or one updated by hand up to `total`)."""
     size = total if total is not None else (len(iterable) if isinstance(iterable, Sized) else None)
@@ -33,6 +34,7 @@ def bar(
     return tqdm(
         iterable,
         total=total,
+        initial=initial,
         desc=desc,
         unit=unit,
         leave=leave,

@@ -33,16 +33,10 @@ import keras
 import numpy as np
 
 from ferflow.augment import TrainingModel
+from ferflow.backup import finish_backup, fit_resuming, resumable_fit
 from ferflow.batching import predict_padded, wrap_to_batches
 from ferflow.budget import AUTO_EPOCHS_CAP, TimeBudget
-from ferflow.callbacks import (
-    TrainingError,
-    Validation,
-    check_finite,
-    finish_backup,
-    phase_callbacks,
-    resumable_fit,
-)
+from ferflow.callbacks import TrainingError, Validation, check_finite, phase_callbacks
 from ferflow.config import Params
 from ferflow.data.dataset import PreparedData, load_prepared
 from ferflow.model import feature_extractor, head_model, set_backbone_trainable
@@ -134,7 +128,7 @@ def fit_head(
     )
     check_data_parallel_batch(settings.batch_size)
     x_train, y_train = wrap_to_batches((x_train, y_train), settings.batch_size, params.base.seed)
-    with resumable_fit(trained, backup_dir) as (backup, initial_epoch):
+    with resumable_fit(trained, backup_dir) as (backup, start):
         validation = Validation(x_val, y_val, settings.batch_size, loss)
         callbacks, recorder, nan_guard = phase_callbacks(
             "train", backup, 0, settings.early_stopping_patience, settings.restore_best_weights, validation
@@ -146,11 +140,11 @@ def fit_head(
             y_train,
             batch_size=settings.batch_size,
             epochs=settings.epochs,
-            initial_epoch=initial_epoch,
+            initial_epoch=start.epoch,  # phase 1 backs up at epoch ends only
             callbacks=[*callbacks, *extra_callbacks],
             verbose=0,
         )
-    check_finite("phase 1 (train)", history, nan_guard, backup_dir, callbacks)
+    check_finite("phase 1 (train)", history.history, nan_guard, backup_dir, callbacks)
     finish_backup(backup_dir)
     return recorder.records
 
@@ -232,22 +226,21 @@ def fine_tune(
     power = 0.5 if settings.class_weights == "sqrt" else 1.0
     class_weights = balanced_class_weights(train[1], num_classes, power) if settings.class_weights else None
     row_weights = None if class_weights is None else np.array([*class_weights.values()], "float32")[y_train]
-    inputs = training_input(
-        _as_pixels(x_train), _one_hot(y_train, num_classes), row_weights, batch_size, params.base.seed
-    )
-    with resumable_fit(trainer, backup_dir) as (backup, initial_epoch):
+    arrays = (_as_pixels(x_train), _one_hot(y_train, num_classes))
+    arrays += () if row_weights is None else (row_weights,)
+    with resumable_fit(trainer, backup_dir, settings.backup_every_s) as (backup, start):
         validation = Validation(_as_pixels(val[0]), _one_hot(val[1], num_classes), batch_size, loss)
         callbacks, recorder, nan_guard = phase_callbacks(
             "finetune", backup, epoch_offset, None, False, validation, budget
         )
         if params.train.deterministic:
             keras.utils.set_random_seed(params.base.seed)
-        history = trainer.fit(
-            **inputs,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            callbacks=[*callbacks, *extra_callbacks],
-            verbose=0,
+        history = fit_resuming(
+            trainer,
+            start,
+            lambda epoch, skip: training_input(arrays, batch_size, params.base.seed, epoch, skip),
+            epochs,
+            [*callbacks, *extra_callbacks],
         )
     check_finite("phase 2 (finetune)", history, nan_guard, backup_dir, callbacks)
     finish_backup(backup_dir)
@@ -277,50 +270,72 @@ def _budget(
     return TimeBudget(seconds, plan=True, total_steps=total, steps_per_epoch=steps_per_epoch)
 
 
-class DeviceBatches(keras.utils.PyDataset):
-    """Phase 2's training batches, gathered on the accelerator from arrays put there once.
+class EpochBatches(keras.utils.PyDataset):
+    """Phase 2's training batches: each epoch's rows are a permutation drawn from the seed
+    and the epoch's number alone, so a resumed run knows which rows an epoch's first
+    batches held and can leave them out (ferflow.backup.fit_resuming).
 
-    Keras' array input copies every batch from host memory to the device. On JAX (one
-    device) the images, as uint8 (FER2013's train split is ~53 MB), the one-hot labels and
-    the per-row weights go to the device once; each epoch draws a new order on the host
-    (a few KB of indices sent over) and each batch is a gather on the device, dispatched
-    without waiting. The rows must be whole batches already (ferflow.batching).
+    The rows must be whole batches already (ferflow.batching). Epochs start at
+    `first_epoch`; `skip` leaves out that epoch's first batches (a dataset of one epoch: its
+    length is the batches left). `fit` must not reshuffle the batches (`shuffle=False`).
+
+    `on_device` (JAX, one device): Keras' array input copies every batch from host memory
+    to the device; here the images, as uint8 (FER2013's train split is ~53 MB), the one-hot
+    labels and the per-row weights go to the device once, each epoch sends its order (a few
+    KB) and each batch is a gather on the device, dispatched without waiting.
     """
 
-    def __init__(self, arrays: tuple[np.ndarray, ...], batch_size: int, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        arrays: tuple[np.ndarray, ...],
+        batch_size: int,
+        seed: int | None = None,
+        first_epoch: int = 0,
+        skip: int = 0,
+        on_device: bool = False,
+    ) -> None:
         super().__init__()  # read in the training loop's thread: no workers, no copies
         rows = len(arrays[0])
         if rows % batch_size:
             raise ValueError(f"{rows} rows are not whole batches of {batch_size}: wrap_to_batches first")
-        self.arrays = tuple(keras.ops.convert_to_tensor(a) for a in arrays)
-        self.rows, self.batch_size = rows, batch_size
-        self.rng = np.random.default_rng(seed)
-        self.order = self._new_order()
+        if not 0 <= skip < rows // batch_size:
+            raise ValueError(f"cannot skip {skip} of the {rows // batch_size} batches of an epoch")
+        self.on_device = on_device
+        self.arrays = tuple(keras.ops.convert_to_tensor(a) for a in arrays) if on_device else arrays
+        self.rows, self.batch_size, self.seed = rows, batch_size, seed or 0
+        self.epoch, self.skip = first_epoch, skip
+        self.order = self._order()
 
-    def _new_order(self) -> Any:
-        return keras.ops.convert_to_tensor(self.rng.permutation(self.rows).astype("int32"))
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The rows of `epoch`, in the order its batches take them."""
+        return np.random.default_rng([self.seed, epoch]).permutation(self.rows).astype("int32")
+
+    def _order(self) -> Any:
+        order = self.epoch_order(self.epoch)[self.skip * self.batch_size :]
+        return keras.ops.convert_to_tensor(order) if self.on_device else order
 
     def __len__(self) -> int:
-        return self.rows // self.batch_size
+        return self.rows // self.batch_size - self.skip
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        return tuple(keras.ops.take(a, rows, axis=0) for a in self.arrays)
+        if self.on_device:
+            return tuple(keras.ops.take(a, rows, axis=0) for a in self.arrays)
+        return tuple(a[rows] for a in self.arrays)
 
     def on_epoch_end(self) -> None:
-        self.order = self._new_order()
+        self.epoch += 1
+        self.order = self._order()
 
 
 def training_input(
-    x: np.ndarray, y: np.ndarray, weights: np.ndarray | None, batch_size: int, seed: int | None
+    arrays: tuple[np.ndarray, ...], batch_size: int, seed: int | None, epoch: int = 0, skip: int = 0
 ) -> dict[str, Any]:
-    """`fit`'s input arguments for whole-batch training rows: `DeviceBatches` on JAX with one
-    device, else the arrays (Keras shuffles them every epoch)."""
-    single_device = keras.distribution.distribution() is None
-    if keras.backend.backend() == "jax" and single_device:
-        arrays = (x, y) if weights is None else (x, y, weights)
-        return {"x": DeviceBatches(arrays, batch_size, seed)}
-    return {"x": x, "y": y, "sample_weight": weights, "batch_size": batch_size}
+    """`fit`'s data arguments for whole-batch training rows (x, y and optionally per-row
+    weights), from `epoch` on with its first `skip` batches left out: `EpochBatches`, on the
+    device on JAX with one device."""
+    on_device = keras.backend.backend() == "jax" and keras.distribution.distribution() is None
+    return {"x": EpochBatches(arrays, batch_size, seed, epoch, skip, on_device), "shuffle": False}
 
 
 def _as_pixels(images: np.ndarray) -> np.ndarray:

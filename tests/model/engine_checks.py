@@ -78,7 +78,7 @@ def check_compiles() -> dict:
         records = fine_tune(model, train, val, params, work / "tune", 2)
     with count_compiles() as evaluation:
         probs = predict_probabilities(model.predict_on_batch, val[0], 16, tta_flip=True)
-    inputs = training_input(np.zeros((32, 4), "uint8"), np.zeros((32, 7), "float32"), None, 16, 0)
+    inputs = training_input((np.zeros((32, 4), "uint8"), np.zeros((32, 7), "float32")), 16, 0)
     return {
         "training_input": type(inputs["x"]).__name__,
         "batch_on_device": type(inputs["x"][0][0]).__module__.startswith("jax"),

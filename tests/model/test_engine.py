@@ -48,7 +48,7 @@ def test_each_phase_compiles_its_train_and_predict_steps_once_on_jax(jax_checks)
         assert "jit(test_step)" not in result[phase], result[phase]
     assert result["evaluate"] == {"jit(predict_step)": 1}
     # and phase 2 gathered its batches on the device from data put there once
-    assert result["training_input"] == "DeviceBatches" and result["batch_on_device"]
+    assert result["training_input"] == "EpochBatches" and result["batch_on_device"]
     assert result["probs_shape"] == [21, 7]
     assert result["epochs"] == [2, 3, 4]
 
@@ -81,25 +81,33 @@ def test_phase_2_trains_data_parallel_over_two_host_devices_on_jax():
     assert not result["auto_on_cpu_distributes"]  # data_parallel: auto spreads over GPUs only
 
 
-def test_device_batches_cover_every_row_each_epoch_in_a_new_order():
+def test_epoch_batches_cover_every_row_each_epoch_in_an_order_drawn_from_seed_and_epoch():
     import numpy as np
 
-    from ferflow.train import DeviceBatches
+    from ferflow.train import EpochBatches
 
     labels = np.arange(48)
-    batches = DeviceBatches((labels[:, None] * np.ones((1, 3), "uint8"), labels), 16, seed=0)
+    arrays = (labels[:, None] * np.ones((1, 3), "uint8"), labels)
+    batches = EpochBatches(arrays, 16, seed=0)
 
-    def epoch() -> list[int]:
-        rows = [int(r) for index in range(len(batches)) for r in np.asarray(batches[index][1])]
-        batches.on_epoch_end()
+    def epoch(data: EpochBatches) -> list[int]:
+        rows = [int(r) for index in range(len(data)) for r in np.asarray(data[index][1])]
+        data.on_epoch_end()
         return rows
 
-    first, second = epoch(), epoch()
+    first, second = epoch(batches), epoch(batches)
     assert len(batches) == 3
     assert sorted(first) == sorted(second) == list(range(48))
     assert first != second
+    # a dataset started at epoch 1 (a resumed run) draws epoch 1's order again
+    assert epoch(EpochBatches(arrays, 16, seed=0, first_epoch=1)) == second
+    # and skipping its first batch leaves exactly the rows of the other two, in order
+    resumed = EpochBatches(arrays, 16, seed=0, first_epoch=1, skip=1)
+    assert len(resumed) == 2 and epoch(resumed) == second[16:]
     with pytest.raises(ValueError, match="not whole batches"):
-        DeviceBatches((labels[:40],), 16)
+        EpochBatches((labels[:40],), 16)
+    with pytest.raises(ValueError, match="cannot skip 3"):
+        EpochBatches(arrays, 16, skip=3)
 
 
 def test_a_budget_boxed_auto_run_ends_inside_its_budget_with_the_schedule_at_its_floor(tmp_path):
@@ -191,3 +199,20 @@ def test_ema_reaches_phase_two_and_its_average_is_the_model_it_leaves(tmp_path):
     np.testing.assert_allclose(weights["last again"], weights["last"], atol=1e-6)
     assert np.all(np.isfinite(weights["average"]))
     assert not np.allclose(weights["average"], weights["last"], atol=1e-6)
+
+
+def test_a_run_stopped_mid_epoch_resumes_exactly_on_jax_too():
+    pytest.importorskip("jax")
+    test = (
+        "tests/unit/test_mid_epoch_resume.py::"
+        "test_a_run_stopped_mid_epoch_resumes_after_its_last_backed_up_batch_and_ends_as_if_never_stopped"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        cwd=REPO,
+        env={**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:]

@@ -104,6 +104,39 @@ def test_interrupted_phase_resumes_at_its_last_epoch(tmp_path, tiny_data, fresh_
     assert not backup.exists()
 
 
+class _StopInBatch(keras.callbacks.Callback):
+    def __init__(self, epoch: int, batch: int) -> None:
+        super().__init__()
+        self.at, self.epoch, self.batches = (epoch, batch), -1, {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches[self.epoch] = self.batches.get(self.epoch, 0) + 1
+        if (self.epoch, batch) == self.at:
+            raise RuntimeError("simulated crash")
+
+
+def test_fine_tuning_stopped_mid_epoch_resumes_inside_that_epoch(tmp_path, tiny_data, fresh_tiny_model):
+    # given phase 2 backing up before every batch, crashed in batch 4 of its second epoch
+    train, val = _splits(tiny_data)
+    params = tiny_params("finetune.epochs=3", "finetune.backup_every_s=1e-9")
+    backup = tmp_path / "backup" / "tune"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fine_tune(fresh_tiny_model, train, val, params, backup, 0, [_StopInBatch(1, 3)])
+    # when it is run again
+    watcher = _StopInBatch(-1, -1)
+    records = fine_tune(fresh_tiny_model, train, val, params, backup, 0, [watcher])
+    # then it trained the 3 batches it had not (of 11: 168 rows, batch 16), then epoch 3,
+    # and reports all three epochs
+    steps = math.ceil(len(train[0]) / params.train.batch_size)
+    assert watcher.batches == {1: steps - 3, 2: steps}
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert all(math.isfinite(r["loss"]) for r in records)
+    assert not backup.exists()
+
+
 def test_a_backup_from_another_configuration_is_set_aside_and_the_phase_starts_afresh(
     tmp_path, tiny_data, fresh_tiny_model, caplog
 ):

@@ -103,7 +103,8 @@ def test_the_validation_callback_matches_keras_own_evaluation():
 def test_phase_callbacks_read_no_tensor_on_the_training_thread_after_each_batch(tmp_path):
     # Keras calls batch hooks from a worker thread (JAX) only when every callback that has
     # one is async_safe; one that is not makes the loop wait for the device at every step
-    from ferflow.callbacks import EpochBackup, Validation, phase_callbacks
+    from ferflow.backup import EpochBackup
+    from ferflow.callbacks import Validation, phase_callbacks
 
     validation = Validation(np.zeros((1, 8)), np.zeros((1, 7)), 16, "categorical_crossentropy")
     callbacks, _, _ = phase_callbacks("finetune", EpochBackup(tmp_path), 0, 3, True, validation)

@@ -16,7 +16,8 @@ import keras
 import numpy as np
 import pytest
 
-from ferflow.callbacks import EPOCHS_FILE, EpochBackup, EpochRecorder, resumable_fit
+from ferflow.backup import EPOCHS_FILE, EpochBackup, resumable_fit
+from ferflow.callbacks import EpochRecorder
 from ferflow.config import MAX_PARAMS_BYTES
 from tests.conftest import REPO
 
@@ -146,10 +147,10 @@ def test_an_unreadable_epochs_file_is_moved_aside_with_its_weights(content, tmp_
     backup.close()
     (tmp_path / EPOCHS_FILE).write_bytes(content)
     # when a phase resumes from it
-    with caplog.at_level(logging.WARNING), resumable_fit(_model(), tmp_path) as (_, epoch):
+    with caplog.at_level(logging.WARNING), resumable_fit(_model(), tmp_path) as (_, start):
         recorder = EpochRecorder("train", 0, tmp_path)
     # then it starts afresh: both files kept aside, with a warning
-    assert epoch == 0 and recorder.records == []
+    assert start.epoch == 0 and recorder.records == []
     assert not (tmp_path / EPOCHS_FILE).exists() and not (tmp_path / EpochBackup.FILE).exists()
     assert len(list(tmp_path.glob(f"{EPOCHS_FILE}.corrupt-*"))) == 1
     assert len(list(tmp_path.glob(f"{EpochBackup.FILE}.corrupt-*"))) == 1
@@ -165,10 +166,10 @@ def test_a_readable_epochs_file_resumes(tmp_path):
     records = [{"epoch": 0, "phase": "train"}, {"epoch": 1, "phase": "train"}]
     (tmp_path / EPOCHS_FILE).write_text(json.dumps(records))
 
-    with resumable_fit(_model(), tmp_path) as (_, epoch):
+    with resumable_fit(_model(), tmp_path) as (_, start):
         recorder = EpochRecorder("train", 0, tmp_path)
 
-    assert epoch == 2 and [r["epoch"] for r in recorder.records] == [0, 1]
+    assert start.epoch == 2 and [r["epoch"] for r in recorder.records] == [0, 1]
 
 
 @pytest.mark.slow

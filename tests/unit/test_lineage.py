@@ -233,7 +233,7 @@ def test_a_backup_continuing_another_head_is_moved_aside(layout):
 def test_an_epoch_backup_of_another_model_is_moved_aside_not_a_traceback(tmp_path, caplog):
     import keras
 
-    from ferflow.callbacks import EpochBackup
+    from ferflow.backup import EpochBackup
 
     # given the backup of a model with 3 outputs
     small = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
@@ -247,9 +247,9 @@ def test_an_epoch_backup_of_another_model_is_moved_aside_not_a_traceback(tmp_pat
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     other.compile(optimizer="sgd", loss="mse")
     with caplog.at_level(logging.WARNING):
-        epoch = EpochBackup(tmp_path).restore(other)
+        start = EpochBackup(tmp_path).restore(other)
     # then it starts afresh; the backup and its epochs are kept aside
-    assert epoch == 0
+    assert start.epoch == 0
     assert not (tmp_path / "state.npz").exists() and not (tmp_path / "epochs.json").exists()
     assert len(list(tmp_path.glob("state.npz.mismatch-*"))) == 1
     assert "another model" in caplog.text

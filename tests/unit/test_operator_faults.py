@@ -17,7 +17,7 @@ import time
 import keras
 import pytest
 
-from ferflow.callbacks import EpochBackup
+from ferflow.backup import EpochBackup
 from ferflow.cli import main
 from ferflow.stages import promotion
 from ferflow.tracking import lock, models
@@ -175,9 +175,9 @@ def test_an_unreadable_backup_is_moved_aside_and_the_phase_starts_afresh(tmp_pat
     (tmp_path / "state.npz").write_bytes(b"PK\x03\x04 truncated")
     # when a phase restores it
     with caplog.at_level(logging.WARNING):
-        epoch = EpochBackup(tmp_path).restore(model)
+        start = EpochBackup(tmp_path).restore(model)
     # then it starts at epoch 0 and the damaged file is kept aside, with a warning
-    assert epoch == 0
+    assert start.epoch == 0 and start.batch == 0
     assert not (tmp_path / "state.npz").exists()
     assert len(list(tmp_path.glob("state.npz.corrupt-*"))) == 1
     assert "unreadable" in caplog.text

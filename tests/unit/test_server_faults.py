@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ferflow.callbacks import EpochBackup
+from ferflow.backup import EpochBackup
 from tests.conftest import REPO
 
 PASSWORD = "hunter2"

@@ -38,6 +38,7 @@ STAGE_NAMES = ("pull-data", "ingest", "validate", "train", "finetune", "evaluate
 _CORE = ("config.py", "errors.py", "files.py", "data/dataset.py", "stages/layout.py")
 _MODEL = (
     "augment.py",
+    "backup.py",
     "backbones.py",
     "batching.py",
     "budget.py",
