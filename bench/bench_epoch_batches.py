@@ -104,7 +104,8 @@ def main() -> int:
     snapshot.close()
     size = (work / "snapshot" / EpochBackup.FILE).stat().st_size / 2**20
     print(
-        f"  one mid-epoch snapshot: {1000 * float(np.median(costs)):.0f} ms on the training thread ({size:.0f} MiB file)"
+        f"  one mid-epoch snapshot: {1000 * float(np.median(costs)):.0f} ms on the training thread "
+        f"({size:.0f} MiB file)"
     )
     return 0
 
