@@ -122,7 +122,7 @@ def _acknowledge(signum: int) -> None:
 
 # Said with every acknowledgement: only training phases keep a backup, and the rest have
 # nothing to lose.
-_ACK_DETAIL = " (a training phase keeps its last finished epoch: the same command resumes it)"
+_ACK_DETAIL = " (a training phase keeps its last backup: the same command resumes from it)"
 
 
 # --- faults of the server, the store and the disk ---------------------------------------------
