@@ -1,7 +1,7 @@
 """The backbone table at 48 px: parameters and compute of every entry, then phase-2 training
 images/s of a small-image DenseNet against DenseNet121, same process.
 
-Part 1 (no training): each backbone of `ferflow.backbones.BACKBONES` built without top at
+Part 1 (no training): each backbone of `ferflow.training.backbones.BACKBONES` built without top at
 48 px: its parameters, those of the whole from-scratch model (one Dense 256 head), the
 multiply-adds of one forward pass (convolutions and dense layers; BatchNorm, ReLU, pooling
 and concatenation are left out, as papers count them; 1 GMAC is about 2 GFLOP) and the
@@ -31,12 +31,12 @@ import keras
 import numpy as np
 from epoch_timer import EpochTimer
 
-from ferflow.augment import TrainingModel
-from ferflow.backbones import BACKBONES, KerasDenseNet, SmallDenseNet
 from ferflow.config import load_params
-from ferflow.model import build_model, set_backbone_trainable
-from ferflow.runtime import configure_runtime, resolve_jit_compile
-from ferflow.schedules import make_optimizer
+from ferflow.training.augment import TrainingModel
+from ferflow.training.backbones import BACKBONES, KerasDenseNet, SmallDenseNet
+from ferflow.training.model import build_model, set_backbone_trainable
+from ferflow.training.runtime import configure_runtime, resolve_jit_compile
+from ferflow.training.schedules import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 48

@@ -28,11 +28,11 @@ import keras
 import numpy as np
 from epoch_timer import EpochTimer
 
-from ferflow.backup import EpochBackup
-from ferflow.callbacks import EpochRecorder, Validation, phase_callbacks
 from ferflow.config import load_params
-from ferflow.model import build_model, set_backbone_trainable
-from ferflow.runtime import configure_runtime
+from ferflow.training.backup import EpochBackup
+from ferflow.training.callbacks import EpochRecorder, Validation, phase_callbacks
+from ferflow.training.model import build_model, set_backbone_trainable
+from ferflow.training.runtime import configure_runtime
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ import time
 import keras
 import numpy as np
 
-from ferflow.backbones import SmallDenseNet
+from ferflow.training.backbones import SmallDenseNet
 
 # (blocks, growth): the baseline first
 LAYOUTS = [

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ferflow.config import load_params
-from ferflow.predict import decode_file, list_images, predict_files
+from ferflow.evaluation.predict import decode_file, list_images, predict_files
 
 REPEATS = 2
 LATENCY_SAMPLES = 30
@@ -51,7 +51,7 @@ def load_model(params):
     if path.exists():
         print(f"model: {path}")
         return keras.saving.load_model(path, compile=False)
-    from ferflow.model import build_model
+    from ferflow.training.model import build_model
 
     print(f"model: freshly built {params.model.backbone} (no {path})")
     return build_model(params.model, params.base.image_size, len(params.base.classes), seed=0)

@@ -1,7 +1,7 @@
 """Phase-2 images/s at `finetune.steps_per_execution` 1 against larger values, same process.
 
 The from-scratch model (DenseNet121 at 48 px, random weights, BatchNorm learning, AdamW,
-in-graph augmentation) is compiled once per setting through `ferflow.train.fine_tune`'s
+in-graph augmentation) is compiled once per setting through `ferflow.training.train.fine_tune`'s
 own pieces (TrainingModel, full batches, ferflow's phase-2 callbacks), then `fit` runs
 2 epochs per setting, settings round-robin twice (drift on a shared machine spreads over
 all of them). Printed: median epoch seconds, images/s and the ratio to 1.
@@ -26,13 +26,13 @@ import keras
 import numpy as np
 from epoch_timer import EpochTimer
 
-from ferflow.augment import TrainingModel
-from ferflow.backup import EpochBackup
-from ferflow.callbacks import Validation, phase_callbacks
 from ferflow.config import load_params
-from ferflow.model import build_model, set_backbone_trainable
-from ferflow.runtime import configure_runtime, resolve_jit_compile
-from ferflow.schedules import make_optimizer
+from ferflow.training.augment import TrainingModel
+from ferflow.training.backup import EpochBackup
+from ferflow.training.callbacks import Validation, phase_callbacks
+from ferflow.training.model import build_model, set_backbone_trainable
+from ferflow.training.runtime import configure_runtime, resolve_jit_compile
+from ferflow.training.schedules import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 

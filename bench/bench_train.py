@@ -35,9 +35,9 @@ import keras
 import numpy as np
 
 from ferflow.config import load_params
-from ferflow.model import build_model, set_backbone_trainable
-from ferflow.runtime import configure_runtime
-from ferflow.train import fine_tune, fit_head
+from ferflow.training.model import build_model, set_backbone_trainable
+from ferflow.training.runtime import configure_runtime
+from ferflow.training.train import fine_tune, fit_head
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -290,7 +290,7 @@ def _report(title: str, runs: dict[str, EpochTimer | list[EpochTimer]], n: int) 
 
 def profile_phase_two(model, initial, train, val, backbone: str, ft_per_class: int, work: Path) -> None:
     """(c): fine_tune with the from-scratch profile vs a bare fit without augmentation (A-B-A)."""
-    from ferflow.schedules import make_optimizer, schedule_for
+    from ferflow.training.schedules import make_optimizer, schedule_for
 
     epochs = int(os.environ.get("BENCH_EPOCHS", "4"))
     train, val = _per_class(train, ft_per_class), _per_class(val, max(1, ft_per_class // 4))

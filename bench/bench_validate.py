@@ -1,7 +1,7 @@
 """Validation vs ingest on the real FER2013 zip, measured in the same process.
 
 Baseline: `ferflow.data.ingest.ingest` of the zip (reading and decoding 32,298 JPEGs).
-Measured: `ferflow.validation.validate_dataset` on its output (tables, pHash near-duplicate
+Measured: `ferflow.contract.validation.validate_dataset` on its output (tables, pHash near-duplicate
 search, the Great Expectations suite and Data Docs). Target: validation <= ingest.
 
     FERFLOW_FER2013_ZIP=../shared/data/fer2013.zip .venv/bin/python bench/bench_validate.py
@@ -19,9 +19,9 @@ from pathlib import Path
 
 from ferflow.config import load_params
 from ferflow.contract.hashing import near_duplicate_pairs, phash
+from ferflow.contract.validation import validate_dataset
 from ferflow.data.dataset import load_prepared
 from ferflow.data.ingest import ingest
-from ferflow.validation import validate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

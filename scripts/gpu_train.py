@@ -9,7 +9,7 @@ What it does, in order, and writes to `--out` (the device tool's $OUT):
 3. builds the DenseNet and runs ferflow's `fine_tune` (full batches only, augmentation in the
    compiled step, AdamW, the cosine schedule) with `finetune.time_budget_s` set to what is
    left of `--budget-s` after `--reserve-s`: the epochs are planned from the steady epoch
-   time and the schedule ends with the budget (ferflow.budget);
+   time and the schedule ends with the budget (ferflow.training.budget);
 4. evaluates PublicTest with flip test-time augmentation (ferflow's `predict_probabilities`
    and `compute_metrics`);
 5. writes `summary.json` (timings: first step, images/s, per-epoch records, test metrics,
@@ -112,10 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         ingest(Path(args.zip), prepared, params)
     summary.note("ingest_s", round(time.perf_counter() - started, 1))
 
-    from ferflow.evaluate import compute_metrics, predict_probabilities
-    from ferflow.model import build_model
-    from ferflow.runtime import configure_compilation_cache, configure_runtime, count_compiles
-    from ferflow.train import fine_tune, training_splits
+    from ferflow.evaluation.evaluate import compute_metrics, predict_probabilities
+    from ferflow.training.model import build_model
+    from ferflow.training.runtime import configure_compilation_cache, configure_runtime, count_compiles
+    from ferflow.training.train import fine_tune, training_splits
 
     summary.note("backend", f"{keras.backend.backend()} (keras {keras.__version__})")
     data = load_prepared(prepared)

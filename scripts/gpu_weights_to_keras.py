@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from ferflow.config import load_params
-    from ferflow.model import build_model
+    from ferflow.training.model import build_model
 
     parts = sorted(args.results.glob("weights.part*"), key=lambda p: int(p.name.rsplit("part", 1)[1]))
     if not parts:

@@ -21,7 +21,7 @@ import numpy as np
 from ferflow.config import load_params
 from ferflow.contract.tables import image_table
 from ferflow.data.dataset import load_prepared
-from ferflow.evaluate import compute_metrics, load_keras_predict_fn, predict_probabilities
+from ferflow.evaluation.evaluate import compute_metrics, load_keras_predict_fn, predict_probabilities
 
 
 def main() -> int:

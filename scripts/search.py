@@ -71,7 +71,7 @@ def ferflow(*args: str) -> None:
 def validation_scores(models: Path, data: Path, tta_flip: bool, classes: list[str]) -> dict[str, float]:
     """Accuracy and macro-F1 of models/model.keras on the validation split."""
     from ferflow.data.dataset import load_prepared
-    from ferflow.evaluate import compute_metrics, load_keras_predict_fn, predict_probabilities
+    from ferflow.evaluation.evaluate import compute_metrics, load_keras_predict_fn, predict_probabilities
 
     images, labels = load_prepared(data).split("val")
     probs = predict_probabilities(load_keras_predict_fn(models / "model.keras", 256), images, 256, tta_flip)

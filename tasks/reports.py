@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from ferflow.evaluate import SUMMARY_METRICS
+from ferflow.evaluation.evaluate import SUMMARY_METRICS
 from ferflow.stages import Layout
 from ferflow.stages.training import recorded_run
 from ferflow.tracking.store import run_page_url

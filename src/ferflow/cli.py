@@ -66,7 +66,7 @@ def _validate(args: argparse.Namespace, params: Params) -> int:
 
     layout = _layout(params).moved(prepared=args.data, reports=args.report_dir)
     report = validate(params, layout, Path(args.reference) if args.reference else None)
-    # ferflow.validation logs each finding once; every check is in the report and Data Docs
+    # ferflow.contract.validation logs each finding once; every check is in the report and Data Docs
     print(f"report: {report.report_path}\nData Docs: {report.data_docs_index}")
     return 0 if report.passed else 1
 
@@ -142,14 +142,14 @@ def _evaluate(args: argparse.Namespace, params: Params) -> None:
 
 
 def _compare(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.compare import render
+    from ferflow.evaluation.compare import render
     from ferflow.stages.evaluation import compare
 
     print(render(compare(args.a, args.b, params), args.format), end="")
 
 
 def _predict(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.predict import format_predictions
+    from ferflow.evaluation.predict import format_predictions
     from ferflow.stages.evaluation import predict
 
     predictions = predict(args.images, params, model=args.model, skip_bad=args.skip_bad)

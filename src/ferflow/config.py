@@ -99,7 +99,7 @@ class Synth(_Strict):
 
 
 class Validate(_Strict):
-    """Thresholds and severities of the data contract (see ferflow.validation)."""
+    """Thresholds and severities of the data contract (see ferflow.contract.validation)."""
 
     min_class_count: dict[str, int] = Field(
         {"train": 10, "val": 2, "test": 2}, description="fewest images of a class, per split"
@@ -129,7 +129,7 @@ class Validate(_Strict):
         return raw
 
 
-# The entries of ferflow.backbones.BACKBONES (a test keeps them equal): config must not import
+# The entries of ferflow.training.backbones.BACKBONES (a test keeps them equal): config must not import
 # the model code, or every stage would depend on it. A typo's error lists these names.
 BackboneName = Literal["densenet121", "densenet169", "densenet201", "densenet-bc-cpu", "densenet-bc-gpu"]
 
@@ -155,7 +155,7 @@ class Model(_Strict):
 
 
 class Augment(_Strict):
-    """Training-only augmentation, applied inside the compiled train step (ferflow.augment)."""
+    """Training-only augmentation, applied inside the compiled train step (ferflow.training.augment)."""
 
     horizontal_flip: bool = False
     shift: float = Field(0.0, ge=0.0, le=0.5, description="fraction of the image side")
@@ -205,7 +205,7 @@ class Train(_Strict):
 class Finetune(_Strict):
     """Phase 2: the whole network, BatchNorm kept in inference mode (the study's way).
 
-    The learning rate follows `schedule` per optimizer step (ferflow.schedules).
+    The learning rate follows `schedule` per optimizer step (ferflow.training.schedules).
 
     `train_batchnorm` lets BatchNorm learn too: what a backbone that was never trained
     (`model.weights: none`) needs, with a faster `batchnorm_momentum` on small data.

@@ -21,8 +21,8 @@ import pytest
 from ferflow.contract.checks import CHECK_IDS
 from ferflow.contract.data_docs import render_index
 from ferflow.contract.report import CheckResult, ValidationReport
+from ferflow.contract.validation import validate_dataset
 from ferflow.data.ingest import ingest
-from ferflow.validation import validate_dataset
 from tests.conftest import small_params
 from tests.data.test_validation_pipeline import synthetic_folder
 

@@ -15,9 +15,9 @@ from ferflow.contract.checks import CHECK_IDS, UnknownCheckError, severities
 from ferflow.contract.expectations import EXPLAIN, explain
 from ferflow.contract.hashing import hamming, near_duplicate_pairs, phash
 from ferflow.contract.tables import build_tables, class_profile
+from ferflow.contract.validation import training_mask
 from ferflow.data.dataset import PreparedData, load_prepared, write_prepared
 from ferflow.data.synth import draw_faces
-from ferflow.validation import training_mask
 from tests.conftest import small_params
 from tests.data.factories import manifest_row
 

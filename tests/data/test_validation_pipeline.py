@@ -24,9 +24,9 @@ from PIL import Image
 
 from ferflow.cli import main
 from ferflow.contract.checks import CHECK_IDS
+from ferflow.contract.validation import validate_dataset
 from ferflow.data.ingest import IngestError, ingest
 from ferflow.data.synth import write_synthetic_dataset
-from ferflow.validation import validate_dataset
 from tests.conftest import small_params
 
 

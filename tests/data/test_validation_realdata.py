@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ferflow.contract.validation import validate_dataset
 from ferflow.data.dataset import load_prepared
 from ferflow.data.ingest import ingest
-from ferflow.validation import validate_dataset
 from tests.conftest import small_params
 
 pytestmark = pytest.mark.realdata

@@ -246,7 +246,7 @@ def _draw_run_page_figures(plots_dir: Path, history: list[dict[str, Any]]) -> Pa
     """ferflow's curves (both phases) and confusion matrices, as write_reports draws them."""
     import numpy as np
 
-    from ferflow import plots
+    from ferflow.evaluation import plots
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     plots.history_figures(history, plots_dir)

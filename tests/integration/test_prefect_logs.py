@@ -28,7 +28,7 @@ logging.getLogger("ferflow.cli").info("a line outside any run")
 
 @task
 def finetune():
-    logging.getLogger("ferflow.monitors").info("epoch 3/10: val_accuracy 0.512")
+    logging.getLogger("ferflow.training.monitors").info("epoch 3/10: val_accuracy 0.512")
 
 @flow
 def retrain():

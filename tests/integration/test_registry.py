@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ferflow import evaluate as ev
+from ferflow.evaluation import evaluate as ev
 from ferflow.stages import Layout
 from ferflow.stages import promotion as registry
 from ferflow.stages.evaluation import evaluate

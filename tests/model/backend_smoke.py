@@ -21,9 +21,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ferflow.model import build_model, load_model
-from ferflow.runtime import configure_runtime
-from ferflow.train import fine_tune, fit_head
+from ferflow.training.model import build_model, load_model
+from ferflow.training.runtime import configure_runtime
+from ferflow.training.train import fine_tune, fit_head
 from tests.model.conftest import synthetic_faces, tiny_params
 
 log = logging.getLogger(__name__)

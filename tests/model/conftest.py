@@ -92,7 +92,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory, tiny: Params) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny: Params):
     """One DenseNet121 (32 px, random weights) shared by the tests; restore weights after use."""
-    from ferflow.model import build_model
+    from ferflow.training.model import build_model
 
     return build_model(tiny.model, tiny.base.image_size, len(tiny.base.classes), seed=tiny.base.seed)
 
@@ -103,6 +103,6 @@ def fresh_tiny_model(tiny_model):
     initial = tiny_model.get_weights()
     yield tiny_model
     tiny_model.set_weights(initial)
-    from ferflow.model import set_backbone_trainable
+    from ferflow.training.model import set_backbone_trainable
 
     set_backbone_trainable(tiny_model, False)

@@ -9,7 +9,7 @@ The last line printed is one JSON object, each check's results under its name: w
 tests assert on.
 
 The model is a small ferflow-shaped classifier (the same input, backbone, features and
-output layers as ferflow.model builds, with two convolutions for a backbone), so a JAX
+output layers as ferflow.training.model builds, with two convolutions for a backbone), so a JAX
 compile takes a second, not the DenseNet's minute.
 """
 
@@ -24,9 +24,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ferflow.model import BACKBONE_NAME, FEATURES_NAME, INPUT_NAME, OUTPUT_NAME
-from ferflow.runtime import configure_runtime, count_compiles, distribution_scope
-from ferflow.train import fine_tune, fit_head, training_input
+from ferflow.training.model import BACKBONE_NAME, FEATURES_NAME, INPUT_NAME, OUTPUT_NAME
+from ferflow.training.runtime import configure_runtime, count_compiles, distribution_scope
+from ferflow.training.train import fine_tune, fit_head, training_input
 from tests.model.conftest import synthetic_faces, tiny_params
 
 SIZE = 32
@@ -55,7 +55,7 @@ def faces(params, per_class: int, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def check_compiles() -> dict:
     """Both phases and an evaluation pass over row counts that are not multiples of the batch."""
-    from ferflow.evaluate import predict_probabilities
+    from ferflow.evaluation.evaluate import predict_probabilities
 
     params = tiny_params(
         f"base.image_size={SIZE}",
@@ -96,7 +96,7 @@ def check_schedule_variable() -> dict:
     """The compiled train step reads the schedule's end from the optimizer variable: once it
     is moved to the current step, the rate is at its floor (0) and plain SGD changes no
     weight in the next epoch."""
-    from ferflow.schedules import WarmupSchedule
+    from ferflow.training.schedules import WarmupSchedule
 
     params = tiny_params(f"base.image_size={SIZE}", f"model.input_size={SIZE}")
     x, y = faces(params, 4, "train")

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from ferflow.augment import RandomCutout, TrainingModel, augmentation_layers
+from ferflow.training.augment import RandomCutout, TrainingModel, augmentation_layers
 from tests.model.conftest import synthetic_faces, tiny_params
 
 EVERYTHING = (

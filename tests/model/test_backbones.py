@@ -14,10 +14,10 @@ import keras
 import numpy as np
 import pytest
 
-from ferflow.backbones import BACKBONES, SmallDenseNet
 from ferflow.config import BackboneName, ParamsError
 from ferflow.data.dataset import load_prepared
-from ferflow.model import (
+from ferflow.training.backbones import BACKBONES, SmallDenseNet
+from ferflow.training.model import (
     WeightsError,
     backbone_of,
     build_model,
@@ -26,7 +26,7 @@ from ferflow.model import (
     load_model,
     set_backbone_trainable,
 )
-from ferflow.train import fit_head
+from ferflow.training.train import fit_head
 from tests.model.conftest import tiny_params
 
 Build = Callable[[str, int], keras.Model]

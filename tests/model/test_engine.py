@@ -84,7 +84,7 @@ def test_phase_2_trains_data_parallel_over_two_host_devices_on_jax():
 def test_epoch_batches_cover_every_row_each_epoch_in_an_order_drawn_from_seed_and_epoch():
     import numpy as np
 
-    from ferflow.train import EpochBatches
+    from ferflow.training.train import EpochBatches
 
     labels = np.arange(48)
     arrays = (labels[:, None] * np.ones((1, 3), "uint8"), labels)
@@ -116,7 +116,7 @@ def test_a_budget_boxed_auto_run_ends_inside_its_budget_with_the_schedule_at_its
 
     import keras
 
-    from ferflow.train import fine_tune
+    from ferflow.training.train import fine_tune
     from tests.model.conftest import synthetic_faces, tiny_params
     from tests.model.engine_checks import SIZE, small_ferflow_model
 
@@ -151,7 +151,7 @@ def test_class_weights_reach_phase_two_loss(tmp_path):
     # given imbalanced faces (class 0 six times as frequent as the others)
     import numpy as np
 
-    from ferflow.train import fine_tune
+    from ferflow.training.train import fine_tune
     from tests.model.conftest import synthetic_faces, tiny_params
     from tests.model.engine_checks import SIZE, small_ferflow_model
 
@@ -181,7 +181,7 @@ def test_ema_reaches_phase_two_and_its_average_is_the_model_it_leaves(tmp_path):
     # given the same start, data and seed (deterministic), phase 2 with and without an EMA
     import numpy as np
 
-    from ferflow.train import fine_tune
+    from ferflow.training.train import fine_tune
     from tests.model.conftest import synthetic_faces, tiny_params
     from tests.model.engine_checks import SIZE, small_ferflow_model
 

@@ -15,7 +15,7 @@ import logging
 
 import pytest
 
-from ferflow.train import fine_tune, fit_head
+from ferflow.training.train import fine_tune, fit_head
 from tests.model.conftest import synthetic_faces, tiny_profile_params
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ferflow.model import WeightsError, build_model, feature_extractor, head_model
+from ferflow.training.model import WeightsError, build_model, feature_extractor, head_model
 from tests.conftest import small_params
 from tests.model.conftest import tiny_params
 
@@ -98,13 +98,13 @@ def test_imagenet_weights_offline_is_a_clear_error(monkeypatch):
 
 def test_imagenet_weights_that_cannot_be_fetched_name_the_from_scratch_route(monkeypatch, tmp_path):
     # given an empty Keras cache and a weights server that refuses connections (offline)
-    import ferflow.model
+    from ferflow.training import model as model_module
 
-    monkeypatch.setattr(ferflow.model, "IMAGENET_WEIGHTS_URL", "http://127.0.0.1:1/")
+    monkeypatch.setattr(model_module, "IMAGENET_WEIGHTS_URL", "http://127.0.0.1:1/")
     params = tiny_params("model.weights=imagenet")
     # when the preflight looks for the file, then it fails at once with the command to run
     with pytest.raises(WeightsError) as caught:
-        ferflow.model.ensure_imagenet_weights(params.model, timeout_s=5, cache_dir=str(tmp_path))
+        model_module.ensure_imagenet_weights(params.model, timeout_s=5, cache_dir=str(tmp_path))
     said = str(caught.value)
     assert "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5" in said
     assert "nothing was run" in said and "ferflow train --params profiles/cpu.yaml" in said
@@ -112,31 +112,31 @@ def test_imagenet_weights_that_cannot_be_fetched_name_the_from_scratch_route(mon
 
 def test_imagenet_weights_in_the_keras_cache_need_no_network(monkeypatch, tmp_path):
     # given the notop file in the Keras cache and no weights server
-    import ferflow.model
+    from ferflow.training import model as model_module
 
-    monkeypatch.setattr(ferflow.model, "IMAGENET_WEIGHTS_URL", "http://127.0.0.1:1/")
+    monkeypatch.setattr(model_module, "IMAGENET_WEIGHTS_URL", "http://127.0.0.1:1/")
     cached = tmp_path / "models" / "densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5"
     cached.parent.mkdir()
     cached.write_bytes(b"weights")
     # (a stand-in file: its md5 is the one the preflight checks, as Keras does)
-    monkeypatch.setitem(ferflow.model.IMAGENET_NOTOP_MD5, "DenseNet169", hashlib.md5(b"weights").hexdigest())
+    monkeypatch.setitem(model_module.IMAGENET_NOTOP_MD5, "DenseNet169", hashlib.md5(b"weights").hexdigest())
     params = tiny_params("model.backbone=densenet169", "model.weights=imagenet")
     # then the preflight finds it; other weights need no preflight at all
-    assert ferflow.model.ensure_imagenet_weights(params.model, cache_dir=str(tmp_path)) == cached
-    assert ferflow.model.ensure_imagenet_weights(tiny_params("model.weights=none").model) is None
+    assert model_module.ensure_imagenet_weights(params.model, cache_dir=str(tmp_path)) == cached
+    assert model_module.ensure_imagenet_weights(tiny_params("model.weights=none").model) is None
 
 
 def test_a_truncated_imagenet_file_in_the_cache_is_not_taken(monkeypatch, tmp_path):
     # given a cut-short notop file in the Keras cache and no weights server
-    import ferflow.model
+    from ferflow.training import model as model_module
 
-    monkeypatch.setattr(ferflow.model, "IMAGENET_WEIGHTS_URL", "http://127.0.0.1:1/")
+    monkeypatch.setattr(model_module, "IMAGENET_WEIGHTS_URL", "http://127.0.0.1:1/")
     cached = tmp_path / "models" / "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"
     cached.parent.mkdir()
     cached.write_bytes(b"the first bytes of the weights")
     # then the preflight fetches it again (here it cannot): the md5 is checked, as Keras does
     with pytest.raises(WeightsError, match="cannot fetch densenet121_weights"):
-        ferflow.model.ensure_imagenet_weights(tiny_params("model.weights=imagenet").model, 5, str(tmp_path))
+        model_module.ensure_imagenet_weights(tiny_params("model.weights=imagenet").model, 5, str(tmp_path))
 
 
 def test_train_without_reachable_imagenet_weights_starts_no_run(monkeypatch, tmp_path, tiny_data):
@@ -144,13 +144,13 @@ def test_train_without_reachable_imagenet_weights_starts_no_run(monkeypatch, tmp
     import mlflow
     from keras.src.backend.config import keras_home
 
-    import ferflow.model
     from ferflow.stages import Layout
     from ferflow.stages.training import train
+    from ferflow.training import model as model_module
 
     if (Path(keras_home()) / "models" / "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5").exists():
         pytest.skip("this machine has the ImageNet file cached: it is not offline for Keras")
-    monkeypatch.setattr(ferflow.model, "IMAGENET_WEIGHTS_URL", "http://127.0.0.1:1/")
+    monkeypatch.setattr(model_module, "IMAGENET_WEIGHTS_URL", "http://127.0.0.1:1/")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)

@@ -10,7 +10,7 @@ import pytest
 
 from ferflow.stages import Layout
 from ferflow.stages.training import finetune, train
-from ferflow.train import TrainingError
+from ferflow.training.train import TrainingError
 from tests.model.conftest import tiny_params
 
 mlflow = pytest.importorskip("mlflow")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from ferflow.data.dataset import load_prepared
-from ferflow.model import backbone_of
-from ferflow.train import TrainingError, fine_tune, fit_head
+from ferflow.training.model import backbone_of
+from ferflow.training.train import TrainingError, fine_tune, fit_head
 from tests.model.conftest import tiny_params
 
 

@@ -45,14 +45,14 @@ def test_an_mlflow_import_in_a_domain_module_breaks_a_contract(tmp_path):
     for name in ("src", "flows", "tasks"):
         shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    gate = tmp_path / "src" / "ferflow" / "gate.py"
+    gate = tmp_path / "src" / "ferflow" / "evaluation" / "gate.py"
     gate.write_text(gate.read_text() + "\nimport mlflow  # planted\n")
     # when the contracts are checked, then the domain contract is broken and names the import
     result = lint_imports(tmp_path)
 
     assert result.returncode != 0
     assert "domain modules know nothing of tracking" in result.stdout
-    assert "ferflow.gate -> mlflow" in result.stdout
+    assert "ferflow.evaluation.gate -> mlflow" in result.stdout
 
 
 def test_every_top_level_module_is_under_a_contract():
@@ -111,7 +111,7 @@ def test_stages_list_exactly_the_code_each_stage_runs(stage):
 
 
 def test_changing_the_blank_image_policy_makes_dvc_rerun_training(tmp_path):
-    """validate.drop_blank_from_train is read by training (ferflow.validation.training_mask):
+    """validate.drop_blank_from_train is read by training (ferflow.contract.validation.training_mask):
     `dvc status` must report the train stage changed when it flips."""
     dvc = [sys.executable, "-m", "dvc"]
     shutil.copy(REPO / "dvc.yaml", tmp_path)

@@ -1,4 +1,4 @@
-"""Fixed-shape batches (ferflow.batching) and the callbacks that keep phase 2 free of
+"""Fixed-shape batches (ferflow.training.batching) and the callbacks that keep phase 2 free of
 per-step host syncs: the padding changes no number, only the shapes the model sees."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from ferflow.batching import padding_rows, predict_padded, wrap_to_batches
-from ferflow.evaluate import compute_metrics, predict_probabilities
+from ferflow.evaluation.evaluate import compute_metrics, predict_probabilities
+from ferflow.training.batching import padding_rows, predict_padded, wrap_to_batches
 
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
@@ -76,7 +76,7 @@ def test_a_keras_model_scores_each_row_the_same_in_a_padded_batch():
 
 
 def test_the_validation_callback_matches_keras_own_evaluation():
-    from ferflow.callbacks import Validation
+    from ferflow.training.callbacks import Validation
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
@@ -103,8 +103,8 @@ def test_the_validation_callback_matches_keras_own_evaluation():
 def test_phase_callbacks_read_no_tensor_on_the_training_thread_after_each_batch(tmp_path):
     # Keras calls batch hooks from a worker thread (JAX) only when every callback that has
     # one is async_safe; one that is not makes the loop wait for the device at every step
-    from ferflow.backup import EpochBackup
-    from ferflow.callbacks import Validation, phase_callbacks
+    from ferflow.training.backup import EpochBackup
+    from ferflow.training.callbacks import Validation, phase_callbacks
 
     validation = Validation(np.zeros((1, 8)), np.zeros((1, 7)), 16, "categorical_crossentropy")
     callbacks, _, _ = phase_callbacks("finetune", EpochBackup(tmp_path), 0, 3, True, validation)
@@ -123,7 +123,7 @@ def test_phase_callbacks_read_no_tensor_on_the_training_thread_after_each_batch(
 def test_the_nan_guard_stops_training_and_remembers_the_loss():
     from types import SimpleNamespace
 
-    from ferflow.callbacks import NanGuard
+    from ferflow.training.callbacks import NanGuard
 
     guard = NanGuard()
     guard.set_model(SimpleNamespace(stop_training=False))

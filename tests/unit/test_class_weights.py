@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ferflow.config import ParamsError
-from ferflow.train import balanced_class_weights
+from ferflow.training.train import balanced_class_weights
 from tests.model.conftest import tiny_params
 
 # 80 of class 0, 16 of class 1, 4 of class 2: FER2013's happy / fear / disgust shape

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from ferflow.cli import main
-from ferflow.compare import (
+from ferflow.config import Params
+from ferflow.evaluation.compare import (
     CompareError,
     Confusion,
     Format,
@@ -30,8 +31,7 @@ from ferflow.compare import (
     parse_confusion,
     render,
 )
-from ferflow.config import Params
-from ferflow.evaluate import per_class_table
+from ferflow.evaluation.evaluate import per_class_table
 from ferflow.files import PER_CLASS_ARTIFACT
 from ferflow.stages.evaluation import compare
 from tests.conftest import small_params

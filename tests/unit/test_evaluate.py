@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ferflow import evaluate as ev
 from ferflow import files
 from ferflow.config import FER_CLASSES
 from ferflow.data.dataset import MANIFEST_COLUMNS, write_prepared
 from ferflow.errors import FerflowError
+from ferflow.evaluation import evaluate as ev
 from ferflow.stages import Layout
 from ferflow.stages.evaluation import evaluate
 from ferflow.stages.layout import read_history

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pandas as pd
 
-from ferflow import model_card
 from ferflow.config import FER_CLASSES
-from ferflow.gate import check_floors, decide
+from ferflow.evaluation import model_card
+from ferflow.evaluation.gate import check_floors, decide
 from tests.conftest import small_params
 
 
@@ -83,7 +83,7 @@ def test_the_gate_compares_on_the_configured_metric():
 
 
 def test_the_smoke_batch_holds_every_class_of_a_class_ordered_test_split():
-    from ferflow.gate import smoke_batch_indices
+    from ferflow.evaluation.gate import smoke_batch_indices
 
     labels = np.repeat(np.arange(7), 5)  # stored class by class, like ingest writes them
 
@@ -93,7 +93,7 @@ def test_the_smoke_batch_holds_every_class_of_a_class_ordered_test_split():
 
 
 def test_a_model_collapsed_to_one_class_fails_the_smoke_test():
-    from ferflow.gate import smoke_problem
+    from ferflow.evaluation.gate import smoke_problem
 
     labels = np.arange(7)
     collapsed = np.tile(np.eye(7)[3], (7, 1))  # finite, right shape, always "happy"
@@ -135,7 +135,7 @@ def test_the_card_has_a_per_class_table_with_every_class():
 
 
 def test_the_card_lists_failed_validation_checks(tmp_path):
-    # given: validation.json as ferflow.validation writes it
+    # given: validation.json as ferflow.contract.validation writes it
     checks = [
         {"id": "blank_images", "description": "share of blank images", "severity": "warning",
          "success": False, "observed": 0.02, "examples": ["train/happy/1.jpg"]},

@@ -54,7 +54,7 @@ def test_a_training_param_changes_training_keys_but_not_ingest_or_validation(wor
 
 
 def test_the_blank_image_policy_changes_the_training_keys(workspace):
-    # training reads validate.drop_blank_from_train through ferflow.validation.training_mask
+    # training reads validate.drop_blank_from_train through ferflow.contract.validation.training_mask
     params, paths = workspace
     changed = small_params("validate.drop_blank_from_train=true")
 

@@ -16,9 +16,9 @@ import keras
 import numpy as np
 import pytest
 
-from ferflow.backup import EPOCHS_FILE, EpochBackup, resumable_fit
-from ferflow.callbacks import EpochRecorder
 from ferflow.config import MAX_PARAMS_BYTES
+from ferflow.training.backup import EPOCHS_FILE, EpochBackup, resumable_fit
+from ferflow.training.callbacks import EpochRecorder
 from tests.conftest import REPO
 
 ENV = {

@@ -233,7 +233,7 @@ def test_a_backup_continuing_another_head_is_moved_aside(layout):
 def test_an_epoch_backup_of_another_model_is_moved_aside_not_a_traceback(tmp_path, caplog):
     import keras
 
-    from ferflow.backup import EpochBackup
+    from ferflow.training.backup import EpochBackup
 
     # given the backup of a model with 3 outputs
     small = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])

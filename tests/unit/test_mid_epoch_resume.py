@@ -1,5 +1,5 @@
 """A phase stopped inside an epoch resumes after the last batch its backup holds, and ends
-where an uninterrupted run ends (ferflow.backup, ferflow.train.EpochBatches)."""
+where an uninterrupted run ends (ferflow.training.backup, ferflow.training.train.EpochBatches)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from ferflow.backup import EpochBackup, ResumePoint, fit_resuming, merge_running, resumable_fit
-from ferflow.monitors import EpochProgress
-from ferflow.train import EpochBatches
+from ferflow.training.backup import EpochBackup, ResumePoint, fit_resuming, merge_running, resumable_fit
+from ferflow.training.monitors import EpochProgress
+from ferflow.training.train import EpochBatches
 
 ROWS, BATCH, EPOCHS = 64, 8, 3  # 8 batches an epoch
 
@@ -171,7 +171,7 @@ def test_the_progress_line_of_a_resumed_epoch_counts_from_its_first_batch(caplog
     progress.on_epoch_begin(1)
     # when the first batch after the resume ends 60 s later (no terminal: a log line)
     now[0] = 60.0
-    with caplog.at_level("INFO", logger="ferflow.monitors"):
+    with caplog.at_level("INFO", logger="ferflow.training.monitors"):
         progress.on_train_batch_end(0, {"loss": 1.0})
     # then the line counts the epoch's batches, and the ETA is of the 2 left at this rate
     assert "finetune epoch 2/3: batch 6/8" in caplog.text

@@ -17,10 +17,10 @@ import time
 import keras
 import pytest
 
-from ferflow.backup import EpochBackup
 from ferflow.cli import main
 from ferflow.stages import promotion
 from ferflow.tracking import lock, models
+from ferflow.training.backup import EpochBackup
 from tests.conftest import REPO, small_params
 
 mlflow = pytest.importorskip("mlflow")

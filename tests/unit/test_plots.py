@@ -2,7 +2,7 @@
 
 The figures are checked on matplotlib's objects (bars, ticks, lines), not on pixels; the
 `plots:` section is checked with DVC's own schema and rendered by the real `dvc plots show`
-on the files `ferflow.evaluate.write_reports` writes.
+on the files `ferflow.evaluation.evaluate.write_reports` writes.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import yaml
 
-from ferflow import evaluate as ev
-from ferflow import files, plots
+from ferflow import files
+from ferflow.evaluation import evaluate as ev
+from ferflow.evaluation import plots
 from tests.conftest import small_params
 from tests.unit.test_evaluate import history_records
 

@@ -7,13 +7,13 @@ import logging
 import pytest
 from tqdm import tqdm
 
-from ferflow.monitors import PROGRESS_LINE_S, EpochProgress
+from ferflow.training.monitors import PROGRESS_LINE_S, EpochProgress
 
 
 @pytest.fixture(autouse=True)
 def no_terminal(monkeypatch):
     """The bar is off, as without a terminal, even under `pytest -s` in one."""
-    monkeypatch.setattr("ferflow.monitors.bar", lambda **kwargs: tqdm(disable=True, **kwargs))
+    monkeypatch.setattr("ferflow.training.monitors.bar", lambda **kwargs: tqdm(disable=True, **kwargs))
 
 
 class Clock:
@@ -29,7 +29,7 @@ def test_a_line_every_30_seconds_with_images_per_second_and_eta(caplog):
     clock = Clock()
     progress = EpochProgress("finetune", epoch_offset=2, batch_size=64, clock=clock)
     progress.set_params({"steps": 100, "epochs": 10})
-    caplog.set_level(logging.INFO, logger="ferflow.monitors")
+    caplog.set_level(logging.INFO, logger="ferflow.training.monitors")
     progress.on_epoch_begin(0)
     # when the 100 batches run
     for batch in range(100):
@@ -37,7 +37,7 @@ def test_a_line_every_30_seconds_with_images_per_second_and_eta(caplog):
         progress.on_train_batch_end(batch, {"loss": 1.5})
     progress.on_epoch_end(0)
     # then a line every 30 s: 200 s of batches gives 6 lines, the first after 15 batches
-    lines = [r.getMessage() for r in caplog.records if r.name == "ferflow.monitors"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "ferflow.training.monitors"]
     assert len(lines) == int(200 // PROGRESS_LINE_S) == 6
     assert lines[0] == "finetune epoch 3/12: batch 15/100, 32 images/s, loss 1.5000, epoch ETA 2m 50s"
     assert lines[-1].startswith("finetune epoch 3/12: batch 90/100, 32 images/s")
@@ -47,12 +47,12 @@ def test_a_short_epoch_prints_no_progress_line(caplog):
     clock = Clock()
     progress = EpochProgress("train", epoch_offset=0, clock=clock)
     progress.set_params({"steps": 10, "epochs": 1})
-    caplog.set_level(logging.INFO, logger="ferflow.monitors")
+    caplog.set_level(logging.INFO, logger="ferflow.training.monitors")
     progress.on_epoch_begin(0)
     for batch in range(10):
         clock.now += 1.0
         progress.on_train_batch_end(batch, {})
-    assert not [r for r in caplog.records if r.name == "ferflow.monitors"]
+    assert not [r for r in caplog.records if r.name == "ferflow.training.monitors"]
 
 
 @pytest.mark.parametrize("steps", [None, 50])

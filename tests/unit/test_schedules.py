@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from ferflow.schedules import WarmupSchedule, make_optimizer, schedule_for
+from ferflow.training.schedules import WarmupSchedule, make_optimizer, schedule_for
 
 
 def lr(schedule: WarmupSchedule, step: int) -> float:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ferflow.backup import EpochBackup
+from ferflow.training.backup import EpochBackup
 from tests.conftest import REPO
 
 PASSWORD = "hunter2"
@@ -238,7 +238,7 @@ def test_a_backup_cut_short_by_a_full_disk_leaves_no_partial_file(tmp_path, monk
     # given a disk that fills up while the epoch backup is written (an injected writer)
     import keras
 
-    from ferflow import callbacks
+    from ferflow.training import callbacks
 
     def full_disk(handle, **_arrays):
         handle.write(b"\0" * 4096)

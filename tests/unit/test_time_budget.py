@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import keras
 
-from ferflow.budget import TimeBudget
-from ferflow.runtime import configure_compilation_cache
+from ferflow.training.budget import TimeBudget
+from ferflow.training.runtime import configure_compilation_cache
 
 
 def run_epochs(budget: TimeBudget, seconds: list[float]) -> int:
@@ -153,7 +153,7 @@ def small_model() -> keras.Model:
 def test_the_divergence_guard_stops_on_weights_that_are_not_finite():
     import numpy as np
 
-    from ferflow.callbacks import DivergenceGuard
+    from ferflow.training.callbacks import DivergenceGuard
 
     model = small_model()
     guard = DivergenceGuard()
@@ -170,7 +170,7 @@ def test_the_divergence_guard_stops_on_weights_that_are_not_finite():
 
 
 def test_the_divergence_guard_stops_on_an_exploding_loss():
-    from ferflow.callbacks import DivergenceGuard
+    from ferflow.training.callbacks import DivergenceGuard
 
     model = small_model()
     guard = DivergenceGuard()
@@ -186,7 +186,7 @@ def test_the_divergence_guard_stops_on_an_exploding_loss():
 
 
 def test_jit_compile_auto_means_xla_on_jax_only():
-    from ferflow.runtime import resolve_jit_compile
+    from ferflow.training.runtime import resolve_jit_compile
 
     assert resolve_jit_compile("auto") is (keras.backend.backend() == "jax")
     assert resolve_jit_compile(True) is True and resolve_jit_compile(False) is False

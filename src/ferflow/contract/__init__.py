@@ -1,4 +1,4 @@
 """The data contract's parts: checks, tables, expectations, GX runner, report.
 
-The entry points are in `ferflow.validation` (`validate_dataset`, `training_mask`).
+The entry points are in `ferflow.contract.validation` (`validate_dataset`, `training_mask`).
 """

@@ -1,5 +1,5 @@
-"""The pipeline's stages: the only code that joins the domain modules (ferflow.train,
-ferflow.evaluate, ferflow.gate, ...) with the files of a `Layout` and with MLflow
+"""The pipeline's stages: the only code that joins the domain modules (ferflow.training.train,
+ferflow.evaluation.evaluate, ferflow.evaluation.gate, ...) with the files of a `Layout` and with MLflow
 (ferflow.tracking).
 
 One module per stage group: `data` (ingest, validate and the DVC moves), `training`

@@ -93,7 +93,7 @@ def validate(params: Params, layout: Layout, reference: Path | None = None) -> A
 
     `reference`: the profile.json of the last accepted dataset, for the drift check.
     """
-    from ferflow.validation import validate_dataset
+    from ferflow.contract.validation import validate_dataset
 
     return validate_dataset(layout.prepared, params, layout.reports, reference)
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ferflow import evaluate as ev
 from ferflow.config import Params
+from ferflow.evaluation import evaluate as ev
 from ferflow.files import PER_CLASS_ARTIFACT
 from ferflow.stages import lineage
 from ferflow.stages.layout import Layout, read_history
@@ -176,7 +176,7 @@ def predict(
 ) -> list[Any]:
     """`ferflow predict`: the emotion of every image under `inputs` (files or folders), by
     `model` (default: the registered champion). The images are listed before the model loads."""
-    from ferflow import predict as prediction
+    from ferflow.evaluation import predict as prediction
     from ferflow.tracking import models, reader, store
 
     paths = prediction.list_images(inputs, check_named=not skip_bad)
@@ -195,7 +195,7 @@ def compare(a: str | None, b: str | None, params: Params) -> Any:
     """`ferflow compare`: A and B (default champion vs challenger of register.model_name;
     when the challenger was promoted, so both are one version, the previous champion vs
     the champion: what the promotion changed)."""
-    from ferflow.compare import DEFAULT_A, DEFAULT_B, PROMOTED_FROM, compare_sides
+    from ferflow.evaluation.compare import DEFAULT_A, DEFAULT_B, PROMOTED_FROM, compare_sides
     from ferflow.tracking import reader, store
 
     uri, name = store.connect(params), params.registry.model_name

@@ -1,7 +1,7 @@
 """The `register` stage and the manual alias moves (`ferflow promote`).
 
 `register`: register models/model.keras as a new version of `register.model_name`, run the
-gate (ferflow.gate) and move the aliases (ferflow.tracking.models), once per trained
+gate (ferflow.evaluation.gate) and move the aliases (ferflow.tracking.models), once per trained
 model. In order:
 
 0. model.keras must be the file run.json's run made, and that run FINISHED, with the
@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from ferflow import evaluate as ev
-from ferflow import gate
 from ferflow.config import Params
 from ferflow.errors import FerflowError
+from ferflow.evaluation import evaluate as ev
+from ferflow.evaluation import gate
 from ferflow.files import write_json
 from ferflow.stages import lineage
 from ferflow.stages.layout import Layout
@@ -227,8 +227,8 @@ def _publish_model_card(
     provenance: dict[str, str],
 ) -> None:
     """model_card.md in reports/ and on the run; its summary as the version description."""
-    from ferflow import model_card
     from ferflow.data.dataset import load_prepared
+    from ferflow.evaluation import model_card
     from ferflow.tracking import models, store
 
     card = model_card.build_model_card(

@@ -37,24 +37,24 @@ STAGE_NAMES = ("pull-data", "ingest", "validate", "train", "finetune", "evaluate
 
 _CORE = ("config.py", "errors.py", "files.py", "data/dataset.py", "stages/layout.py")
 _MODEL = (
-    "augment.py",
-    "backup.py",
-    "backbones.py",
-    "batching.py",
-    "budget.py",
-    "callbacks.py",
-    "model.py",
-    "monitors.py",
+    "training/augment.py",
+    "training/backup.py",
+    "training/backbones.py",
+    "training/batching.py",
+    "training/budget.py",
+    "training/callbacks.py",
+    "training/model.py",
+    "training/monitors.py",
     "progress.py",
-    "runtime.py",
-    "schedules.py",
-    "train.py",
+    "training/runtime.py",
+    "training/schedules.py",
+    "training/train.py",
 )
 _TRACKING = ("tracking/store.py", "tracking/runs.py", "tracking/epochs.py", "data/versioning.py")
 # what ties a stage's files to its run (lineage.py reads each stage's params from STAGES)
 _LINEAGE = ("stages/lineage.py", "stages/spec.py")
-# training reads `validate.drop_blank_from_train` through ferflow.validation.training_mask
-_MASK = ("validation.py", "contract")
+# training reads `validate.drop_blank_from_train` through ferflow.contract.validation.training_mask
+_MASK = ("contract",)
 _MASK_PARAMS = (
     "validate.drop_blank_from_train",
     "validate.blank_std_threshold",
@@ -82,7 +82,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             "validate",
             params=("base.classes", "base.image_size", "validate"),
-            code=(*_CORE, "stages/data.py", "validation.py", "contract"),
+            code=(*_CORE, "stages/data.py", "contract"),
             inputs=("prepared",),
             outputs=("reports/validation.json",),
         ),
@@ -116,11 +116,12 @@ STAGES: dict[str, StageSpec] = {
             code=(
                 *_CORE,
                 *_TRACKING,
-                "batching.py",
-                "callbacks.py",
-                "monitors.py",
-                "evaluate.py",
-                "plots.py",
+                "training/backup.py",
+                "training/batching.py",
+                "training/callbacks.py",
+                "training/monitors.py",
+                "evaluation/evaluate.py",
+                "evaluation/plots.py",
                 "progress.py",
                 *_LINEAGE,
                 "stages/training.py",  # sweep_stale_runs
@@ -148,14 +149,15 @@ STAGES: dict[str, StageSpec] = {
             code=(
                 *_CORE,
                 *_TRACKING,
-                "batching.py",
-                "callbacks.py",
-                "monitors.py",
-                "evaluate.py",
-                "plots.py",
+                "training/backup.py",
+                "training/batching.py",
+                "training/callbacks.py",
+                "training/monitors.py",
+                "evaluation/evaluate.py",
+                "evaluation/plots.py",
                 "progress.py",
-                "gate.py",
-                "model_card.py",
+                "evaluation/gate.py",
+                "evaluation/model_card.py",
                 "tracking/models.py",
                 "tracking/lock.py",
                 *_LINEAGE,

@@ -1,4 +1,4 @@
-"""The `train` and `finetune` stages: the two phases of ferflow.train with their files and
+"""The `train` and `finetune` stages: the two phases of ferflow.training.train with their files and
 MLflow runs.
 
 - `train`: phase 1 (frozen backbone, dense head). Starts the MLflow parent run, records it
@@ -41,10 +41,10 @@ def train(params: Params, layout: Layout) -> Path:
 
 def _train(params: Params, layout: Layout) -> Path:
     _before_training(params, layout)
-    from ferflow.model import build_model, ensure_imagenet_weights
-    from ferflow.runtime import configure_runtime, distribution_scope
     from ferflow.tracking import runs
-    from ferflow.train import fit_head, load_training_data
+    from ferflow.training.model import build_model, ensure_imagenet_weights
+    from ferflow.training.runtime import configure_runtime, distribution_scope
+    from ferflow.training.train import fit_head, load_training_data
 
     ensure_imagenet_weights(params.model)  # offline: the from-scratch route, before any run
     configure_runtime(params)
@@ -83,10 +83,10 @@ def _finetune(params: Params, layout: Layout) -> Path:
     state = runs.run_state(uri, head.phase_run_id or head.run_id, params=False)
     lineage.require_finished(state, head.run_id, str(layout.head_model), "ferflow train")
     lineage.check_history(layout, head)
-    from ferflow.model import load_model
-    from ferflow.runtime import configure_runtime, distribution_scope
     from ferflow.tracking import models
-    from ferflow.train import fine_tune, load_training_data
+    from ferflow.training.model import load_model
+    from ferflow.training.runtime import configure_runtime, distribution_scope
+    from ferflow.training.train import fine_tune, load_training_data
 
     configure_runtime(params)
     train_split, val_split = load_training_data(params, layout.prepared)

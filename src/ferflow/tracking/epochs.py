@@ -10,8 +10,8 @@ from typing import Any
 
 import keras
 
-from ferflow.callbacks import EPOCH_EXTRAS, EPOCH_METRICS
 from ferflow.tracking.store import HEARTBEAT_TAG, now_stamp
+from ferflow.training.callbacks import EPOCH_EXTRAS, EPOCH_METRICS
 
 
 class EpochLogger(keras.callbacks.Callback):

@@ -1,7 +1,7 @@
 """Models in MLflow: logging, loading, registered versions, aliases and the promotion lock.
 
 Every successful pipeline run registers its model as a new version of
-`register.model_name`; the gate (ferflow.gate) decides whether `champion` moves to it.
+`register.model_name`; the gate (ferflow.evaluation.gate) decides whether `champion` moves to it.
 The aliases:
 
 - `champion`: what serving loads (`models:/NAME@champion`);

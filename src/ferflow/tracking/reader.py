@@ -1,7 +1,7 @@
 """What `ferflow compare` reads from MLflow: a run, or the run behind a model version.
 
 A reference is a run id, `models:/<name>/<version>`, `models:/<name>@<alias>` or a bare
-alias of `register.model_name`. Read-only; the comparison itself is ferflow.compare.
+alias of `register.model_name`. Read-only; the comparison itself is ferflow.evaluation.compare.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ferflow.compare import CONFUSION_ARTIFACT, CompareError, Confusion, Side, parse_confusion
+from ferflow.evaluation.compare import CONFUSION_ARTIFACT, CompareError, Confusion, Side, parse_confusion
 from ferflow.files import PER_CLASS_ARTIFACT
 from ferflow.tracking.models import MISSING, RegistryError, registered_models
 from ferflow.tracking.store import client, run_params

@@ -232,7 +232,7 @@ def log_earlier_phase(
     the new run's curves and `<phase>.*` metrics are whole and say where they came from."""
     from mlflow.entities import Metric, RunTag
 
-    from ferflow.callbacks import EPOCH_METRICS  # Keras is loaded: this runs in phase 2
+    from ferflow.training.callbacks import EPOCH_METRICS  # Keras is loaded: this runs in phase 2
 
     now = int(time.time() * 1000)
     metrics = [

@@ -58,7 +58,7 @@ class TimeBudget(keras.callbacks.Callback):
         self._begun = False
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        # A resumed epoch is a `fit` of its own before the rest (ferflow.backup.fit_resuming):
+        # A resumed epoch is a `fit` of its own before the rest (ferflow.training.backup.fit_resuming):
         # the budget and the epoch lengths run on from the phase's first `fit`.
         if self._begun:
             return

@@ -105,7 +105,7 @@ def distribution_scope(mode: str = "auto") -> contextlib.AbstractContextManager[
 
     On JAX, Keras' `DataParallel` replicates the weights on every device and splits each
     batch between them (the batch size must divide evenly; ferflow's batches are all full,
-    ferflow.batching). On TensorFlow, a `MirroredStrategy` scope over the GPUs.
+    ferflow.training.batching). On TensorFlow, a `MirroredStrategy` scope over the GPUs.
     """
     if mode == "off":
         return contextlib.nullcontext()

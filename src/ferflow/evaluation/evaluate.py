@@ -3,7 +3,7 @@
 Everything here works on a plain `predict_fn(batch) -> probabilities`, whatever the model
 is (a .keras file, an MLflow URI: ferflow.tracking.models loads those): the metrics
 (accuracy, macro/weighted F1, macro AUC, per class), the report files (`metrics.json` for
-`dvc metrics`, plot data for `dvc plots`) and the figures (ferflow.plots). The evaluate
+`dvc metrics`, plot data for `dvc plots`) and the figures (ferflow.evaluation.plots). The evaluate
 stage (ferflow.stages.evaluation) decides where they go and logs them to MLflow.
 """
 
@@ -18,9 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from ferflow.batching import predict_padded
 from ferflow.config import Params
 from ferflow.errors import FerflowError
+from ferflow.evaluation.plots import (
+    confusion_figures,
+    history_figures,
+    metrics_lib,
+    per_class_figure,
+    roc_figure,
+)
 from ferflow.files import (
     CONFUSION_CSV,
     CONFUSION_JSON,
@@ -33,7 +39,7 @@ from ferflow.files import (
     SCORES_FILE,
     write_json,
 )
-from ferflow.plots import confusion_figures, history_figures, metrics_lib, per_class_figure, roc_figure
+from ferflow.training.batching import predict_padded
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +67,7 @@ def predict_probabilities(
     predict_fn: PredictFn, images: np.ndarray, batch_size: int, tta_flip: bool = False
 ) -> np.ndarray:
     """Class probabilities for `images` (n, S, S) in batches of exactly `batch_size` rows (the
-    last one padded, ferflow.batching: a compiled predict step compiles once); optionally
+    last one padded, ferflow.training.batching: a compiled predict step compiles once); optionally
     averaged with the mirror image."""
     if len(images) == 0:
         raise EvaluationError("no images to evaluate: the test split is empty")

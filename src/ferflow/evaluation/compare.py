@@ -5,7 +5,7 @@ alias of `register.model_name` (`champion`, `challenger`, `previous-champion`). 
 comparison lists the params that differ, every metric with its delta (B - A), the per-class
 test recall deltas (the `evaluation/per_class.json` table) and the largest changes between
 the two confusion matrices (read from the `evaluation/confusion_matrix.json` artifact that
-`ferflow.evaluate` writes: `{"classes": [...], "matrix": [[...]]}`, rows = actual class,
+`ferflow.evaluation.evaluate` writes: `{"classes": [...], "matrix": [[...]]}`, rows = actual class,
 columns = predicted).
 
 It renders as aligned text for a terminal, Markdown for a pull request, or JSON for
@@ -144,7 +144,7 @@ def parse_confusion(path: Path) -> Confusion:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CompareError(
             f"{path}: not a confusion matrix ({err}); expected JSON "
-            '{"classes": [...], "matrix": [[counts]]} as ferflow.evaluate writes it'
+            '{"classes": [...], "matrix": [[counts]]} as ferflow.evaluation.evaluate writes it'
         ) from err
     if len(matrix) != len(classes) or any(len(row) != len(classes) for row in matrix):
         raise CompareError(f"{path}: matrix is not {len(classes)}x{len(classes)} for classes {classes}")

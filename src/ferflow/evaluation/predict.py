@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from ferflow.batching import predict_padded
 from ferflow.config import Params
 from ferflow.data.images import IMAGE_SUFFIXES, BadImage, decode_canonical
 from ferflow.errors import FerflowError
 from ferflow.progress import bar
+from ferflow.training.batching import predict_padded
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 step: the validation pass at each epoch end (fixed-shape batches), the NaN guard, the
 progress bar and the learning rate. The per-batch ones are `async_safe`, so on JAX Keras
 calls them from a worker thread and the training loop keeps dispatching steps.
-ferflow.callbacks puts them in a phase's callback list.
+ferflow.training.callbacks puts them in a phase's callback list.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from ferflow.batching import predict_padded
 from ferflow.progress import bar
+from ferflow.training.batching import predict_padded
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class EpochProgress(keras.callbacks.Callback):
         self.budget = budget
         self.batch_size = batch_size
         self.clock = clock
-        # batches of the epoch done before this `fit` (a resumed epoch: ferflow.backup.fit_resuming)
+        # batches of the epoch done before this `fit` (a resumed epoch: ferflow.training.backup.fit_resuming)
         self.resumed_from: Any = None
         self.batch_offset = 0
         self._bar: Any = None

@@ -13,7 +13,7 @@ Two kinds of entries:
   the one grey channel scaled to [-1, 1] and start from random weights (or a ferflow file).
 
 Either way the backbone is a nested functional `keras.Model` without top, ending in BN-ReLU,
-so `ferflow.model` pools, heads, freezes, saves and loads every entry the same way.
+so `ferflow.training.model` pools, heads, freezes, saves and loads every entry the same way.
 `ferflow.config.BackboneName` lists the same names (config must not import model code, or
 every stage would depend on it); a test keeps the two equal.
 """

@@ -66,7 +66,7 @@ def read_validation(path: Path) -> dict[str, Any] | None:
 def data_issues(validation: dict[str, Any] | None) -> list[str]:
     """One line per failed check (severity error or warning) of validation.json.
 
-    The format is ferflow.validation's (`checks: [{id, description, severity, success,
+    The format is ferflow.contract.validation's (`checks: [{id, description, severity, success,
     observed, examples}]`), read defensively: unknown shapes give no lines, not an error.
     """
     if validation is None:

@@ -5,7 +5,7 @@ float32 in 0..255 (input named `pixels`). Everything else happens inside the mod
 serving never reimplements it:
 
     pixels (n, S, S) -> add channel -> resize to model.input_size
-    -> the backbone's normalisation (ferflow.backbones): for the Keras-application DenseNets
+    -> the backbone's normalisation (ferflow.training.backbones): for the Keras-application DenseNets
        repeat to 3 channels and ImageNet "torch" (x/255 - mean) / std; for the small-image
        DenseNets the one channel scaled to [-1, 1] (a weightless Rescaling either way)
     -> DenseNet without top, called with training=False -> GlobalAveragePooling ("features")
@@ -36,9 +36,9 @@ from typing import Any
 
 import keras
 
-from ferflow.backbones import BACKBONES, Backbone, KerasDenseNet
 from ferflow.config import Model as ModelParams
 from ferflow.errors import FerflowError
+from ferflow.training.backbones import BACKBONES, Backbone, KerasDenseNet
 
 log = logging.getLogger(__name__)
 

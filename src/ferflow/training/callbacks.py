@@ -2,13 +2,13 @@
 
 - `EpochRecorder`: per-epoch metrics at the global epoch, kept beside the backup so a
   resumed phase still reports every epoch.
-- The backup (`EpochBackup`) and resuming from it are ferflow.backup.
+- The backup (`EpochBackup`) and resuming from it are ferflow.training.backup.
 - `DivergenceGuard`, `check_finite`: a phase whose loss or weights stop being finite, or
   whose loss explodes, fails with `TrainingError` and drops its backup.
 - `phase_callbacks`: a phase's list, in the order they run at an epoch end, with the
-  monitors of ferflow.monitors (validation first, the NaN guard, progress, the rate).
+  monitors of ferflow.training.monitors (validation first, the NaN guard, progress, the rate).
 
-The wall-clock budget of a phase is ferflow.budget.
+The wall-clock budget of a phase is ferflow.training.budget.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from ferflow.backup import EPOCHS_FILE, EpochBackup, finish_backup, read_epoch_records
 from ferflow.errors import FerflowError
-from ferflow.monitors import EpochProgress, LearningRateLog, NanGuard, Validation
+from ferflow.training.backup import EPOCHS_FILE, EpochBackup, finish_backup, read_epoch_records
+from ferflow.training.monitors import EpochProgress, LearningRateLog, NanGuard, Validation
 
 log = logging.getLogger(__name__)
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
-# Recorded when a phase has them: the rate at the epoch's end and a budget's plan (ferflow.budget).
+# Recorded when a phase has them: the rate at the epoch's end and a budget's plan (ferflow.training.budget).
 EPOCH_EXTRAS = ("learning_rate", "epochs_planned")
 
 

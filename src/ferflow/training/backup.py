@@ -8,7 +8,7 @@
 - `resumable_fit`: restores the backup before `fit` and yields (backup, `ResumePoint`).
 - `fit_resuming`: `fit` from a `ResumePoint`. A point inside an epoch first trains that
   epoch's remaining batches, in the order the epoch had (the rows of an epoch are a
-  permutation drawn from the seed and the epoch alone: ferflow.train.EpochBatches), and
+  permutation drawn from the seed and the epoch alone: ferflow.training.train.EpochBatches), and
   reports the epoch's loss and accuracy over all its batches; then the epochs after it.
   So a run killed mid-epoch loses at most `every_s` of work and sees every row once per
   epoch, as if it had not been stopped. (The random augmentation of the redone batches

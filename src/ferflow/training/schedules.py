@@ -14,7 +14,7 @@ Kinds (`finetune.schedule`), with `w` warmup steps, `T` total steps and peak rat
   `T` when no warmup is given), then half a cosine down to `lr / 25 / 1e4`.
 
 Past `T` every schedule stays at its last value. `T` can move during training
-(`track_total`): under `finetune.epochs: auto` the time budget (ferflow.budget) sets it from
+(`track_total`): under `finetune.epochs: auto` the time budget (ferflow.training.budget) sets it from
 the epochs it plans, so the schedule ends where the budget does.
 """
 

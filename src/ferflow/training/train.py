@@ -15,7 +15,7 @@ as in the study).
 
 Both phases fail loudly on a NaN/infinite loss or diverging weights (`TrainingError`),
 back up every epoch to the `backup_dir` they are given so a restarted run resumes where it
-stopped, and are repeatable with `train.deterministic` (ferflow.callbacks, ferflow.runtime).
+stopped, and are repeatable with `train.deterministic` (ferflow.training.callbacks, ferflow.training.runtime).
 Keras 3 APIs only: the same code runs on JAX and PyTorch.
 """
 
@@ -32,16 +32,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from ferflow.augment import TrainingModel
-from ferflow.backup import finish_backup, fit_resuming, resumable_fit
-from ferflow.batching import predict_padded, wrap_to_batches
-from ferflow.budget import AUTO_EPOCHS_CAP, TimeBudget
-from ferflow.callbacks import TrainingError, Validation, check_finite, phase_callbacks
 from ferflow.config import Params
 from ferflow.data.dataset import PreparedData, load_prepared
-from ferflow.model import feature_extractor, head_model, set_backbone_trainable
-from ferflow.runtime import check_data_parallel_batch, resolve_jit_compile
-from ferflow.schedules import WarmupSchedule, make_optimizer, schedule_for
+from ferflow.training.augment import TrainingModel
+from ferflow.training.backup import finish_backup, fit_resuming, resumable_fit
+from ferflow.training.batching import predict_padded, wrap_to_batches
+from ferflow.training.budget import AUTO_EPOCHS_CAP, TimeBudget
+from ferflow.training.callbacks import TrainingError, Validation, check_finite, phase_callbacks
+from ferflow.training.model import feature_extractor, head_model, set_backbone_trainable
+from ferflow.training.runtime import check_data_parallel_batch, resolve_jit_compile
+from ferflow.training.schedules import WarmupSchedule, make_optimizer, schedule_for
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,9 @@ def fine_tune(
     `model` is trained through a `TrainingModel` wrapper that feeds it the uint8 arrays and
     augments batches inside the compiled step; `model` itself stays the plain classifier.
     The optimizer (`finetune.optimizer`) follows `finetune.schedule` per step. Batches are
-    all full (ferflow.batching); under `finetune.time_budget_s` the phase ends in time, and
+    all full (ferflow.training.batching); under `finetune.time_budget_s` the phase ends in time, and
     with `finetune.epochs: auto` the budget plans the epochs and the schedule's end
-    (ferflow.budget).
+    (ferflow.training.budget).
     """
     settings, num_classes = params.finetune, len(params.base.classes)
     if settings.epochs == 0:
@@ -256,7 +256,7 @@ def _budget(
     steps_per_epoch: int,
 ) -> TimeBudget | None:
     """The phase's time budget; under `epochs: auto` it also moves the schedule's end (a
-    schedule's total steps become an optimizer variable it sets, ferflow.budget)."""
+    schedule's total steps become an optimizer variable it sets, ferflow.training.budget)."""
     if seconds is None:
         return None
     if not auto:
@@ -273,9 +273,9 @@ def _budget(
 class EpochBatches(keras.utils.PyDataset):
     """Phase 2's training batches: each epoch's rows are a permutation drawn from the seed
     and the epoch's number alone, so a resumed run knows which rows an epoch's first
-    batches held and can leave them out (ferflow.backup.fit_resuming).
+    batches held and can leave them out (ferflow.training.backup.fit_resuming).
 
-    The rows must be whole batches already (ferflow.batching). Epochs start at
+    The rows must be whole batches already (ferflow.training.batching). Epochs start at
     `first_epoch`; `skip` leaves out that epoch's first batches (a dataset of one epoch: its
     length is the batches left). `fit` must not reshuffle the batches (`shuffle=False`).
 
@@ -349,11 +349,11 @@ def _as_pixels(images: np.ndarray) -> np.ndarray:
 
 
 def training_splits(data: PreparedData, params: Params) -> tuple[Split, Split]:
-    """(train, val) splits; train rows filtered by ferflow.validation.training_mask if present."""
+    """(train, val) splits; train rows filtered by ferflow.contract.validation.training_mask if present."""
     x_train, y_train = data.split("train")
     val = data.split("val")
     try:
-        from ferflow.validation import training_mask
+        from ferflow.contract.validation import training_mask
     except ImportError:
         return (x_train, y_train), val
     mask = np.asarray(training_mask(data, params), dtype=bool)
