@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ferflow import __version__
 from ferflow.config import Params, load_params
-from ferflow.console import Terminated, configure_logging, fault_line, interrupt, terminate
+from ferflow.console import Terminated, configure_logging, fault_line, folder_option, interrupt, terminate
 from ferflow.errors import EXIT_USER_ERROR, FerflowError
 from ferflow.stages.layout import Layout
 from ferflow.stages.spec import STAGE_NAMES
@@ -64,7 +64,7 @@ def _ingest(args: argparse.Namespace, params: Params) -> None:
 def _validate(args: argparse.Namespace, params: Params) -> int:
     from ferflow.stages.data import validate
 
-    layout = _layout(params).moved(prepared=args.data, reports=args.report_dir)
+    layout = _layout(params).moved(prepared=args.data, reports=args.reports)
     report = validate(params, layout, Path(args.reference) if args.reference else None)
     # ferflow.contract.validation logs each finding once; every check is in the report and Data Docs
     print(f"report: {report.report_path}\nData Docs: {report.data_docs_index}")
@@ -132,11 +132,11 @@ def _evaluate(args: argparse.Namespace, params: Params) -> None:
     from ferflow.stages.evaluation import evaluate, evaluate_source
 
     if args.model or args.data:
-        model = args.model or str(_layout(params).moved(models=args.models_dir).model_file)
+        model = args.model or str(_layout(params).moved(models=args.models).model_file)
         data = Path(args.data or params.data.prepared)
-        metrics = evaluate_source(params, model, data, Path(args.out))
+        metrics = evaluate_source(params, model, data, Path(args.reports))
     else:
-        metrics = evaluate(params, _layout(params).moved(models=args.models_dir, reports=args.out))
+        metrics = evaluate(params, _layout(params).moved(models=args.models, reports=args.reports))
     summary = {k: round(metrics[k], 4) for k in ("accuracy", "macro_f1", "weighted_f1", "macro_auc")}
     print(json.dumps(summary))
 
@@ -162,7 +162,7 @@ def _predict(args: argparse.Namespace, params: Params) -> None:
 def _register(args: argparse.Namespace, params: Params) -> None:
     from ferflow.stages.promotion import register
 
-    layout = _layout(params).moved(prepared=args.data, models=args.models_dir, reports=args.reports_dir)
+    layout = _layout(params).moved(prepared=args.data, models=args.models, reports=args.reports)
     decision = register(params, layout)
     name = params.registry.model_name
     print(f"{name} version {decision['version']}: {decision['decision']} ({decision['reason']})")
@@ -189,7 +189,7 @@ def _runs_sweep(args: argparse.Namespace, params: Params) -> None:
 def _runs_check(args: argparse.Namespace, params: Params) -> int:
     from ferflow.stages.promotion import check_registry
 
-    findings = check_registry(params, _layout(params).moved(reports=args.reports_dir), args.repair)
+    findings = check_registry(params, _layout(params).moved(reports=args.reports), args.repair)
     for finding in findings:
         print(f"{'repaired' if finding.repaired else 'drift'}: {finding.line}")
     left = sum(not f.repaired for f in findings)
@@ -251,7 +251,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = command("validate", _validate, "check a prepared dataset against the data contract (exit 1: errors)")
     p.add_argument("data", nargs="?", help="prepared dataset folder (default: data.prepared)")
-    p.add_argument("--report-dir", default="reports", help="where validation.json and data_docs/ go")
+    folder_option(p, "reports", "where validation.json and data_docs/ go (default: reports)", "report-dir")
     p.add_argument("--reference", help="profile.json of the last accepted dataset, for the drift check")
 
     p = command(
@@ -280,12 +280,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p = command("evaluate", _evaluate, "test-split metrics and plots (reports/metrics.json, reports/plots/)")
     p.add_argument("--model", help="models:/NAME@ALIAS, models:/NAME/N, runs:/ID/model or a .keras file")
     p.add_argument("--data", help="prepared dataset, or any source ingest reads (default: data.prepared)")
-    p.add_argument("--out", default="reports", help="report folder (default: reports)")
-    p.add_argument("--models-dir", default="models", help="model.keras, history.json, run.json")
+    folder_option(p, "reports", "report folder (default: reports)", "out")
+    folder_option(p, "models", "model.keras, history.json, run.json (default: models)", "models-dir")
 
     p = command("register", _register, "register models/model.keras and run the promotion gate")
-    p.add_argument("--models-dir", default="models", help="model.keras and run.json (default: models)")
-    p.add_argument("--reports-dir", default="reports", help="metrics.json in, promotion.json out")
+    folder_option(p, "models", "model.keras and run.json (default: models)", "models-dir")
+    folder_option(p, "reports", "metrics.json in, promotion.json out (default: reports)", "reports-dir")
     p.add_argument("--data", help="prepared dataset the champion is compared on (default: data.prepared)")
 
     p = command("promote", _promote, "move the champion alias by hand: --rollback or --version N")
@@ -319,7 +319,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=_runs_check)
     p.add_argument("--repair", action="store_true", help="make tags and promotion.json follow the aliases")
-    p.add_argument("--reports-dir", default="reports", help="where promotion.json is (default: reports)")
+    folder_option(p, "reports", "where promotion.json is (default: reports)", "reports-dir")
 
     data = sub.add_parser(
         "data",

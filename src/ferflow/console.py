@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import logging
@@ -16,6 +17,7 @@ import os
 import signal
 import sys
 import warnings
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -222,3 +224,26 @@ def _disk(exc: OSError) -> str:
         f"cannot access {where} ({exc.strerror}): it, or the folder {folder}, is not open to "
         "this user. Give this user access (or pass another folder) and rerun this command"
     )
+
+
+class RenamedOption(argparse.Action):
+    """An option's old spelling, kept one release and hidden from --help: it sets the new
+    option's value and says the new name on stderr."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        print(
+            f"ferflow: {option_string} is now {self.new} (the old name goes in the next release)",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def folder_option(parser: argparse.ArgumentParser, name: str, help: str, old: str) -> None:
+    """`--NAME` (default: NAME), spelt the same in every command; the old `--OLD` still
+    works for one release, hidden (RenamedOption)."""
+    parser.add_argument(f"--{name}", default=name, help=help)
+    parser.add_argument(f"--{old}", dest=name, action=RenamedOption, new=f"--{name}")

@@ -256,7 +256,7 @@ def test_the_cli_exits_3_with_one_line_on_a_truncated_dataset(prepared, tmp_path
     images = prepared / IMAGES_FILE
     os.truncate(images, images.stat().st_size // 2)
     # when the contract is checked through the CLI
-    code = main(["validate", str(prepared), "--report-dir", str(tmp_path / "reports")])
+    code = main(["validate", str(prepared), "--reports", str(tmp_path / "reports")])
     # then it exits 3 (not 1: the contract never ran) with one line naming the file
     err = capsys.readouterr().err.strip().splitlines()
     assert code == EXIT_PREPARED_DATA

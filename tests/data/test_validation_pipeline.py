@@ -312,7 +312,7 @@ def test_quarantined_files_fail_the_contract_and_the_cli_names_them(corrupt, tmp
     capsys.readouterr()
 
     status = main(
-        ["validate", str(tmp_path / "prepared"), "--report-dir", str(tmp_path / "reports"), *quarantine]
+        ["validate", str(tmp_path / "prepared"), "--reports", str(tmp_path / "reports"), *quarantine]
     )
 
     assert status == 1
@@ -407,7 +407,7 @@ def test_cli_exits_0_on_a_passing_dataset(clean, tmp_path, capsys):
     params_file = Path(__file__).resolve().parents[2] / "params.yaml"
 
     status = main(
-        ["validate", str(work / "prepared"), "--report-dir", str(tmp_path), "--params", str(params_file)]
+        ["validate", str(work / "prepared"), "--reports", str(tmp_path), "--params", str(params_file)]
     )
 
     assert status == 0

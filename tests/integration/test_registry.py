@@ -147,9 +147,9 @@ def test_ferflow_register_twice_on_the_same_model_registers_it_once(
     name = params.registry.model_name
     args = [
         "register",
-        "--models-dir",
+        "--models",
         str(model_dir),
-        "--reports-dir",
+        "--reports",
         str(report_dir),
         "--data",
         str(data_dir),
@@ -193,7 +193,7 @@ def test_ferflow_register_prints_no_mlflow_lines_and_links_the_version(params, t
     # when `ferflow register` runs
     done = ferflow_cli(
         "register",
-        *("--models-dir", str(model_dir), "--reports-dir", str(report_dir), "--data", str(data_dir)),
+        *("--models", str(model_dir), "--reports", str(report_dir), "--data", str(data_dir)),
         f"--set=register.model_name={name}",
         *(f"--set={override}" for override in NO_FLOORS),
     )

@@ -64,6 +64,40 @@ def test_subcommand_help_has_a_description(argv, phrase, capsys):
     assert phrase in " ".join(rest.partition("\n\n")[0].split())
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["validate"], {"reports": "reports"}),
+        (["validate", "--report-dir", "r"], {"reports": "r"}),
+        (["evaluate", "--out", "r", "--models-dir", "m"], {"reports": "r", "models": "m"}),
+        (["register", "--models-dir", "m", "--reports-dir", "r"], {"reports": "r", "models": "m"}),
+        (["runs", "check", "--reports-dir", "r"], {"reports": "r"}),
+        (["register", "--models", "m", "--reports", "r"], {"reports": "r", "models": "m"}),
+    ],
+)
+def test_folder_options_have_one_name_and_the_old_names_still_work(argv, expected, capsys):
+    from ferflow.cli import _build_parser
+
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+
+    assert {key: getattr(args, key) for key in expected} == expected
+    renamed = [a for a in argv if a in ("--report-dir", "--out", "--models-dir", "--reports-dir")]
+    said = capsys.readouterr().err
+    for old in renamed:
+        assert f"ferflow: {old} is now --" in said
+    assert said.count("is now") == len(renamed)
+
+
+def test_the_old_folder_option_names_are_not_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["register", "--help"])
+    text = capsys.readouterr().out
+
+    assert "--models MODELS" in text and "--reports REPORTS" in text
+    assert "--models-dir" not in text and "--reports-dir" not in text
+
+
 def test_an_unknown_command_is_still_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["nope"])

@@ -321,7 +321,7 @@ def test_the_cli_evaluates_any_model_file_on_a_class_folder(tmp_path, capsys):
 
     status = main(
         ["evaluate", "--model", str(tmp_path / "model.keras"), "--data", str(tmp_path / "faces"),
-         "--out", str(tmp_path / "out")]
+         "--reports", str(tmp_path / "out")]
     )  # fmt: skip
 
     assert status == 0

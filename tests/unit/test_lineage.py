@@ -335,7 +335,7 @@ def test_register_after_a_diverged_finetune_refuses_and_the_run_stays_failed(sto
     write_model(layout, run_a)
     write_run_info(layout.run_file, RunInfo(run_b, experiment, uri))
     # when `ferflow register` runs
-    where = ["--models-dir", str(layout.models), "--reports-dir", str(layout.reports)]
+    where = ["--models", str(layout.models), "--reports", str(layout.reports)]
     code = main(["register", "--params", str(REPO / "params.yaml"), *where])
     # then one line, nothing registered, and B is still FAILED
     err = capsys.readouterr().err.strip().splitlines()

@@ -57,7 +57,7 @@ def test_alias_tags_follow_the_aliases_through_promotions_and_rollbacks(registry
 def _ferflow(tmp_path, uri: str, *argv: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "ferflow.cli", "runs", "check", *argv]
     command += ["--model-name", NAME, "--params", str(REPO / "params.yaml")]
-    command += ["--reports-dir", str(tmp_path / "reports")]
+    command += ["--reports", str(tmp_path / "reports")]
     env = {**ENV, "MLFLOW_TRACKING_URI": uri}
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
