@@ -7,12 +7,15 @@ The evaluate stage's MLflow table artifact is named here too: the stage writes i
 The prepared dataset's own files (images.npy, manifest.csv, dataset.json) are named by
 ferflow.data.dataset, which reads and writes that format.
 
+`file_sha256(path)`: the one digest of a file's bytes (models, manifests).
+
 `written_whole(path)`: how a file that a later stage trusts is written: under a temporary
 name, renamed when complete, the temporary removed when writing fails (a full disk).
 """
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -85,3 +88,12 @@ def write_json(path: Path, data: Any, *, sort_keys: bool = True) -> Path:
     with written_whole(path) as partial:
         partial.write_text(json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
     return path
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (model files, manifests)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

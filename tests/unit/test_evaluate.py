@@ -296,7 +296,7 @@ def test_provenance_names_the_model_file_digest(evaluated, tmp_path_factory):
 
     provenance = json.loads((reports / ev.EVALUATION_FILE).read_text())
 
-    assert provenance["model_sha256"] == ev.file_sha256(Path(provenance["model"]))
+    assert provenance["model_sha256"] == files.file_sha256(Path(provenance["model"]))
 
 
 def test_a_dataset_without_test_images_is_an_error(tmp_path):

@@ -159,9 +159,11 @@ def test_redact_removes_user_info_from_urls_only():
     assert redact("s3://key:secret@bucket/x") == "s3://***@bucket/x"
     assert redact("sqlite:///mlflow/mlflow.db") == "sqlite:///mlflow/mlflow.db"
     assert redact(3) == 3
-    # a userinfo masked already (the DVC remote's `user:***`) stays; a password ending in *** goes
-    assert redact("http://minio:***@127.0.0.1:9000") == "http://minio:***@127.0.0.1:9000"
+    # the same masker as the DVC remote's lines: a masked userinfo stays masked, a password
+    # ending in *** goes, and one with an unescaped '/' goes whole (it leaked before)
+    assert redact("http://minio:***@127.0.0.1:9000") == "http://***@127.0.0.1:9000"
     assert redact("http://bob:pw***@host") == "http://***@host"
+    assert redact("http://AKIA:wJal/rXU+k@127.0.0.1:9000") == "http://***@127.0.0.1:9000"
 
 
 def test_the_evaluate_stage_logs_summary_metrics_a_per_class_table_and_run_page_images(store, tmp_path):

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ferflow.errors import EXIT_PREPARED_DATA, FerflowError
-from ferflow.files import write_json, written_whole
+from ferflow.files import file_sha256, write_json, written_whole
 
 SPLITS = ("train", "val", "test")
 IMAGES_FILE = "images.npy"
@@ -267,17 +267,4 @@ def _check_info(data_dir: Path, manifest: pd.DataFrame, info: dict[str, Any]) ->
 
 def manifest_digest(data_dir: str | Path) -> str:
     """sha256 of manifest.csv: identifies the exact dataset a model was trained on."""
-    import hashlib
-
-    return hashlib.sha256((Path(data_dir) / MANIFEST_FILE).read_bytes()).hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks (model files, manifests)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(Path(data_dir) / MANIFEST_FILE)

@@ -12,7 +12,7 @@ committed `.dvc/config` gets only the bucket URL and the endpoint without its us
 `user:password@` in an endpoint URL (`--set data.remote.endpoint_url=http://user:pw@host:9000`)
 becomes `access_key_id` / `secret_access_key` in `.dvc/config.local`, what
 `dvc remote modify --local` would write. Every log line and error message shows URLs through
-`mask_url` (`http://user:***@host`).
+`ferflow.redaction.mask_url` (`http://***@host`).
 
 DVC is used through its Python API (`dvc.repo.Repo`) rather than subprocesses, so a
 failure is an exception we can turn into one clear `VersioningError`.
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -38,15 +37,12 @@ import yaml
 
 from ferflow.config import Params
 from ferflow.errors import FerflowError
+from ferflow.redaction import USERINFO, mask_url
 
 log = logging.getLogger(__name__)
 
 ENDPOINT_ENV_VARS = ("FERFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")  # first set one wins
 CREDENTIAL_KEYS = ("access_key_id", "secret_access_key", "session_token")
-MASK = "***"
-# scheme://user:password@ or scheme://token@ at the start of a URL. The password may hold an
-# unescaped '/' (common in AWS secret keys pasted as is), so it is masked all the same.
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@\s:]*)(?P<password>:[^@\s]*)?@")
 RAW_SUFFIXES = (".zip", ".csv")  # a download that is a single file keeps its suffix
 
 
@@ -85,27 +81,12 @@ def endpoint_override() -> str | None:
     return None
 
 
-def mask_url(text: str) -> str:
-    """`text` with the password of every URL in it masked: `http://user:***@host`.
-
-    A userinfo without a password (a bare token, `http://token@host`) is masked whole
-    (`http://***@host`). Text without URLs comes back unchanged.
-    """
-
-    def _mask(match: re.Match[str]) -> str:
-        if match.group("password") is None:
-            return f"{match.group('scheme')}{MASK}@"
-        return f"{match.group('scheme')}{match.group('user')}:{MASK}@"
-
-    return _USERINFO.sub(_mask, text)
-
-
 def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     """`(url without userinfo, user, password)`; user and password are percent-decoded.
 
     `http://minio:pw@127.0.0.1:9000` -> `("http://127.0.0.1:9000", "minio", "pw")`.
     """
-    match = _USERINFO.match(url.strip())
+    match = USERINFO.match(url.strip())
     if match is None:
         return url.strip(), None, None
     password = match.group("password")

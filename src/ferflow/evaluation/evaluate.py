@@ -295,13 +295,6 @@ def _write_history_csv(path: Path, history: list[dict[str, Any]]) -> Path:
 # --- inputs ----------------------------------------------------------------------------
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file (ferflow.data.dataset.file_sha256, imported when first needed)."""
-    from ferflow.data.dataset import file_sha256 as sha256
-
-    return sha256(path)
-
-
 def load_keras_predict_fn(model_path: Path, batch_size: int) -> PredictFn:
     """A predict_fn over a local .keras file."""
     import keras

@@ -24,7 +24,7 @@ import numpy as np
 
 from ferflow.config import Params
 from ferflow.evaluation import evaluate as ev
-from ferflow.files import PER_CLASS_ARTIFACT
+from ferflow.files import PER_CLASS_ARTIFACT, file_sha256
 from ferflow.stages import lineage
 from ferflow.stages.layout import Layout, read_history
 from ferflow.stages.training import sweep_stale_runs
@@ -88,7 +88,7 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     evaluation = ev.evaluate_model(predict_fn, images, labels, params)
     provenance = {
         "model": str(layout.model_file),
-        "model_sha256": ev.file_sha256(layout.model_file),
+        "model_sha256": file_sha256(layout.model_file),
         "manifest_digest": manifest_digest(layout.prepared),
         "data_dir": str(layout.prepared),
     }

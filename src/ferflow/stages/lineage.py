@@ -35,7 +35,7 @@ from typing import Any
 
 from ferflow.config import Params
 from ferflow.errors import FerflowError
-from ferflow.files import BACKUP_LINEAGE, BACKUP_STATE, LINEAGE_SUFFIX, TRAINING_LOCK, write_json
+from ferflow.files import BACKUP_LINEAGE, BACKUP_STATE, LINEAGE_SUFFIX, TRAINING_LOCK, file_sha256, write_json
 from ferflow.stages.layout import Layout, history_lineage
 from ferflow.stages.spec import STAGES, selects, stage_params, values_digest
 
@@ -113,7 +113,6 @@ def sidecar(path: Path) -> Path:
 
 def record(path: Path, lineage: Lineage) -> Lineage:
     """Write the lineage of the file `path` (written just before), with its sha256."""
-    from ferflow.data.dataset import file_sha256
 
     stamped = replace(lineage, sha256=file_sha256(path))
     write_json(sidecar(path), asdict(stamped))
@@ -354,7 +353,6 @@ def _holder(text: str) -> str:
 
 
 def _require_intact(path: Path, made: Lineage, rerun: str) -> None:
-    from ferflow.data.dataset import file_sha256
 
     if not path.exists():
         raise LineageError(f"{path} does not exist; run `{rerun}`")

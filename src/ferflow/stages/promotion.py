@@ -33,7 +33,7 @@ from ferflow.config import Params
 from ferflow.errors import FerflowError
 from ferflow.evaluation import evaluate as ev
 from ferflow.evaluation import gate
-from ferflow.files import write_json
+from ferflow.files import file_sha256, write_json
 from ferflow.stages import lineage
 from ferflow.stages.layout import Layout
 from ferflow.stages.training import sweep_stale_runs
@@ -191,7 +191,7 @@ def fresh_metrics(layout: Layout) -> dict[str, Any]:
             f"{layout.metrics_file} is missing; run `ferflow evaluate` before `ferflow register`"
         )
     provenance = read_json(layout.evaluation_file)
-    if provenance.get("model_sha256") != ev.file_sha256(layout.model_file):
+    if provenance.get("model_sha256") != file_sha256(layout.model_file):
         raise PromotionError(
             f"{layout.metrics_file} was computed for another model file than {layout.model_file}; "
             "run `ferflow evaluate` again"

@@ -50,7 +50,13 @@ _MODEL = (
     "training/schedules.py",
     "training/train.py",
 )
-_TRACKING = ("tracking/store.py", "tracking/runs.py", "tracking/epochs.py", "data/versioning.py")
+_TRACKING = (
+    "tracking/store.py",
+    "tracking/runs.py",
+    "tracking/epochs.py",
+    "data/versioning.py",
+    "redaction.py",
+)
 # what ties a stage's files to its run (lineage.py reads each stage's params from STAGES)
 _LINEAGE = ("stages/lineage.py", "stages/spec.py")
 # training reads `validate.drop_blank_from_train` through ferflow.contract.validation.training_mask

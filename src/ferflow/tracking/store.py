@@ -28,14 +28,12 @@ from typing import Any
 from ferflow.config import Params, flatten
 from ferflow.errors import FerflowError
 from ferflow.files import write_json
+from ferflow.redaction import MASK, mask_url
 
 log = logging.getLogger(__name__)
 
 # Values under keys like these never reach MLflow; URLs lose their user:password@ part.
 _SECRET_KEY = re.compile(r"(secret|password|passwd|token|access_key|api_key|credential)", re.I)
-# (a userinfo masked already, `minio:***@` by ferflow.data.versioning.mask_url, is kept)
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?!(?:[^/@\s:]*:)?\*\*\*@)[^/@\s]+@")
-REDACTED = "***"
 SQLITE_PREFIX = "sqlite:///"
 ARTIFACTS_DIR = "artifacts"  # beside a local SQLite store: mlflow/artifacts/
 # MLflow 3.17's UI shows an experiment as GenAI (traces) or model training (runs) by a switch
@@ -84,10 +82,9 @@ def tracking_uri(params: Params, *, checked: bool = True) -> str:
 
 
 def redact(value: Any) -> Any:
-    """Strip `user:password@` from URLs inside a string; other values unchanged."""
-    if isinstance(value, str):
-        return _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", value)
-    return value
+    """A string with the userinfo of its URLs masked (ferflow.redaction.mask_url); other
+    values unchanged."""
+    return mask_url(value) if isinstance(value, str) else value
 
 
 def resolved_params(params: Params) -> dict[str, Any]:
@@ -169,7 +166,7 @@ def safe_params(params: Params) -> dict[str, Any]:
 
 def _masked(key: str, value: Any) -> Any:
     """The one rule of both: a secret-looking key's value goes, URLs lose their userinfo."""
-    return REDACTED if _SECRET_KEY.search(key) and value else redact(value)
+    return MASK if _SECRET_KEY.search(key) and value else redact(value)
 
 
 def connect(params: Params) -> str:
