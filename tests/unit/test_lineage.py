@@ -201,6 +201,20 @@ def test_a_backup_of_the_same_params_and_data_is_resumed_by_the_next_run(layout,
     assert "resuming the finetune backup of run killed" in caplog.text
 
 
+def test_a_backup_taken_at_another_backup_interval_is_resumed(layout, caplog):
+    # given the backup of a run that backed up every 120 s
+    folder, _ = backup_of(layout, small_params("finetune.backup_every_s=120"), "killed")
+    # when the rerun backs up every 30 s (how often it backs up does not shape the model)
+    owner = lineage.current(
+        small_params("finetune.backup_every_s=30"), layout, "finetune", "next", None, {"head.keras": "h1"}
+    )
+    with caplog.at_level(logging.INFO):
+        lineage.claim_backup(folder, owner)
+    # then it resumes that backup
+    assert (folder / "state.npz").read_bytes() == b"epoch 26"
+    assert "resuming the finetune backup of run killed" in caplog.text
+
+
 @pytest.mark.parametrize(
     "change",
     [

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 MODEL_SHA_TAG = "ferflow.model_sha256"
 MANIFEST_TAG = "ferflow.manifest_digest"
 # params a stage reads that do not shape its outputs (where runs go, how much is logged)
-NOT_LINEAGE = ("tracking", "base.log_level")
+NOT_LINEAGE = ("tracking", "base.log_level", "finetune.backup_every_s")
 
 
 class LineageError(FerflowError, RuntimeError):
