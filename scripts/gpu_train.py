@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         ingest(Path(args.zip), prepared, params)
     summary.note("ingest_s", round(time.perf_counter() - started, 1))
 
+    from ferflow.contract.validation import training_mask
     from ferflow.evaluation.evaluate import compute_metrics, predict_probabilities
     from ferflow.training.model import build_model
     from ferflow.training.runtime import configure_compilation_cache, configure_runtime, count_compiles
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary.note("backend", f"{keras.backend.backend()} (keras {keras.__version__})")
     data = load_prepared(prepared)
-    train, val = training_splits(data, params)
+    train, val = training_splits(data, training_mask(data, params))  # validate's policies, no report
     test = data.split("test")
     if args.subset:
         train, val, test = (

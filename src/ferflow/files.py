@@ -36,6 +36,7 @@ TRAINING_LOCK = "training.lock"  # held by the `train` or `finetune` running in 
 # reports/: the validate stage
 VALIDATION_FILE = "validation.json"
 PROFILE_FILE = "profile.json"
+TRAINING_ROWS_FILE = "training_rows.json"  # the train rows training uses (ferflow.data.dataset.TrainingRows)
 DATA_DOCS_DIR = "data_docs"
 
 # reports/: the evaluate stage

@@ -244,6 +244,38 @@ def test_leakage_drop_leaves_copied_train_images_out_of_training(tmp_path, faces
     assert sorted(np.flatnonzero(~drop)) == sorted(position[row] for row in train_rows)
 
 
+def test_validate_writes_the_train_rows_and_training_takes_exactly_those(tmp_path, faces, caplog):
+    import logging
+
+    from ferflow.contract.validation import validate_dataset
+    from ferflow.data.dataset import DatasetError, read_training_rows
+    from ferflow.training.train import load_training_data
+
+    # given a prepared dataset with one blank train image, and the policy to drop blanks
+    params = small_params("validate.drop_blank_from_train=true")
+    images, manifest = faces[0].copy(), faces[1].copy()
+    blank = first_row(manifest, "train")
+    replace_image(images, manifest, blank, np.zeros((48, 48), dtype=np.uint8))
+    prepared = prepare(tmp_path, images, manifest, params.base.classes)
+    data_dir, rows_file = tmp_path / "prepared", tmp_path / "reports" / "training_rows.json"
+    n_train = len(prepared.split("train")[1])
+    # when validate runs, then it names the blank row as left out, by reason
+    validate_dataset(data_dir, params, tmp_path / "reports")
+    rows = read_training_rows(rows_file, data_dir)
+    assert rows is not None and rows.dropped == {"blank": [blank]} and rows.train_rows == n_train
+    # and training takes every other train row (it reads no validate.* param)
+    (x_train, _), _ = load_training_data(data_dir, rows_file)
+    assert len(x_train) == n_train - 1
+    # without the file it trains on every row and says so
+    with caplog.at_level(logging.WARNING):
+        (x_all, _), _ = load_training_data(data_dir, tmp_path / "none" / "training_rows.json")
+    assert len(x_all) == n_train and "ferflow validate" in caplog.text
+    # and a file written for other data is refused, naming the command that rewrites it
+    prepare(tmp_path, images[::-1].copy(), manifest.iloc[::-1].reset_index(drop=True), params.base.classes)
+    with pytest.raises(DatasetError, match=r"for other data .*ferflow validate"):
+        load_training_data(data_dir, rows_file)
+
+
 def test_leakage_error_makes_train_copies_break_the_contract():
     assert severities(small_params())["cross_split_duplicates"] == "warning"
     strict = severities(small_params("validate.leakage=error"))

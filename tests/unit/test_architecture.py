@@ -6,6 +6,7 @@ listing the code each stage really runs.
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import subprocess
 import sys
@@ -110,9 +111,11 @@ def test_stages_list_exactly_the_code_each_stage_runs(stage):
 # --- a param read through another module reruns the stage (DVC) ----------------------------
 
 
-def test_changing_the_blank_image_policy_makes_dvc_rerun_training(tmp_path):
-    """validate.drop_blank_from_train is read by training (ferflow.contract.validation.training_mask):
-    `dvc status` must report the train stage changed when it flips."""
+def test_changing_the_blank_image_policy_makes_dvc_rerun_validate_then_training(tmp_path):
+    """validate.drop_blank_from_train is read by validate, which writes the train rows
+    training uses (reports/training_rows.json): `dvc status` reports validate changed when
+    the policy flips, and train changed when the rows file does. Training itself reads no
+    validate.* param."""
     dvc = [sys.executable, "-m", "dvc"]
     shutil.copy(REPO / "dvc.yaml", tmp_path)
     shutil.copy(REPO / "params.yaml", tmp_path)
@@ -122,6 +125,7 @@ def test_changing_the_blank_image_policy_makes_dvc_rerun_training(tmp_path):
     (tmp_path / params["data"]["prepared"] / "images.npy").write_bytes(b"pixels")
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "validation.json").write_text("{}")
+    (tmp_path / "reports" / "training_rows.json").write_text('{"dropped": {}}')
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "head.keras").write_bytes(b"weights")
     (tmp_path / "models" / "head.keras.lineage.json").write_text("{}")
@@ -132,13 +136,16 @@ def test_changing_the_blank_image_policy_makes_dvc_rerun_training(tmp_path):
         return done.stdout
 
     run("init", "--no-scm", "-q")
-    run("commit", "--force", "train")  # record the current deps, params and outs in dvc.lock
-    assert "changed" not in run("status", "train")
+    run("commit", "--force", "validate", "train")  # record deps, params and outs in dvc.lock
+    assert "changed" not in run("status", "validate", "train")
 
     text = (tmp_path / "params.yaml").read_text()
     flipped = text.replace("drop_blank_from_train: false", "drop_blank_from_train: true", 1)
     assert flipped != text
     (tmp_path / "params.yaml").write_text(flipped)
 
-    status = run("status", "train")
-    assert "validate.drop_blank_from_train" in status
+    assert "modified:           validate" in run("status", "validate")  # the whole section
+    assert "train" not in json.loads(run("status", "--json"))  # the policy alone: only validate
+    # validate rerun leaves out a blank row: the rows file changes, so training is stale
+    (tmp_path / "reports" / "training_rows.json").write_text('{"dropped": {"blank": [3]}}')
+    assert "reports/training_rows.json" in json.dumps(json.loads(run("status", "--json"))["train"])

@@ -53,13 +53,19 @@ def test_a_training_param_changes_training_keys_but_not_ingest_or_validation(wor
     assert key("validate", changed, paths) == key("validate", params, paths)
 
 
-def test_the_blank_image_policy_changes_the_training_keys(workspace):
-    # training reads validate.drop_blank_from_train through ferflow.contract.validation.training_mask
+def test_the_blank_image_policy_changes_the_validate_key_and_its_rows_the_training_keys(workspace):
+    # validate reads validate.drop_blank_from_train and writes reports/training_rows.json,
+    # the train rows training uses
     params, paths = workspace
     changed = small_params("validate.drop_blank_from_train=true")
+    before = {stage: key(stage, params, paths) for stage in ("validate", "train", "finetune")}
 
-    assert key("train", changed, paths) != key("train", params, paths)
-    assert key("finetune", changed, paths) != key("finetune", params, paths)
+    assert key("validate", changed, paths) != before["validate"]
+    assert key("train", changed, paths) == before["train"]  # training reads no validate.* param
+    paths.training_rows_file.parent.mkdir(parents=True, exist_ok=True)
+    paths.training_rows_file.write_text('{"dropped": {"blank": [3]}}')
+    assert key("train", params, paths) != before["train"]
+    assert key("finetune", params, paths) != before["finetune"]
     assert key("evaluate", changed, paths) == key("evaluate", params, paths)
 
 

@@ -33,14 +33,15 @@ from ferflow.contract.expectations import Explanation, expectations_for, explain
 from ferflow.contract.gx_runner import ExpectationOutcome, run_expectations
 from ferflow.contract.report import CheckResult, ContractViolation, Severity, ValidationReport
 from ferflow.contract.tables import build_tables
-from ferflow.data.dataset import DatasetError, PreparedData, load_prepared
+from ferflow.data.dataset import DatasetError, PreparedData, load_prepared, write_training_rows
 from ferflow.errors import FerflowError
-from ferflow.files import DATA_DOCS_DIR, PROFILE_FILE, VALIDATION_FILE, write_json
+from ferflow.files import DATA_DOCS_DIR, PROFILE_FILE, TRAINING_ROWS_FILE, VALIDATION_FILE, write_json
 
 __all__ = [
     "ContractViolation",
     "ReferenceProfileError",
     "ValidationReport",
+    "training_drops",
     "training_mask",
     "validate_dataset",
 ]
@@ -83,7 +84,8 @@ def _check_shape(prepared: PreparedData, data_dir: Path, params: Params) -> None
 def validate_dataset(
     data_dir: Path, params: Params, report_dir: Path, reference_profile: Path | None = None
 ) -> ValidationReport:
-    """Run the data contract on a prepared dataset; write validation.json and Data Docs.
+    """Run the data contract on a prepared dataset; write validation.json, Data Docs and
+    training_rows.json (which train rows training uses: `training_drops`).
 
     Returns the report; it does not raise on failed checks (call `report.raise_for_errors()`
     in a pipeline stage). Raises `FerflowError` when the dataset cannot be read at all.
@@ -132,6 +134,7 @@ def validate_dataset(
     )
     write_index(report, suites, report_dir / DATA_DOCS_DIR)
     _write(report, report_dir)
+    write_training_rows(report_dir / TRAINING_ROWS_FILE, data_dir, training_drops(prepared, params))
     _log_summary(report, time.perf_counter() - started)
     return report
 
@@ -181,31 +184,43 @@ def _log_summary(report: ValidationReport, seconds: float) -> None:
     )
 
 
-def training_mask(prepared: PreparedData, params: Params) -> np.ndarray:
-    """Which rows of `prepared.split("train")` training should use (bool, same order).
+def training_drops(prepared: PreparedData, params: Params) -> dict[str, np.ndarray]:
+    """The rows of `prepared.split("train")` that training leaves out, by policy (bool masks
+    over the split, True: left out); the `validate` stage writes them to
+    reports/training_rows.json, which training reads.
 
-    All True unless a policy drops rows:
-
-    - `validate.drop_blank_from_train`: blank / near-constant train images (pixel std <
-      `validate.blank_std_threshold`) are left out;
-    - `validate.leakage: drop`: train images that a val or test image copies (exactly, or
-      nearly: `contract.tables.leaked_train_rows`) are left out, so the test scores a model
+    - "blank", with `validate.drop_blank_from_train`: blank / near-constant train images
+      (pixel std < `validate.blank_std_threshold`);
+    - "leaked", with `validate.leakage: drop`: train images that a val or test image copies
+      (exactly, or nearly: `contract.tables.leaked_train_rows`), so the test scores a model
       that never saw those faces.
 
     Val and test are never filtered: the test split stays the published one.
     """
     train = prepared.manifest[prepared.manifest["split"] == "train"]
-    keep = np.ones(len(train), dtype=bool)
+    drops: dict[str, np.ndarray] = {}
     if params.validation.drop_blank_from_train:
-        blank = (train["std"].astype(float) < params.validation.blank_std_threshold).to_numpy()
-        log.info("training skips %d blank train image(s) (validate.drop_blank_from_train)", int(blank.sum()))
-        keep &= ~blank
+        drops["blank"] = (train["std"].astype(float) < params.validation.blank_std_threshold).to_numpy()
+        log.info(
+            "training leaves out %d blank train image(s) (validate.drop_blank_from_train)",
+            int(drops["blank"].sum()),
+        )
     if params.validation.leakage == "drop":
         from ferflow.contract.tables import leaked_train_rows
 
-        leaked = leaked_train_rows(prepared, params)
+        drops["leaked"] = np.asarray(leaked_train_rows(prepared, params), dtype=bool)
         log.info(
-            "training skips %d train image(s) copied in val/test (validate.leakage: drop)", int(leaked.sum())
+            "training leaves out %d train image(s) copied in val/test (validate.leakage: drop)",
+            int(drops["leaked"].sum()),
         )
-        keep &= ~leaked
+    return drops
+
+
+def training_mask(prepared: PreparedData, params: Params) -> np.ndarray:
+    """Which rows of `prepared.split("train")` training uses (bool, same order): all but
+    those of `training_drops`."""
+    train_rows = int((prepared.manifest["split"] == "train").sum())
+    keep = np.ones(train_rows, dtype=bool)
+    for dropped in training_drops(prepared, params).values():
+        keep &= ~dropped
     return keep

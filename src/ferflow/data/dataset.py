@@ -10,6 +10,10 @@ A prepared dataset is a folder holding:
 Rows are ordered by split (train, val, test), then by source path, so that the same input
 and params always give byte-identical files.
 
+Which train rows training uses is decided by the `validate` stage (the data contract's
+blank-image and leakage policies) and written beside its report as `TrainingRows`
+(reports/training_rows.json): training reads that file and knows nothing of the policies.
+
 `load_prepared` checks the three files agree before anything reads pixels: a truncated or
 inconsistent folder (an interrupted write or copy, a full disk, a partial `dvc pull`) is a
 `PreparedDataError` (CLI exit code 3) naming the file and what is wrong, not a numpy
@@ -18,6 +22,7 @@ traceback. The check costs a header read and a stat, not a read of the images.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,3 +273,66 @@ def _check_info(data_dir: Path, manifest: pd.DataFrame, info: dict[str, Any]) ->
 def manifest_digest(data_dir: str | Path) -> str:
     """sha256 of manifest.csv: identifies the exact dataset a model was trained on."""
     return file_sha256(Path(data_dir) / MANIFEST_FILE)
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """The train rows training uses: every row of the train split but the `dropped` ones
+    (positions in the split, by reason: "blank", "leaked"), for the dataset whose manifest
+    has sha256 `manifest_sha256`. Written by `validate`, read by `train` and `finetune`."""
+
+    manifest_sha256: str
+    train_rows: int
+    dropped: dict[str, list[int]]
+
+    def mask(self) -> np.ndarray:
+        keep = np.ones(self.train_rows, dtype=bool)
+        for positions in self.dropped.values():
+            keep[np.asarray(positions, dtype=np.int64)] = False
+        return keep
+
+    def digest(self) -> str:
+        """sha256 of the rows left out: what of this file shapes a trained model."""
+        left_out = sorted({p for positions in self.dropped.values() for p in positions})
+        return hashlib.sha256(json.dumps(left_out).encode()).hexdigest()
+
+
+def write_training_rows(path: Path, data_dir: Path, drops: dict[str, np.ndarray]) -> TrainingRows:
+    """Write which train rows of the prepared dataset in `data_dir` training uses: `drops`
+    maps a reason to a boolean mask over the train split (True: leave the row out)."""
+    manifest = _read_manifest(Path(data_dir) / MANIFEST_FILE)
+    train_rows = int((manifest["split"] == "train").sum())
+    rows = TrainingRows(
+        manifest_digest(data_dir),
+        train_rows,
+        {reason: np.flatnonzero(np.asarray(mask, dtype=bool)).tolist() for reason, mask in drops.items()},
+    )
+    write_json(
+        path, {"manifest_sha256": rows.manifest_sha256, "train_rows": train_rows, "dropped": rows.dropped}
+    )
+    return rows
+
+
+def read_training_rows(path: Path, data_dir: Path) -> TrainingRows | None:
+    """The training rows in `path` for the prepared dataset in `data_dir`; None when there is
+    no such file. A file that is unreadable or written for other data is an error naming the
+    command that rewrites it."""
+    if not path.exists():
+        return None
+    rerun = f"run `ferflow validate {data_dir} --reports {path.parent}` (or `dvc repro validate`)"
+    try:
+        raw = json.loads(path.read_text())
+        rows = TrainingRows(
+            str(raw["manifest_sha256"]),
+            int(raw["train_rows"]),
+            {str(k): [int(p) for p in v] for k, v in dict(raw["dropped"]).items()},
+        )
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DatasetError(f"{path} is unreadable ({type(err).__name__}: {err}); {rerun}") from err
+    now = manifest_digest(data_dir)
+    if rows.manifest_sha256 != now:
+        raise DatasetError(
+            f"{path} was written by `ferflow validate` for other data (manifest "
+            f"{rows.manifest_sha256[:8]}, the prepared data in {data_dir} has {now[:8]}); {rerun}"
+        )
+    return rows

@@ -82,6 +82,10 @@ class Layout:
         return self.reports / files.VALIDATION_FILE
 
     @property
+    def training_rows_file(self) -> Path:
+        return self.reports / files.TRAINING_ROWS_FILE
+
+    @property
     def metrics_file(self) -> Path:
         return self.reports / files.METRICS_FILE
 

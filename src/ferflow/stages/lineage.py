@@ -46,6 +46,8 @@ MODEL_SHA_TAG = "ferflow.model_sha256"
 MANIFEST_TAG = "ferflow.manifest_digest"
 # params a stage reads that do not shape its outputs (where runs go, how much is logged)
 NOT_LINEAGE = ("tracking", "base.log_level", "finetune.backup_every_s")
+TRAINING_ROWS_INPUT = "reports/training_rows.json"  # STAGES' name of validate's row selection
+TRAINING_ROWS_KEY = "training_rows"  # its digest among a training stage's lineage params
 
 
 class LineageError(FerflowError, RuntimeError):
@@ -90,11 +92,15 @@ def current(
     phase_run_id: str | None = None,
     inputs: Mapping[str, str] | None = None,
 ) -> Lineage:
-    """The lineage `stage` run now would give its outputs."""
-    from ferflow.data.dataset import manifest_digest
+    """The lineage `stage` run now would give its outputs. A training stage's params include
+    `training_rows`, the digest of the train rows validate left out (reports/training_rows.json)."""
+    from ferflow.data.dataset import TrainingRows, manifest_digest, read_training_rows
 
     chosen = stage_params(params, STAGES[stage].params)
     shaping = {key: value for key, value in chosen.items() if not selects(key, NOT_LINEAGE)}
+    if TRAINING_ROWS_INPUT in STAGES[stage].inputs:
+        rows = read_training_rows(layout.training_rows_file, layout.prepared)
+        shaping[TRAINING_ROWS_KEY] = (rows or TrainingRows("", 0, {})).digest()
     return Lineage(
         stage,
         run_id,

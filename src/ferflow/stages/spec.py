@@ -59,15 +59,6 @@ _TRACKING = (
 )
 # what ties a stage's files to its run (lineage.py reads each stage's params from STAGES)
 _LINEAGE = ("stages/lineage.py", "stages/spec.py")
-# training reads `validate.drop_blank_from_train` through ferflow.contract.validation.training_mask
-_MASK = ("contract",)
-_MASK_PARAMS = (
-    "validate.drop_blank_from_train",
-    "validate.blank_std_threshold",
-    "validate.leakage",
-    "validate.near_duplicate_distance",
-)
-
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
@@ -90,30 +81,30 @@ STAGES: dict[str, StageSpec] = {
             params=("base.classes", "base.image_size", "validate"),
             code=(*_CORE, "stages/data.py", "contract"),
             inputs=("prepared",),
-            outputs=("reports/validation.json",),
+            # which train rows training uses (the blank-image and leakage policies)
+            outputs=("reports/validation.json", "reports/training_rows.json"),
         ),
         StageSpec(
             "train",
-            params=("base", "model", "train", "tracking", *_MASK_PARAMS),
-            code=(*_CORE, *_MODEL, *_MASK, *_TRACKING, *_LINEAGE, "stages/training.py"),
-            inputs=("prepared",),
+            params=("base", "model", "train", "tracking"),
+            code=(*_CORE, *_MODEL, *_TRACKING, *_LINEAGE, "stages/training.py"),
+            inputs=("prepared", "reports/training_rows.json"),
             # not run.json: later stages add to it, which must not invalidate this stage
             outputs=("models/head.keras", "models/head.keras.lineage.json"),
         ),
         StageSpec(
             "finetune",
-            params=("base", "model", "train", "finetune", "tracking", *_MASK_PARAMS),
+            params=("base", "model", "train", "finetune", "tracking"),
             code=(
                 *_CORE,
                 *_MODEL,
-                *_MASK,
                 *_TRACKING,
                 "tracking/models.py",
                 "tracking/lock.py",
                 *_LINEAGE,
                 "stages/training.py",
             ),
-            inputs=("prepared", "models/head.keras"),
+            inputs=("prepared", "reports/training_rows.json", "models/head.keras"),
             outputs=("models/model.keras", "models/model.keras.lineage.json", "models/history.json"),
         ),
         StageSpec(

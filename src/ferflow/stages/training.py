@@ -48,7 +48,7 @@ def _train(params: Params, layout: Layout) -> Path:
 
     ensure_imagenet_weights(params.model)  # offline: the from-scratch route, before any run
     configure_runtime(params)
-    train_split, val_split = load_training_data(params, layout.prepared)
+    train_split, val_split = load_training_data(layout.prepared, layout.training_rows_file)
     layout.models.mkdir(parents=True, exist_ok=True)
     with runs.pipeline_run(params, layout.prepared, layout.run_file, resume=False, raw=layout.raw) as run:
         with (
@@ -89,7 +89,7 @@ def _finetune(params: Params, layout: Layout) -> Path:
     from ferflow.training.train import fine_tune, load_training_data
 
     configure_runtime(params)
-    train_split, val_split = load_training_data(params, layout.prepared)
+    train_split, val_split = load_training_data(layout.prepared, layout.training_rows_file)
     train_records = [r for r in read_history(layout.history_file) if r["phase"] == TRAIN]
     resume = _continues_run(params, layout, head)
     with runs.pipeline_run(params, layout.prepared, layout.run_file, resume=resume, raw=layout.raw) as run:

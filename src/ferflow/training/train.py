@@ -33,7 +33,8 @@ import keras
 import numpy as np
 
 from ferflow.config import Params
-from ferflow.data.dataset import PreparedData, load_prepared
+from ferflow.data.dataset import PreparedData, load_prepared, read_training_rows
+from ferflow.files import TRAINING_ROWS_FILE
 from ferflow.training.augment import TrainingModel
 from ferflow.training.backup import finish_backup, fit_resuming, resumable_fit
 from ferflow.training.batching import predict_padded, wrap_to_batches
@@ -348,20 +349,19 @@ def _as_pixels(images: np.ndarray) -> np.ndarray:
 # --- data and files --------------------------------------------------------------------
 
 
-def training_splits(data: PreparedData, params: Params) -> tuple[Split, Split]:
-    """(train, val) splits; train rows filtered by ferflow.contract.validation.training_mask if present."""
+def training_splits(data: PreparedData, keep: np.ndarray | None = None) -> tuple[Split, Split]:
+    """(train, val) splits; with `keep` (a bool mask over the train split, as
+    `TrainingRows.mask` gives it) only the train rows it keeps."""
     x_train, y_train = data.split("train")
     val = data.split("val")
-    try:
-        from ferflow.contract.validation import training_mask
-    except ImportError:
+    if keep is None:
         return (x_train, y_train), val
-    mask = np.asarray(training_mask(data, params), dtype=bool)
-    if len(mask) == len(data.images):  # a mask over all rows: keep its train part
-        mask = mask[(data.manifest["split"] == "train").to_numpy()]
-    if mask.sum() < len(mask):
-        log.info("training on %d of %d train rows (validation policy)", mask.sum(), len(mask))
-    return (x_train[mask], y_train[mask]), val
+    keep = np.asarray(keep, dtype=bool)
+    if len(keep) != len(x_train):
+        raise TrainingError(f"the training rows mask has {len(keep)} rows, the train split {len(x_train)}")
+    if keep.sum() < len(keep):
+        log.info("training on %d of %d train rows (validate's policies)", keep.sum(), len(keep))
+    return (x_train[keep], y_train[keep]), val
 
 
 def _check_splits(train: Split, val: Split, data_dir: Path) -> None:
@@ -372,9 +372,17 @@ def _check_splits(train: Split, val: Split, data_dir: Path) -> None:
         )
 
 
-def load_training_data(params: Params, data_dir: Path) -> tuple[Split, Split]:
-    """The (train, val) splits of the prepared dataset in `data_dir`; both must be non-empty."""
+def load_training_data(data_dir: Path, rows_file: Path | None = None) -> tuple[Split, Split]:
+    """The (train, val) splits of the prepared dataset in `data_dir`, the train rows those
+    `rows_file` (reports/training_rows.json, from `ferflow validate`) keeps; both non-empty."""
     data = load_prepared(data_dir)
-    train, val = training_splits(data, params)
+    rows = read_training_rows(rows_file, data_dir) if rows_file is not None else None
+    if rows is None:
+        log.warning(
+            "no %s (`ferflow validate` writes it): training on every train row, none left out by "
+            "validate's policies",
+            rows_file or TRAINING_ROWS_FILE,
+        )
+    train, val = training_splits(data, None if rows is None else rows.mask())
     _check_splits(train, val, data_dir)
     return train, val
