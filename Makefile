@@ -7,7 +7,7 @@ EXTRA ?= cpu
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all test-realdata lint format bench clean
+.PHONY: help install demo test test-all test-realdata lint format dvc-yaml bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ lint: $(STAMP) ## ruff (lint + format check), mypy on the core, the import-linte
 	$(VENV)/bin/ruff format --check src flows tasks tests bench scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+dvc-yaml: $(STAMP) ## rewrite dvc.yaml from the stage table (src/ferflow/stages/spec.py)
+	$(VENV)/bin/python -m ferflow.stages.dvcfile > dvc.yaml.new && mv dvc.yaml.new dvc.yaml
 
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix src flows tasks tests bench scripts

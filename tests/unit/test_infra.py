@@ -260,6 +260,34 @@ def _resolved(path: str, defaults) -> str:
     return path.replace("${data.raw}", defaults.data.raw).replace("${data.prepared}", defaults.data.prepared)
 
 
+def test_the_committed_dvc_yaml_is_what_the_stage_table_writes():
+    """dvc.yaml is derived from STAGES (ferflow.stages.dvcfile): edit the table, then
+    `make dvc-yaml`."""
+    from ferflow.stages.dvcfile import render
+
+    assert (REPO / "dvc.yaml").read_text() == render(), "dvc.yaml is stale: run `make dvc-yaml`"
+
+
+def test_a_change_to_the_stage_table_shows_in_the_written_dvc_yaml(monkeypatch):
+    # given one more param read by the train stage
+    from dataclasses import replace
+
+    from ferflow.stages import dvcfile
+
+    changed = {
+        **STAGES,
+        "train": replace(STAGES["train"], params=(*STAGES["train"].params, "evaluate.tta_flip")),
+    }
+    monkeypatch.setattr(dvcfile, "STAGES", changed)
+    # when dvc.yaml is written, then its train stage lists it, and nothing else changed
+    written = yaml.safe_load(dvcfile.render())["stages"]
+    committed = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert written["train"]["params"] == [*committed["train"]["params"], "evaluate.tta_flip"]
+    assert {k: v for k, v in written.items() if k != "train"} == {
+        k: v for k, v in committed.items() if k != "train"
+    }
+
+
 def test_dvc_params_name_existing_params_keys(dvc_stages, defaults):
     flat = defaults.flat()
     keys = set(flat) | {k.rsplit(".", i)[0] for k in flat for i in range(1, k.count(".") + 1)}

@@ -22,14 +22,28 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent  # src/ferflow
 
 
 @dataclass(frozen=True)
+class DvcOut:
+    """An output as dvc.yaml declares it: `cache: false` for small files git may hold,
+    `persist` for a file two stages write; `notes` become comment lines above it."""
+
+    path: str
+    cache: bool = True
+    persist: bool = False
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class StageSpec:
-    """What one stage reads and writes."""
+    """What one stage reads and writes, and how DVC runs it (ferflow.stages.dvcfile)."""
 
     name: str
     params: tuple[str, ...]  # params keys or whole sections it reads
     code: tuple[str, ...]  # source files (or packages) under src/ferflow it runs
     inputs: tuple[str, ...]  # Layout attributes it reads (raw, prepared, models/<file>)
-    outputs: tuple[str, ...]  # files it writes, as "<Layout attribute>/<name>"
+    outputs: tuple[str, ...]  # files it writes, as "<Layout attribute>/<name>" (Prefect's cache)
+    cmd: str = ""  # dvc.yaml's command
+    dvc_outs: tuple[DvcOut, ...] = ()  # dvc.yaml's outs (a folder may stand for its files)
+    dvc_metrics: tuple[DvcOut, ...] = ()
 
 
 # `ferflow run --stage NAME`, in pipeline order.
@@ -75,6 +89,8 @@ STAGES: dict[str, StageSpec] = {
             ),
             inputs=("raw",),
             outputs=("prepared/images.npy", "prepared/manifest.csv", "prepared/dataset.json"),
+            cmd="ferflow ingest ${data.raw} --out ${data.prepared}",
+            dvc_outs=(DvcOut("prepared"),),
         ),
         StageSpec(
             "validate",
@@ -83,6 +99,15 @@ STAGES: dict[str, StageSpec] = {
             inputs=("prepared",),
             # which train rows training uses (the blank-image and leakage policies)
             outputs=("reports/validation.json", "reports/training_rows.json"),
+            cmd="ferflow validate ${data.prepared} --reports reports",
+            dvc_outs=(
+                DvcOut("reports/validation.json", cache=False),
+                DvcOut(
+                    "reports/training_rows.json",
+                    cache=False,
+                    notes=("the train rows training uses (the blank-image and leakage policies decide)",),
+                ),
+            ),
         ),
         StageSpec(
             "train",
@@ -91,6 +116,16 @@ STAGES: dict[str, StageSpec] = {
             inputs=("prepared", "reports/training_rows.json"),
             # not run.json: later stages add to it, which must not invalidate this stage
             outputs=("models/head.keras", "models/head.keras.lineage.json"),
+            cmd="ferflow train",
+            dvc_outs=(
+                DvcOut("models/head.keras"),
+                DvcOut(
+                    "models/head.keras.lineage.json",
+                    notes=(
+                        "who made head.keras (run, params, data): restored with it, so `finetune` accepts it",
+                    ),
+                ),
+            ),
         ),
         StageSpec(
             "finetune",
@@ -106,6 +141,18 @@ STAGES: dict[str, StageSpec] = {
             ),
             inputs=("prepared", "reports/training_rows.json", "models/head.keras"),
             outputs=("models/model.keras", "models/model.keras.lineage.json", "models/history.json"),
+            cmd="ferflow finetune",
+            dvc_outs=(
+                DvcOut("models/model.keras"),
+                DvcOut("models/model.keras.lineage.json"),
+                DvcOut(
+                    "models/history.json",
+                    cache=False,
+                    persist=True,
+                    notes=("written first by train, completed here: persist, so DVC does not delete them",),
+                ),
+                DvcOut("models/run.json", cache=False, persist=True),
+            ),
         ),
         StageSpec(
             "evaluate",
@@ -126,6 +173,12 @@ STAGES: dict[str, StageSpec] = {
             ),
             inputs=("prepared", "models/model.keras", "models/history.json"),
             outputs=("reports/metrics.json", "reports/scores.json"),
+            cmd="ferflow evaluate",
+            dvc_outs=tuple(
+                DvcOut(f"reports/{name}", cache=False)
+                for name in ("metrics.json", "evaluation.json", "confusion_matrix.json", "plots")
+            ),
+            dvc_metrics=(DvcOut("reports/scores.json", cache=False),),
         ),
         StageSpec(
             "register",
@@ -164,6 +217,8 @@ STAGES: dict[str, StageSpec] = {
             ),
             inputs=("models/model.keras", "models/run.json", "reports/metrics.json"),
             outputs=("reports/promotion.json",),
+            cmd="ferflow register",
+            dvc_outs=(DvcOut("reports/promotion.json", cache=False),),
         ),
     )
 }
