@@ -99,7 +99,7 @@ def throughput() -> None:
         trainer.compile(
             optimizer=make_optimizer("adamw", 1e-3, 0.0, 1e-4),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
-            jit_compile=resolve_jit_compile(params.train.jit_compile),
+            jit_compile=resolve_jit_compile(params.runtime.jit_compile),
         )
         started = time.perf_counter()
         trainer.fit(x, y, batch_size=params.train.batch_size, epochs=1, verbose=0)  # compiles the step

@@ -57,7 +57,7 @@ def main() -> int:
             optimizer=make_optimizer("adamw", 1e-3, 0.0, 1e-4),
             loss=loss,
             metrics=["accuracy"],
-            jit_compile=resolve_jit_compile(params.train.jit_compile),
+            jit_compile=resolve_jit_compile(params.runtime.jit_compile),
             steps_per_execution=spe,
         )
         trainer.fit(x, y, batch_size=64, epochs=1, verbose=0)  # compiles the step

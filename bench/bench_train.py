@@ -6,7 +6,7 @@
 (c) phase 2 with the from-scratch profile (profiles/from-scratch.yaml: augmentation inside
     the training step, AdamW on a cosine schedule, BatchNorm learning) vs a bare `model.fit`
     of the same model on preloaded float32 arrays without augmentation;
-(d) a bare phase-2 fit with TensorFlow op determinism (`train.deterministic: true`) vs without.
+(d) a bare phase-2 fit with TensorFlow op determinism (`runtime.deterministic: true`) vs without.
 
 Data: a stratified subset of real FER2013 (FERFLOW_FER2013_ZIP), else synthetic faces.
 The model is the study's (DenseNet169 at 48 px, the default params) with random weights.
@@ -369,10 +369,10 @@ def determinism(model, initial, train, val, common, ft_per_class: int) -> None:
     # TensorFlow has no switch back (no disable_op_determinism): off runs first, on last
     medians = _report(
         f"(d) bare phase-2 fit (BatchNorm learning) on {len(train[0])} images, determinism off then on",
-        {"train.deterministic: false (baseline)": off_first, "train.deterministic: true": on},
+        {"runtime.deterministic: false (baseline)": off_first, "runtime.deterministic: true": on},
         len(train[0]),
     )
-    ratio = medians["train.deterministic: true"] / medians["train.deterministic: false (baseline)"]
+    ratio = medians["runtime.deterministic: true"] / medians["runtime.deterministic: false (baseline)"]
     print(f"    deterministic costs {ratio:.2f}x the time per epoch")
 
 

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     summary.note("sizes", {"train": len(train[0]), "val": len(val[0]), "test": len(test[0])})
     configure_runtime(params)
-    cache = configure_compilation_cache(args.cache or params.train.compilation_cache)
+    cache = configure_compilation_cache(args.cache or params.runtime.compilation_cache)
     summary.note("compilation_cache", str(cache))
     if keras.backend.backend() == "jax":
         import jax

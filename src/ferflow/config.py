@@ -176,6 +176,11 @@ class Train(_Strict):
     early_stopping_patience: int = Field(3, ge=0)
     restore_best_weights: bool = True
     cache_features: bool = True
+
+
+class Runtime(_Strict):
+    """How every phase runs, whatever it trains: determinism, precision, XLA, devices."""
+
     deterministic: bool = Field(
         False, description="op determinism: repeatable, but ~30% slower on the CPU (docs/training.md)"
     )
@@ -359,6 +364,7 @@ class Params(_Strict):
     model: Model = Model()
     train: Train = Train()
     finetune: Finetune = Finetune()
+    runtime: Runtime = Runtime()
     evaluate: Evaluate = Evaluate()
     registry: Register = Field(Register(), alias="register")
     tracking: Tracking = Tracking()
@@ -436,7 +442,13 @@ def _format_errors(err: ValidationError, source: str) -> str:
     lines = []
     for problem in err.errors():
         key = ".".join(str(p) for p in problem["loc"]) or "(top level)"
-        if problem["type"] == "extra_forbidden":
+        moved = problem["loc"][:1] == ("train",) and problem["loc"][-1] in Runtime.model_fields
+        if problem["type"] == "extra_forbidden" and moved:
+            message = (
+                f"moved to runtime.{problem['loc'][-1]}: one `runtime:` section for every phase; "
+                "move the line under `runtime:`"
+            )
+        elif problem["type"] == "extra_forbidden":
             message = "unknown key (misspelled? see params.yaml for the valid keys)"
         else:
             message = problem["msg"]

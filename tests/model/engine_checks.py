@@ -129,7 +129,7 @@ def check_data_parallel() -> dict:
         f"base.image_size={SIZE}",
         f"model.input_size={SIZE}",
         "train.batch_size=8",
-        "train.data_parallel=all",
+        "runtime.data_parallel=all",
         "finetune.epochs=2",
         "finetune.optimizer=adam",
         "finetune.train_batchnorm=true",
@@ -139,7 +139,7 @@ def check_data_parallel() -> dict:
     work = Path(tempfile.mkdtemp(prefix="engine-dp-"))
     with distribution_scope("auto"):  # auto means GPUs: none here, so one device
         auto_distribution = keras.distribution.distribution()
-    with distribution_scope(params.train.data_parallel):
+    with distribution_scope(params.runtime.data_parallel):
         distribution = keras.distribution.distribution()
         model = small_ferflow_model()
         with count_compiles() as compiles:

@@ -159,7 +159,7 @@ def test_class_weights_reach_phase_two_loss(tmp_path):
         f"base.image_size={SIZE}",
         f"model.input_size={SIZE}",
         "finetune.epochs=1",
-        "train.deterministic=true",
+        "runtime.deterministic=true",
     )
     params = tiny_params(*base)
     x, y = synthetic_faces(params, 6, "train")
@@ -186,12 +186,12 @@ def test_ema_reaches_phase_two_and_its_average_is_the_model_it_leaves(tmp_path):
     from tests.model.engine_checks import SIZE, small_ferflow_model
 
     base = (f"base.image_size={SIZE}", f"model.input_size={SIZE}", "finetune.epochs=2")
-    params = tiny_params(*base, "train.deterministic=true")
+    params = tiny_params(*base, "runtime.deterministic=true")
     train, val = synthetic_faces(params, 4, "train"), synthetic_faces(params, 2, "val")
     weights = {}
     for run, ema in (("last", "null"), ("last again", "null"), ("average", "0.9")):
         model = small_ferflow_model()
-        tuned = tiny_params(*base, "train.deterministic=true", f"finetune.ema_momentum={ema}")
+        tuned = tiny_params(*base, "runtime.deterministic=true", f"finetune.ema_momentum={ema}")
         fine_tune(model, train, val, tuned, tmp_path / run)
         weights[run] = np.concatenate([np.ravel(w) for w in model.get_weights()])
     # then without EMA the run repeats exactly, and with it the model left behind is another

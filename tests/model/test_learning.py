@@ -28,7 +28,7 @@ EPOCHS = "finetune.epochs=8"
 def test_short_training_with_the_from_scratch_profile_learns(tmp_path, fresh_tiny_model):
     # given the from-scratch profile, 200 synthetic faces per class to train on and 20 per
     # class from another draw
-    params = tiny_profile_params(EPOCHS, "train.deterministic=true")
+    params = tiny_profile_params(EPOCHS, "runtime.deterministic=true")
     train = synthetic_faces(params, 200, "train")
     val = synthetic_faces(params, 20, "val")
     # when it runs from random weights: phase 1 skipped, phase 2 on the whole network

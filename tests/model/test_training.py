@@ -47,7 +47,7 @@ def test_same_seed_gives_the_same_metrics(tmp_path, tiny_data, fresh_tiny_model)
     # given the same initial weights and seed
     train, val = _splits(tiny_data)
     initial = fresh_tiny_model.get_weights()
-    params = tiny_params("train.epochs=3", "train.deterministic=true")
+    params = tiny_params("train.epochs=3", "runtime.deterministic=true")
     # when phase 1 runs twice
     first = fit_head(fresh_tiny_model, train, val, params, tmp_path / "a")
     fresh_tiny_model.set_weights(initial)

@@ -138,8 +138,8 @@ def test_a_stop_signal_is_acknowledged_at_once(signum, capfd):
     assert isinstance(caught.value, Terminated) == (signum == "SIGTERM")
     said = capfd.readouterr().err.splitlines()  # written to fd 2 directly
     assert said == [
-        f"ferflow: {signum} received: stopping (a training phase keeps its last finished epoch: "
-        "the same command resumes it)"
+        f"ferflow: {signum} received: stopping (a training phase keeps its last backup: "
+        "the same command resumes from it)"
     ]
 
 

@@ -152,3 +152,16 @@ def test_a_binary_params_file_is_a_clear_error(tmp_path):
 
     with pytest.raises(ParamsError, match=r"params\.yaml: not valid YAML text"):
         load_params(path)
+
+
+def test_the_runtime_settings_have_their_own_section_and_the_old_place_says_where_they_went(tmp_path):
+    # given the runtime settings in `runtime:` (every phase), not in `train:` (phase 1)
+    params = load_params(PARAMS_FILE, ["runtime.deterministic=true"])
+    assert params.runtime.deterministic and not hasattr(params.train, "deterministic")
+    # when an older file still has one under `train:`, then the error names the new key
+    old = tmp_path / "old.yaml"
+    old.write_text("extends: " + str(PARAMS_FILE) + "\ntrain:\n  mixed_precision: true\n")
+    with pytest.raises(ParamsError, match=r"train\.mixed_precision: moved to runtime\.mixed_precision"):
+        load_params(old)
+    with pytest.raises(ParamsError, match=r"moved to runtime\.xla_flags"):
+        load_params(PARAMS_FILE, ["train.xla_flags=--x"])

@@ -150,7 +150,7 @@ def test_the_gpu_worker_trains_on_jax_with_the_gpu_profile_and_a_compile_cache(c
     assert gpu_run.parameters["params_file"] == "profiles/gpu.yaml"
     profile = load_params(REPO / "profiles" / "gpu.yaml")
     assert profile.finetune.epochs == "auto" and profile.finetune.time_budget_s
-    assert profile.train.mixed_precision and profile.train.batch_size % 8 == 0
+    assert profile.runtime.mixed_precision and profile.train.batch_size % 8 == 0
 
 
 def test_compose_deploy_service_runs_the_deploy_script(compose):

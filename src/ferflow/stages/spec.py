@@ -111,7 +111,7 @@ STAGES: dict[str, StageSpec] = {
         ),
         StageSpec(
             "train",
-            params=("base", "model", "train", "tracking"),
+            params=("base", "model", "train", "runtime", "tracking"),
             code=(*_CORE, *_MODEL, *_TRACKING, *_LINEAGE, "stages/training.py"),
             inputs=("prepared", "reports/training_rows.json"),
             # not run.json: later stages add to it, which must not invalidate this stage
@@ -129,7 +129,7 @@ STAGES: dict[str, StageSpec] = {
         ),
         StageSpec(
             "finetune",
-            params=("base", "model", "train", "finetune", "tracking"),
+            params=("base", "model", "train", "finetune", "runtime", "tracking"),
             code=(
                 *_CORE,
                 *_MODEL,

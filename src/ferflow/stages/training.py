@@ -53,7 +53,7 @@ def _train(params: Params, layout: Layout) -> Path:
     with runs.pipeline_run(params, layout.prepared, layout.run_file, resume=False, raw=layout.raw) as run:
         with (
             runs.phase_run(run, TRAIN, 0, params) as epoch_logger,
-            distribution_scope(params.train.data_parallel),
+            distribution_scope(params.runtime.data_parallel),
         ):
             model = build_model(params.model, params.base.image_size, len(params.base.classes))
             made = lineage.current(params, layout, TRAIN, run.run_id, epoch_logger.run_ids[0])
@@ -100,7 +100,7 @@ def _finetune(params: Params, layout: Layout) -> Path:
         )
         with (
             runs.phase_run(run, FINETUNE, len(train_records), params, continues=killed) as epoch_logger,
-            distribution_scope(params.train.data_parallel),
+            distribution_scope(params.runtime.data_parallel),
         ):
             made = lineage.current(
                 params,

@@ -108,7 +108,7 @@ def resolved_params(params: Params) -> dict[str, Any]:
 LOGGED_PARAMS = tuple(
     """
     base.seed base.image_size model.backbone model.input_size model.weights model.head_units
-    model.dropout train.epochs train.batch_size train.learning_rate train.mixed_precision
+    model.dropout train.epochs train.batch_size train.learning_rate runtime.mixed_precision
     finetune.epochs finetune.optimizer finetune.learning_rate finetune.momentum
     finetune.weight_decay finetune.schedule finetune.warmup_epochs finetune.time_budget_s
     finetune.label_smoothing finetune.class_weights finetune.ema_momentum finetune.train_batchnorm

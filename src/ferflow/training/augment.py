@@ -66,7 +66,7 @@ class RandomCutout(keras.layers.Layer):
 def augmentation_layers(augment: Augment, seed: int | None = None) -> list[keras.layers.Layer]:
     """The layers `augment` asks for, in a fixed order (geometry, then photometry, then erasing).
 
-    Each layer gets its own seed derived from `seed`, so runs repeat with `train.deterministic`.
+    Each layer gets its own seed derived from `seed`, so runs repeat with `runtime.deterministic`.
     """
 
     def next_seed(offset: int) -> int | None:

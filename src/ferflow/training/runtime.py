@@ -27,16 +27,16 @@ def configure_runtime(params: Params) -> None:
 
     Determinism costs speed: TensorFlow then picks deterministic (often slower) kernels.
     """
-    train = params.train
-    configure_xla_flags(train.xla_flags)
-    if train.deterministic:
+    runtime = params.runtime
+    configure_xla_flags(runtime.xla_flags)
+    if runtime.deterministic:
         keras.utils.set_random_seed(params.base.seed)
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf  # only on this backend, only here
 
             tf.config.experimental.enable_op_determinism()
-    configure_compilation_cache(train.compilation_cache)
-    if train.mixed_precision:
+    configure_compilation_cache(runtime.compilation_cache)
+    if runtime.mixed_precision:
         policy = "mixed_bfloat16" if keras.backend.backend() == "jax" else "mixed_float16"
         keras.mixed_precision.set_global_policy(policy)
     else:
@@ -44,7 +44,7 @@ def configure_runtime(params: Params) -> None:
 
 
 def resolve_jit_compile(setting: bool | str) -> bool:
-    """`train.jit_compile` for `compile`: `auto` is XLA on JAX only.
+    """`runtime.jit_compile` for `compile`: `auto` is XLA on JAX only.
 
     On JAX, `jit_compile=False` makes Keras run the train step eagerly, every op its own
     small jitted call (measured on the CPU: hundreds of op compilations and no cacheable
@@ -79,7 +79,7 @@ def configure_compilation_cache(folder: str | None) -> Path | None:
 
 
 def configure_xla_flags(flags: str) -> str:
-    """`train.xla_flags` into XLA_FLAGS, before JAX starts its backend (XLA reads them once).
+    """`runtime.xla_flags` into XLA_FLAGS, before JAX starts its backend (XLA reads them once).
 
     Flags the environment already holds come last, so an operator's XLA_FLAGS wins over the
     params. Returns the resulting XLA_FLAGS. On a backend that started already, or on
@@ -91,7 +91,7 @@ def configure_xla_flags(flags: str) -> str:
     from jax._src import xla_bridge
 
     if xla_bridge.backends_are_initialized():
-        log.warning("train.xla_flags %r not applied: JAX started before the params were read", flags)
+        log.warning("runtime.xla_flags %r not applied: JAX started before the params were read", flags)
         return current
     combined = " ".join(part for part in (flags.strip(), current.strip()) if part)
     os.environ["XLA_FLAGS"] = combined
@@ -100,7 +100,7 @@ def configure_xla_flags(flags: str) -> str:
 
 
 def distribution_scope(mode: str = "auto") -> contextlib.AbstractContextManager[Any]:
-    """Data parallelism for `train.data_parallel`: auto (all GPUs when there are several),
+    """Data parallelism for `runtime.data_parallel`: auto (all GPUs when there are several),
     all (every local device: GPUs, or the CPU devices XLA was asked for), off.
 
     On JAX, Keras' `DataParallel` replicates the weights on every device and splits each
@@ -143,7 +143,7 @@ def check_data_parallel_batch(batch_size: int) -> None:
     if devices > 1 and batch_size % devices:
         raise ParamsError(
             f"train.batch_size={batch_size} does not split over {devices} devices (data-parallel): "
-            f"use a multiple of {devices}, or train.data_parallel=off"
+            f"use a multiple of {devices}, or runtime.data_parallel=off"
         )
 
 

@@ -14,8 +14,9 @@ weights). Optional augmentation, label smoothing and class weights (all off by d
 as in the study).
 
 Both phases fail loudly on a NaN/infinite loss or diverging weights (`TrainingError`),
-back up every epoch to the `backup_dir` they are given so a restarted run resumes where it
-stopped, and are repeatable with `train.deterministic` (ferflow.training.callbacks, ferflow.training.runtime).
+back up to the `backup_dir` they are given so a restarted run resumes where it stopped
+(ferflow.training.backup), and are repeatable with `runtime.deterministic`
+(ferflow.training.runtime).
 Keras 3 APIs only: the same code runs on JAX and PyTorch.
 """
 
@@ -124,7 +125,7 @@ def fit_head(
         optimizer=keras.optimizers.Adam(settings.learning_rate),
         loss=loss,
         metrics=["accuracy"],
-        jit_compile=resolve_jit_compile(settings.jit_compile),
+        jit_compile=resolve_jit_compile(params.runtime.jit_compile),
         steps_per_execution=_steps_per_execution(settings.cache_features, len(x_train), settings.batch_size),
     )
     check_data_parallel_batch(settings.batch_size)
@@ -134,7 +135,7 @@ def fit_head(
         callbacks, recorder, nan_guard = phase_callbacks(
             "train", backup, 0, settings.early_stopping_patience, settings.restore_best_weights, validation
         )
-        if settings.deterministic:
+        if params.runtime.deterministic:
             keras.utils.set_random_seed(params.base.seed)  # same shuffling in both feature modes
         history = trained.fit(
             x_train,
@@ -213,7 +214,7 @@ def fine_tune(
         optimizer=optimizer,
         loss=loss,
         metrics=["accuracy"],
-        jit_compile=resolve_jit_compile(params.train.jit_compile),
+        jit_compile=resolve_jit_compile(params.runtime.jit_compile),
         steps_per_execution=settings.steps_per_execution,
     )
     budget = _budget(
@@ -234,7 +235,7 @@ def fine_tune(
         callbacks, recorder, nan_guard = phase_callbacks(
             "finetune", backup, epoch_offset, None, False, validation, budget
         )
-        if params.train.deterministic:
+        if params.runtime.deterministic:
             keras.utils.set_random_seed(params.base.seed)
         history = fit_resuming(
             trainer,
