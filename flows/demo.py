@@ -33,7 +33,6 @@ import os
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from typing import Any
 import yaml
 
 from ferflow.config import Params, apply_overrides, load_params, parse_params, read_params_file
-from ferflow.console import QUIET_WARNINGS
+from ferflow.console import configure_logging
 from ferflow.errors import FerflowError
 from ferflow.files import RUN_FILE
 from ferflow.tracking.store import TrackingError, read_run_info, run_page_url
@@ -276,37 +275,12 @@ def _step(number: int, text: str) -> None:
     print(f"[demo {number}/5] {text}", flush=True)
 
 
-class _RunNameFormatter(logging.Formatter):
-    """Show which Prefect task or flow run a Prefect log line is about."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        run = getattr(record, "task_run_name", None) or getattr(record, "flow_run_name", None)
-        if run:
-            record = logging.makeLogRecord({**record.__dict__, "name": f"{record.name} {run}"})
-        return super().format(record)
-
-
-def configure_demo_logging() -> None:
-    """ferflow's progress at INFO; other libraries (GX, httpx, MLflow) only when they warn."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(_RunNameFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
-    logging.basicConfig(level="WARNING", handlers=[handler])
-    logging.getLogger("ferflow").setLevel("INFO")
-    logging.getLogger("flows").setLevel("INFO")
-    logging.getLogger("prefect.flow_runs").setLevel("INFO")
-    logging.getLogger("prefect.task_runs").setLevel("INFO")
-    # TensorFlow's retracing notes and the library warnings the CLI also hides say nothing
-    # a demo user can act on.
-    logging.getLogger("tensorflow").setLevel("ERROR")
-    for message in QUIET_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra override")
     args = parser.parse_args(argv)
-    configure_demo_logging()
+    # ferflow's progress and the Prefect runs' lines at INFO; other libraries only when they warn
+    configure_logging("INFO", also=("prefect.flow_runs", "prefect.task_runs"))
     root = Path.cwd()
     if not (root / "params.yaml").exists():
         print("ferflow demo: error: run it from the repository root (no params.yaml here)", file=sys.stderr)

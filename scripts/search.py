@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import subprocess
 import sys
 import zipfile
@@ -151,11 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=REPO / "search", help="subset, data, models, results")
     parser.add_argument("--only", help="comma-separated variants to run (default: all)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from ferflow.native_stderr import quiet_tensorflow_import
+    from ferflow.console import configure_logging
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    quiet_tensorflow_import()  # scoring imports TensorFlow here: no start-up lines, as in the CLI
+    configure_logging("INFO")  # as the CLI: scoring imports TensorFlow here, without its start-up lines
 
     spec = yaml.safe_load(args.spec.read_text())
     work = args.work.resolve()

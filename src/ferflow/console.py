@@ -33,9 +33,13 @@ QUIET_WARNINGS = (
 
 
 class RedactingFormatter(logging.Formatter):
-    """A formatter that masks `user:password@` in the whole line, tracebacks included."""
+    """ferflow's line format: URL credentials masked in the whole line, tracebacks included,
+    and a Prefect record named after its task or flow run (`prefect.task_runs train-0`)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        run = getattr(record, "task_run_name", None) or getattr(record, "flow_run_name", None)
+        if run:
+            record = logging.makeLogRecord({**record.__dict__, "name": f"{record.name} {run}"})
         return str(redact(super().format(record)))
 
 
@@ -64,9 +68,10 @@ def redact_log_records() -> None:
     logging.setLogRecordFactory(redacting)
 
 
-def configure_logging(level: str, verbose: bool = False) -> None:
-    """ferflow's own lines at `level`; other libraries' (GX, MLflow, DVC, httpx) only when
-    they warn, unless `-v` asks for everything."""
+def configure_logging(level: str, verbose: bool = False, also: Sequence[str] = ()) -> None:
+    """The one logging set-up (the CLI, `make demo`, scripts): ferflow's own lines, and those
+    of the loggers in `also` (the demo's Prefect run loggers), at `level`; other libraries'
+    (GX, MLflow, DVC, httpx) only when they warn, unless `-v` asks for everything."""
     redact_log_records()
     root = logging.getLogger()
     fresh = not root.handlers  # else a host (a test runner, an embedding app) owns the handlers
@@ -81,9 +86,10 @@ def configure_logging(level: str, verbose: bool = False) -> None:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
         for message in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
-        logging.getLogger("ferflow").setLevel(level)
-        logging.getLogger("flows").setLevel(level)
-        logging.getLogger("tasks").setLevel(level)
+        for name in ("ferflow", "flows", "tasks", *also):
+            logging.getLogger(name).setLevel(level)
+        # TensorFlow's retracing notes say nothing a user can act on
+        logging.getLogger("tensorflow").setLevel("ERROR")
     # TensorFlow's C++ start-up chatter is noise for a CLI user (oneDNN's too: native_stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     quiet_tensorflow_import()

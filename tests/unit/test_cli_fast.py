@@ -157,3 +157,23 @@ def test_the_cli_leaves_an_ignored_sigint_ignored():
     finally:
         signal.signal(signal.SIGINT, previous)
     assert code == 2 and seen == [signal.SIG_IGN]
+
+
+def test_a_log_line_masks_credentials_and_names_its_prefect_run():
+    import logging
+
+    from ferflow.console import RedactingFormatter
+
+    formatter = RedactingFormatter("%(name)s: %(message)s")
+    prefect = logging.makeLogRecord(
+        {
+            "name": "prefect.task_runs",
+            "msg": "pushed to %s",
+            "args": ("http://u:pw@h:9000",),
+            "task_run_name": "train-0",
+        }
+    )
+    plain = logging.makeLogRecord({"name": "ferflow.stages", "msg": "done"})
+
+    assert formatter.format(prefect) == "prefect.task_runs train-0: pushed to http://***@h:9000"
+    assert formatter.format(plain) == "ferflow.stages: done"
