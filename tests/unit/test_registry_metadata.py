@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from ferflow.evaluation import vocabulary as terms
 from ferflow.stages import promotion
 from ferflow.tracking import models, reader
 from tests.conftest import REPO, small_params, sqlite_registry
@@ -33,7 +34,7 @@ def registry(tmp_path, monkeypatch):
 
 def alias_tags(client) -> dict[str, str | None]:
     return {
-        str(v.version): (v.tags or {}).get(models.ALIAS_TAG)
+        str(v.version): (v.tags or {}).get(terms.ALIAS_TAG)
         for v in client.search_model_versions(f"name='{NAME}'")
     }
 
@@ -43,7 +44,7 @@ def test_alias_tags_follow_the_aliases_through_promotions_and_rollbacks(registry
     params = small_params(f"register.model_name={NAME}")
     # given stale tags, as older registrations left them: versions 1 and 3 say champion
     for version in ("1", "3"):
-        client.set_model_version_tag(NAME, version, models.ALIAS_TAG, "champion")
+        client.set_model_version_tag(NAME, version, terms.ALIAS_TAG, "champion")
     # when versions are promoted by hand, then rolled back
     promotion.promote(params, "3")
     assert alias_tags(client) == {"1": None, "2": "previous-champion", "3": "champion", "4": None}
@@ -67,8 +68,8 @@ def test_runs_check_reports_drift_and_repair_removes_it(registry, tmp_path):
     uri, client = registry
     # given drift: a stale alias tag (v1), a champion without one (v2), a decision without
     # its reason (v3), and promotion.json with an empty reason and another decision for v3
-    client.set_model_version_tag(NAME, "1", models.ALIAS_TAG, "champion")
-    client.set_model_version_tag(NAME, "3", models.DECISION_TAG, "not-promoted")
+    client.set_model_version_tag(NAME, "1", terms.ALIAS_TAG, "champion")
+    client.set_model_version_tag(NAME, "3", terms.DECISION_TAG, "not-promoted")
     reports = tmp_path / "reports"
     reports.mkdir()
     stale = {"model_name": NAME, "version": "3", "decision": "promoted", "reason": "", "run_id": "r"}
@@ -90,7 +91,7 @@ def test_runs_check_reports_drift_and_repair_removes_it(registry, tmp_path):
     assert repaired.returncode == 0, repaired.stderr
     assert repaired.stdout.count("repaired: ") == 5
     assert alias_tags(client) == {"1": None, "2": "champion", "3": None, "4": None}
-    assert client.get_model_version(NAME, "3").tags[models.REASON_TAG] == models.UNRECORDED_REASON
+    assert client.get_model_version(NAME, "3").tags[terms.REASON_TAG] == models.UNRECORDED_REASON
     fixed = json.loads((reports / "promotion.json").read_text())
     assert (fixed["decision"], fixed["reason"]) == ("not-promoted", models.UNRECORDED_REASON)
     again = _ferflow(tmp_path, uri)
@@ -105,15 +106,15 @@ def test_a_decision_written_without_its_reason_is_completed_with_one(evaluated_m
     uri = store.connect(params)
     model_uri = store.read_run_info(layout.run_file).model_uri
     version = models.register_version(uri, "fer-cut-short", model_uri, run_id, {})
-    store.client(uri).set_model_version_tag("fer-cut-short", version, models.DECISION_TAG, "promoted")
+    store.client(uri).set_model_version_tag("fer-cut-short", version, terms.DECISION_TAG, "promoted")
     # when registration runs again
     decision = promotion.register(params, layout)
     # then promotion.json and the version carry a reason, and the alias tag follows the alias
     recorded = json.loads(layout.promotion_file.read_text())
     assert recorded["reason"] == decision["reason"] == models.UNRECORDED_REASON
     tags = store.client(uri).get_model_version("fer-cut-short", version).tags
-    assert tags[models.REASON_TAG] == models.UNRECORDED_REASON
-    assert tags[models.ALIAS_TAG] == "champion"
+    assert tags[terms.REASON_TAG] == models.UNRECORDED_REASON
+    assert tags[terms.ALIAS_TAG] == "champion"
 
 
 def test_a_registration_records_its_reason_before_its_decision(registry, monkeypatch):
@@ -127,7 +128,7 @@ def test_a_registration_records_its_reason_before_its_decision(registry, monkeyp
     # when the gate's decision is tagged
     models.tag_decision(uri, NAME, "4", run_id, {"decision": "promoted", "reason": "better"})
     # then the reason lands first: a version marked decided always has its reason
-    assert written.index(models.REASON_TAG) < written.index(models.DECISION_TAG)
+    assert written.index(terms.REASON_TAG) < written.index(terms.DECISION_TAG)
 
 
 @pytest.mark.parametrize(

@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ferflow.errors import FerflowError
+from ferflow.evaluation import vocabulary as terms
 
 Format = Literal["text", "markdown", "json"]
 FORMATS: tuple[Format, ...] = ("text", "markdown", "json")
 
 CONFUSION_ARTIFACT = "evaluation/confusion_matrix.json"
-DEFAULT_A = "champion"
-DEFAULT_B = "challenger"
-PROMOTED_FROM = "previous-champion"  # A once the challenger is promoted (stages.evaluation.compare)
+DEFAULT_A = terms.CHAMPION
+DEFAULT_B = terms.CHALLENGER
+PROMOTED_FROM = terms.PREVIOUS  # A once the challenger is promoted (stages.evaluation.compare)
 # How many confusion-matrix cells the report shows (the largest changes first).
 TOP_CONFUSION_CHANGES = 8
 
@@ -38,10 +39,10 @@ _PER_CLASS = re.compile(r"^test\.(precision|recall|f1|auc)\.")
 # Metrics that count things (`train.epochs`, `n_test`, `test.support.<class>`): whole numbers
 # in text and Markdown (`12`, not `12.0000`). JSON keeps them as numbers.
 _COUNT = re.compile(r"(^|\.)(epochs|n_[a-z0-9_]+)$|(^|\.)support(\.|$)")
-GATE_DECISION_TAG = "ferflow.gate.decision"
+GATE_DECISION_TAG = terms.DECISION_TAG
 _RUN_TAGS = ("ferflow.data_version", "ferflow.params_digest", "ferflow.git_commit")
-TAGS_SHOWN = (*_RUN_TAGS, GATE_DECISION_TAG, "ferflow.alias")
-MANUAL_TAGS = ("ferflow.manual.move", "ferflow.manual.reason")  # a rollback or by hand: shown when set
+TAGS_SHOWN = (*_RUN_TAGS, GATE_DECISION_TAG, terms.ALIAS_TAG)
+MANUAL_TAGS = (terms.MANUAL_MOVE_TAG, terms.MANUAL_REASON_TAG)  # a rollback or by hand: shown when set
 
 
 class CompareError(FerflowError, ValueError):

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from ferflow.config import Register
+from ferflow.evaluation.vocabulary import NOT_PROMOTED, PROMOTED
 
 GATE_METRICS = ("accuracy", "macro_f1", "weighted_f1", "macro_auc")
-PROMOTED, NOT_PROMOTED = "promoted", "not-promoted"
 
 
 @dataclass(frozen=True)

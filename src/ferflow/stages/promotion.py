@@ -33,6 +33,7 @@ from ferflow.config import Params
 from ferflow.errors import FerflowError
 from ferflow.evaluation import evaluate as ev
 from ferflow.evaluation import gate
+from ferflow.evaluation import vocabulary as terms
 from ferflow.files import file_sha256, write_json
 from ferflow.stages import lineage
 from ferflow.stages.layout import Layout
@@ -121,7 +122,7 @@ def _register_new_version(params: Params, layout: Layout) -> dict[str, Any]:
         )
     provenance = _provenance(params, runs.run_tags(uri, run_id), layout)
     earlier = models.versions_of_run(uri, name, run_id)
-    recorded = [(v, tags) for v, tags in earlier if models.DECISION_TAG in tags]
+    recorded = [(v, tags) for v, tags in earlier if terms.DECISION_TAG in tags]
     if recorded:  # interrupted after the gate decided (promotion.json lost): complete it
         return _complete_recorded(params, layout, *recorded[-1], run_id, model_uri)
     if earlier:  # interrupted before the gate decided (kill -9): reuse that version
@@ -160,16 +161,14 @@ def _complete_recorded(
     from ferflow.tracking import lock, models, store
 
     uri, name = store.connect(params), params.registry.model_name
-    promoted = tags[models.DECISION_TAG] == gate.PROMOTED
+    promoted = tags[terms.DECISION_TAG] == gate.PROMOTED
     with lock.locked(uri, name, params.registry.lock_timeout_s) as claim:
         claim.confirm()
-        if (models.alias_version(uri, name, models.CHAMPION) or "") == tags.get(
-            models.CHAMPION_BEFORE_TAG, ""
-        ):
+        if (models.alias_version(uri, name, terms.CHAMPION) or "") == tags.get(terms.CHAMPION_BEFORE_TAG, ""):
             models.move_aliases(uri, name, version, promoted)
         reason = models.complete_decision_tags(uri, name, version, run_id, tags)
     decision = {
-        "decision": tags[models.DECISION_TAG],
+        "decision": tags[terms.DECISION_TAG],
         "reason": reason,
         "model_name": name,
         "version": version,
@@ -276,10 +275,10 @@ def _gate_and_promote(
         smoke_labels if rules.refuse_one_class else None,
     )
     # Evaluate the champion before taking the lock (slow); re-check inside it.
-    champion = models.alias_version(uri, name, models.CHAMPION)
+    champion = models.alias_version(uri, name, terms.CHAMPION)
     champion_metrics = _evaluate_version(params, champion, images, labels)
     with lock.locked(uri, name, rules.lock_timeout_s) as claim:
-        now_champion = models.alias_version(uri, name, models.CHAMPION)
+        now_champion = models.alias_version(uri, name, terms.CHAMPION)
         if now_champion != champion:
             log.info("champion moved to version %s while this run evaluated; comparing again", now_champion)
             champion, champion_metrics = now_champion, _evaluate_version(params, now_champion, images, labels)

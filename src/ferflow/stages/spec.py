@@ -136,6 +136,7 @@ STAGES: dict[str, StageSpec] = {
                 *_TRACKING,
                 "tracking/models.py",
                 "tracking/lock.py",
+                "evaluation/vocabulary.py",
                 *_LINEAGE,
                 "stages/training.py",
             ),
@@ -210,6 +211,7 @@ STAGES: dict[str, StageSpec] = {
                 "evaluation/model_card.py",
                 "tracking/models.py",
                 "tracking/lock.py",
+                "evaluation/vocabulary.py",
                 *_LINEAGE,
                 "stages/training.py",  # sweep_stale_runs
                 "stages/evaluation.py",

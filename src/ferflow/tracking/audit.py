@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ferflow.evaluation import vocabulary as terms
 from ferflow.tracking import lock, models
 from ferflow.tracking.store import client
 
@@ -53,7 +54,7 @@ def _alias_tags(tracker: Any, name: str, repair: bool) -> list[Finding]:
     drift = models.sync_alias_tags(tracker, name) if repair else models.alias_tag_drift(tracker, name)
     return [
         Finding(
-            f"version {version}: tag {models.ALIAS_TAG} says {have or 'nothing'}, "
+            f"version {version}: tag {terms.ALIAS_TAG} says {have or 'nothing'}, "
             f"the aliases say {wanted or 'none'}",
             repair,
         )
@@ -65,14 +66,14 @@ def _reasons(tracker: Any, name: str, repair: bool) -> list[Finding]:
     findings = []
     for found in tracker.search_model_versions(f"name='{name}'"):
         tags = found.tags or {}
-        if models.DECISION_TAG in tags and not tags.get(models.REASON_TAG):
+        if terms.DECISION_TAG in tags and not tags.get(terms.REASON_TAG):
             if repair:
                 reason = models.UNRECORDED_REASON
-                tracker.set_model_version_tag(name, found.version, models.REASON_TAG, reason)
+                tracker.set_model_version_tag(name, found.version, terms.REASON_TAG, reason)
             findings.append(
                 Finding(
-                    f"version {found.version}: decided ({tags[models.DECISION_TAG]}) without a "
-                    f"gate reason ({models.REASON_TAG})",
+                    f"version {found.version}: decided ({tags[terms.DECISION_TAG]}) without a "
+                    f"gate reason ({terms.REASON_TAG})",
                     repair,
                 )
             )
@@ -93,8 +94,8 @@ def _promotion_file(
         line = f"promotion.json names version {version}, which {name!r} does not hold: rerun register"
         return [Finding(line, False)], None
     recorded = {
-        "decision": tags.get(models.DECISION_TAG),
-        "reason": tags.get(models.REASON_TAG) or models.UNRECORDED_REASON,
+        "decision": tags.get(terms.DECISION_TAG),
+        "reason": tags.get(terms.REASON_TAG) or models.UNRECORDED_REASON,
     }
     if recorded["decision"] is None:
         line = f"promotion.json names version {version}, which has no gate decision tag: rerun register"

@@ -26,17 +26,14 @@ from typing import Any
 import numpy as np
 
 from ferflow.errors import FerflowError
+from ferflow.evaluation import vocabulary as terms
 from ferflow.tracking.lock import promotion_lock
 from ferflow.tracking.store import client, experiment_id, model_signature, redact
 
 log = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
-ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
-ALIAS_ORDER = (CHAMPION, PREVIOUS, CHALLENGER)  # which one a version's `ferflow.alias` tag names
-DECISION_TAG, REASON_TAG, ALIAS_TAG = "ferflow.gate.decision", "ferflow.gate.reason", "ferflow.alias"
-CHAMPION_BEFORE_TAG = "ferflow.gate.champion_before"  # the champion the gate compared with
-MANUAL_MOVE_TAG, MANUAL_REASON_TAG = "ferflow.manual.move", "ferflow.manual.reason"  # rollback, by hand
+# which alias a version's `ferflow.alias` tag names when it holds several
+ALIAS_ORDER = (terms.CHAMPION, terms.PREVIOUS, terms.CHALLENGER)
 # The reason of a decision taken by a registration cut short before it wrote one (versions
 # registered before reasons were written first): never an empty reason.
 UNRECORDED_REASON = "the gate's reason was not recorded: the registration that decided was cut short"
@@ -233,18 +230,18 @@ def alias_version(uri: str, name: str, alias: str) -> str | None:
 
 def aliases(uri: str, name: str) -> dict[str, str | None]:
     """Which version each alias points at (None when unset)."""
-    return {alias: alias_version(uri, name, alias) for alias in ALIASES}
+    return {alias: alias_version(uri, name, alias) for alias in terms.ALIASES}
 
 
 def move_aliases(uri: str, name: str, version: str, promoted: bool) -> str | None:
     """Set challenger (and, when promoted, previous-champion then champion); returns the old champion."""
     tracker = client(uri)
-    old = alias_version(uri, name, CHAMPION)
+    old = alias_version(uri, name, terms.CHAMPION)
     if promoted:
         if old is not None and old != version:
-            tracker.set_registered_model_alias(name, PREVIOUS, old)
-        tracker.set_registered_model_alias(name, CHAMPION, version)
-    tracker.set_registered_model_alias(name, CHALLENGER, version)
+            tracker.set_registered_model_alias(name, terms.PREVIOUS, old)
+        tracker.set_registered_model_alias(name, terms.CHAMPION, version)
+    tracker.set_registered_model_alias(name, terms.CHALLENGER, version)
     sync_alias_tags(tracker, name)
     return old
 
@@ -257,7 +254,7 @@ def alias_tag_drift(tracker: Any, name: str) -> list[tuple[str, str | None, str 
     wanted = {str(held[alias]): alias for alias in reversed(ALIAS_ORDER) if alias in held}
     drift = []
     for found in tracker.search_model_versions(f"name='{name}'"):
-        version, have = str(found.version), (found.tags or {}).get(ALIAS_TAG)
+        version, have = str(found.version), (found.tags or {}).get(terms.ALIAS_TAG)
         if have != wanted.get(version):
             drift.append((version, found.run_id, have, wanted.get(version)))
     return sorted(drift, key=lambda item: int(item[0]))
@@ -269,15 +266,15 @@ def sync_alias_tags(tracker: Any, name: str) -> list[tuple[str, str | None, str 
     drift = alias_tag_drift(tracker, name)
     for version, run_id, _, wanted in drift:
         if wanted is None:
-            tracker.delete_model_version_tag(name, version, ALIAS_TAG)
+            tracker.delete_model_version_tag(name, version, terms.ALIAS_TAG)
         else:
-            tracker.set_model_version_tag(name, version, ALIAS_TAG, wanted)
+            tracker.set_model_version_tag(name, version, terms.ALIAS_TAG, wanted)
         if run_id:
             with contextlib.suppress(Exception):  # the run may be deleted, or hold several versions
                 if wanted is None:
-                    tracker.delete_tag(run_id, ALIAS_TAG)
+                    tracker.delete_tag(run_id, terms.ALIAS_TAG)
                 else:
-                    tracker.set_tag(run_id, ALIAS_TAG, wanted)
+                    tracker.set_tag(run_id, terms.ALIAS_TAG, wanted)
     return drift
 
 
@@ -292,10 +289,12 @@ def tag_decision(uri: str, name: str, version: str, run_id: str, decision: Mappi
     alias moves, so an interrupted registration is completed, not repeated, by a rerun."""
     tracker = client(uri)
     champion = decision.get("champion") or {}
-    tracker.set_model_version_tag(name, version, CHAMPION_BEFORE_TAG, str(champion.get("version") or ""))
+    before = str(champion.get("version") or "")
+    tracker.set_model_version_tag(name, version, terms.CHAMPION_BEFORE_TAG, before)
     # The reason first: the decision tag marks the version decided, so a decided version
     # always has its reason (the `ferflow.alias` tags follow the aliases: sync_alias_tags).
-    for key, value in ((REASON_TAG, decision["reason"][:5000] or "-"), (DECISION_TAG, decision["decision"])):
+    reason = decision["reason"][:5000] or "-"
+    for key, value in ((terms.REASON_TAG, reason), (terms.DECISION_TAG, decision["decision"])):
         tracker.set_model_version_tag(name, version, key, value)
         tracker.set_tag(run_id, key, value)
 
@@ -304,11 +303,11 @@ def complete_decision_tags(uri: str, name: str, version: str, run_id: str, tags:
     """A decided version found again (a registration cut short, rerun): give it the reason
     tag it may lack and alias tags that follow the aliases; returns its reason."""
     tracker = client(uri)
-    reason = tags.get(REASON_TAG) or UNRECORDED_REASON
-    if not tags.get(REASON_TAG):
-        tracker.set_model_version_tag(name, version, REASON_TAG, reason)
+    reason = tags.get(terms.REASON_TAG) or UNRECORDED_REASON
+    if not tags.get(terms.REASON_TAG):
+        tracker.set_model_version_tag(name, version, terms.REASON_TAG, reason)
         with contextlib.suppress(Exception):
-            tracker.set_tag(run_id, REASON_TAG, reason)
+            tracker.set_tag(run_id, terms.REASON_TAG, reason)
     sync_alias_tags(tracker, name)
     return reason
 
@@ -336,21 +335,21 @@ def rollback(uri: str, name: str, lock_timeout_s: float) -> dict[str, Any]:
     The two aliases swap, so a second rollback undoes the first.
     """
     tracker = client(uri)
-    nothing = f"{name!r} has no {PREVIOUS!r} alias: there is nothing to roll back to"
-    if alias_version(uri, name, PREVIOUS) is None:  # at once, without waiting for the lock
+    nothing = f"{name!r} has no {terms.PREVIOUS!r} alias: there is nothing to roll back to"
+    if alias_version(uri, name, terms.PREVIOUS) is None:  # at once, without waiting for the lock
         raise RegistryError(nothing)
     with promotion_lock(tracker, name, lock_timeout_s) as claim:
-        current, previous = alias_version(uri, name, CHAMPION), alias_version(uri, name, PREVIOUS)
+        current, previous = alias_version(uri, name, terms.CHAMPION), alias_version(uri, name, terms.PREVIOUS)
         if previous is None:  # another process rolled back while this one waited
             raise RegistryError(nothing)
         claim.confirm()
-        tracker.set_registered_model_alias(name, CHAMPION, previous)
+        tracker.set_registered_model_alias(name, terms.CHAMPION, previous)
         if current is not None:
-            tracker.set_registered_model_alias(name, PREVIOUS, current)
+            tracker.set_registered_model_alias(name, terms.PREVIOUS, current)
         reason = f"rollback: champion {current} -> {previous}"
         _tag_manual_move(tracker, name, previous, "rollback", reason)
     log.info("%s: %s", name, reason)
-    return {"model_name": name, "champion": previous, PREVIOUS: current, "reason": reason}
+    return {"model_name": name, "champion": previous, terms.PREVIOUS: current, "reason": reason}
 
 
 def promote_version(uri: str, name: str, version: str, lock_timeout_s: float) -> dict[str, Any]:
@@ -362,7 +361,7 @@ def promote_version(uri: str, name: str, version: str, lock_timeout_s: float) ->
         old = move_aliases(uri, name, version, promoted=True)
         reason = f"promoted by hand (ferflow promote --version {version}); previous champion {old}"
         _tag_manual_move(tracker, name, version, "promoted-by-hand", reason)
-    return {"model_name": name, "champion": version, PREVIOUS: old, "reason": reason}
+    return {"model_name": name, "champion": version, terms.PREVIOUS: old, "reason": reason}
 
 
 def require_version(uri: str, name: str, version: str) -> str:
@@ -377,8 +376,8 @@ def require_version(uri: str, name: str, version: str) -> str:
 
 def _tag_manual_move(tracker: Any, name: str, champion: str, move: str, reason: str) -> None:
     """A manual move's own tags on the new champion: the gate's stay as the gate decided."""
-    tracker.set_model_version_tag(name, champion, MANUAL_MOVE_TAG, move)
-    tracker.set_model_version_tag(name, champion, MANUAL_REASON_TAG, reason)
+    tracker.set_model_version_tag(name, champion, terms.MANUAL_MOVE_TAG, move)
+    tracker.set_model_version_tag(name, champion, terms.MANUAL_REASON_TAG, reason)
     sync_alias_tags(tracker, name)
 
 
