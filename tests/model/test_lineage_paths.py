@@ -100,6 +100,40 @@ class Workspace:
             killed.kill()
         assert killed.returncode == 128 + signal.SIGTERM, stderr[-3000:]
 
+    def finetune_killed_mid_epoch(self, *sets: str) -> tuple[int, int]:
+        """A `ferflow finetune` sent SIGTERM once its backup sits inside an epoch (batches
+        done > 0); returns that backup's (epoch, batch)."""
+        import numpy as np
+
+        backup = self.root / "models" / "backup" / "finetune" / "state.npz"
+        killed = subprocess.Popen(
+            self.command("finetune", *(f"--set={s}" for s in sets)),
+            cwd=self.root,
+            env=self.env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        position = (0, 0)
+        try:
+            deadline = time.monotonic() + 1200
+            while killed.poll() is None and time.monotonic() < deadline:
+                try:
+                    with np.load(backup) as state:
+                        position = (int(state["epoch"]), int(state["batch"]))
+                except (OSError, ValueError, KeyError):
+                    pass  # not written yet
+                if position[0] >= 1 and position[1] > 0:  # inside epoch 2 or later
+                    break
+                time.sleep(0.05)
+            assert position[1] > 0, f"no mid-epoch backup seen: {position}"
+            killed.send_signal(signal.SIGTERM)
+            _, stderr = killed.communicate(timeout=300)
+        finally:
+            killed.kill()
+        assert killed.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+        with np.load(backup) as state:  # a later backup may have landed before the signal
+            return int(state["epoch"]), int(state["batch"])
+
     def run_json(self) -> dict:
         return json.loads((self.root / "models" / "run.json").read_text())
 
@@ -260,3 +294,26 @@ def test_a_finetune_killed_then_rerun_continues_its_runs(workspace):
     ws.ferflow("register")
     assert ws.versions() == {"1": run_k}
     assert sha256(ws.registered_file("1")) == ws.trained[run_k]
+
+
+def test_a_finetune_killed_mid_epoch_resumes_after_its_last_backed_up_batch(workspace):
+    # given phase 1 done, and a finetune backing up before every batch (84 rows, batch 8:
+    # 11 batches an epoch) killed inside its second epoch or later
+    ws = workspace
+    sets = ("finetune.epochs=4", "train.batch_size=8", "finetune.backup_every_s=1e-9")
+    ws.ferflow("train", "--set=train.batch_size=8")
+    epoch, batch = ws.finetune_killed_mid_epoch(*sets)
+    run_k = ws.run_json()["run_id"]
+    # when the same finetune runs again
+    done = ws.ferflow("finetune", *(f"--set={s}" for s in sets))
+    # then it said where it resumed, inside that epoch, and finished the killed run with
+    # each of the 4 epochs logged once (phase 1 had 1: global steps 1-4)
+    said = f"in epoch {epoch + 1}, after its batch {batch}" if batch else f"at epoch {epoch + 1}"
+    assert f"resuming from {ws.root / 'models' / 'backup' / 'finetune'}" in done.stderr, done.stderr[-3000:]
+    assert said in done.stderr, done.stderr[-3000:]
+    assert ws.run_json()["run_id"] == run_k and ws.status(run_k) == "FINISHED"
+    (phase,) = ws.client.search_runs(
+        [ws.run_json()["experiment_id"]], f"tags.mlflow.parentRunId = '{run_k}' and run_name = 'finetune'"
+    )
+    steps = [m.step for m in ws.client.get_metric_history(phase.info.run_id, "loss")]
+    assert sorted(steps) == list(range(1, 5))
