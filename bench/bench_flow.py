@@ -40,14 +40,14 @@ TINY = [
 
 def workspace(base: Path, name: str) -> Path:
     """A folder with params.yaml (tiny params written in) and synthetic raw data."""
-    from ferflow import stages
+    from ferflow.commands.data import synthesize
     from ferflow.config import apply_overrides, load_params, read_yaml
 
     root = base / name
     root.mkdir()
     tiny = apply_overrides(read_yaml((REPO / "params.yaml").read_text()), TINY)
     (root / "params.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
-    stages.synthesize(load_params(root / "params.yaml"), root / "data/raw/synthetic")
+    synthesize(load_params(root / "params.yaml"), root / "data/raw/synthetic")
     (root / "mlflow").mkdir()
     return root
 

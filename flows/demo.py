@@ -87,8 +87,8 @@ def run_demo(root: Path, params_file: str = DEMO_PARAMS, extra: Sequence[str] = 
     params = write_workspace(root, workspace, root / params_file, [*DEMO_OVERRIDES, *extra])
     configure_local_prefect(workspace)
 
+    from ferflow.commands.data import add_data, synthesize
     from ferflow.data.versioning import configure_remote
-    from ferflow.stages.data import add_data, synthesize
 
     raw = workspace / DEMO_RAW
     _step(2, f"drawing synthetic faces into {DEMO_DIR}/{DEMO_RAW}")

@@ -15,7 +15,7 @@ from typing import Any
 from ferflow.config import Params
 from ferflow.errors import FerflowError
 from ferflow.stages import Layout, load_run_params
-from ferflow.stages.training import mark_run
+from ferflow.tracking.runs import mark_recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def fail_mlflow_run(params: Params, layout: Layout, since: float, status: str) -
     """Mark the MLflow run of models/run.json `status` if training wrote it after `since`."""
     if status not in TERMINAL_FAILURES:
         raise ValueError(f"status must be one of {TERMINAL_FAILURES}, got {status!r}")
-    return mark_run(params, layout, since, status)
+    return mark_recorded_run(layout.run_file, since, status)
 
 
 def fail_mlflow_run_of(flow_run: Any, status: str) -> str | None:
@@ -47,7 +47,7 @@ def fail_mlflow_run_of(flow_run: Any, status: str) -> str | None:
 
 def data_version(layout: Layout) -> str:
     """The DVC version of the raw data for the report; '' when it is not tracked."""
-    from ferflow.stages.data import data_version as stage_data_version
+    from ferflow.stages.sync import data_version as stage_data_version
 
     try:
         return stage_data_version(layout)

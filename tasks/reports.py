@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from ferflow.evaluation.evaluate import SUMMARY_METRICS
 from ferflow.stages import Layout
-from ferflow.stages.training import recorded_run
+from ferflow.tracking.runs import recorded_run
 from ferflow.tracking.store import run_page_url
 
 REPORT_KEY = "retrain-report"
@@ -23,7 +23,7 @@ CONTRACT_KEY = "data-contract-failure"
 
 def mlflow_run_info(layout: Layout) -> dict[str, Any]:
     """models/run.json (run id, experiment id, tracking URI), or {} before training."""
-    return recorded_run(layout)
+    return recorded_run(layout.run_file)
 
 
 def mlflow_run_link(run: dict[str, Any]) -> str:

@@ -56,13 +56,13 @@ def _layout(params: Params) -> Layout:
 
 
 def _ingest(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.stages.data import ingest
+    from ferflow.stages.ingestion import ingest
 
     ingest(params, _layout(params).with_raw(args.source).moved(prepared=args.out))
 
 
 def _validate(args: argparse.Namespace, params: Params) -> int:
-    from ferflow.stages.data import validate
+    from ferflow.stages.validation import validate
 
     layout = _layout(params).moved(prepared=args.data, reports=args.reports)
     report = validate(params, layout, Path(args.reference) if args.reference else None)
@@ -72,13 +72,13 @@ def _validate(args: argparse.Namespace, params: Params) -> int:
 
 
 def _synth(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.stages.data import synthesize
+    from ferflow.commands.data import synthesize
 
     synthesize(params, Path(args.out), args.per_class, args.test_per_class, args.seed)
 
 
 def _data_add(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.stages.data import add_data
+    from ferflow.commands.data import add_data
 
     target = add_data(
         params,
@@ -91,19 +91,19 @@ def _data_add(args: argparse.Namespace, params: Params) -> None:
 
 
 def _data_remote(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.stages.data import configure_remote
+    from ferflow.commands.data import configure_remote
 
     print(configure_remote(params))
 
 
 def _data_push(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.stages.data import push_targets
+    from ferflow.commands.data import push_targets
 
     print(f"pushed {push_targets(params, args.targets)} file(s)")
 
 
 def _data_pull(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.stages.data import pull_targets
+    from ferflow.commands.data import pull_targets
 
     print(f"fetched {pull_targets(params, args.targets)} file(s)")
 
@@ -112,13 +112,13 @@ def _data_pull(args: argparse.Namespace, params: Params) -> None:
 
 
 def _train(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.stages.training import train
+    from ferflow.stages.head_training import train
 
     print(train(params, _layout(params).moved(prepared=args.data, models=args.models)))
 
 
 def _finetune(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.stages.training import finetune
+    from ferflow.stages.fine_tuning import finetune
 
     print(finetune(params, _layout(params).moved(prepared=args.data, models=args.models)))
 
@@ -129,7 +129,8 @@ def _finetune(args: argparse.Namespace, params: Params) -> None:
 def _evaluate(args: argparse.Namespace, params: Params) -> None:
     import json
 
-    from ferflow.stages.evaluation import evaluate, evaluate_source
+    from ferflow.commands.models import evaluate_source
+    from ferflow.stages.evaluation import evaluate
 
     if args.model or args.data:
         model = args.model or str(_layout(params).moved(models=args.models).model_file)
@@ -142,15 +143,15 @@ def _evaluate(args: argparse.Namespace, params: Params) -> None:
 
 
 def _compare(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.commands.models import compare
     from ferflow.evaluation.compare import render
-    from ferflow.stages.evaluation import compare
 
     print(render(compare(args.a, args.b, params), args.format), end="")
 
 
 def _predict(args: argparse.Namespace, params: Params) -> None:
+    from ferflow.commands.models import predict
     from ferflow.evaluation.predict import format_predictions
-    from ferflow.stages.evaluation import predict
 
     predictions = predict(args.images, params, model=args.model, skip_bad=args.skip_bad)
     print(format_predictions(predictions, args.format))
@@ -160,7 +161,7 @@ def _predict(args: argparse.Namespace, params: Params) -> None:
 
 
 def _register(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.stages.promotion import register
+    from ferflow.stages.registration import register
 
     layout = _layout(params).moved(prepared=args.data, models=args.models, reports=args.reports)
     decision = register(params, layout)
@@ -169,7 +170,7 @@ def _register(args: argparse.Namespace, params: Params) -> None:
 
 
 def _promote(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.stages.promotion import promote, rollback
+    from ferflow.commands.models import promote, rollback
 
     if args.rollback == bool(args.version):
         raise FerflowError("give exactly one of --rollback or --version N")
@@ -178,16 +179,16 @@ def _promote(args: argparse.Namespace, params: Params) -> None:
 
 
 def _runs_sweep(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.stages.training import sweep_stale_runs
+    from ferflow.tracking.runs import sweep_stale
 
-    swept = sweep_stale_runs(params)
+    swept = sweep_stale(params)
     for run_id, why in swept:
         print(f"{run_id} FAILED: {why}")
     print(f"{len(swept)} run(s) marked FAILED in experiment {params.tracking.experiment!r}")
 
 
 def _runs_check(args: argparse.Namespace, params: Params) -> int:
-    from ferflow.stages.promotion import check_registry
+    from ferflow.commands.models import check_registry
 
     findings = check_registry(params, _layout(params).moved(reports=args.reports), args.repair)
     for finding in findings:

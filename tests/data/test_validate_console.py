@@ -15,7 +15,7 @@ from ferflow.data.ingest import ingest
 from tests.conftest import PARAMS_FILE, small_params
 from tests.data.factories import write_fer_folder, write_image
 
-LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (ERROR|WARNING) +ferflow\.validation: (.*)$")
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (ERROR|WARNING) +ferflow\.contract\.validation: (.*)$")
 MAX_LINE = 400  # characters of a finding's message (the old lines reached ~1,000)
 
 

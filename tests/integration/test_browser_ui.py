@@ -260,6 +260,7 @@ def _run_pipeline_twice(url: str, workdir: Path, monkeypatch: pytest.MonkeyPatch
     import mlflow
 
     from ferflow import stages
+    from ferflow.commands.data import synthesize
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     monkeypatch.chdir(workdir)
@@ -269,7 +270,7 @@ def _run_pipeline_twice(url: str, workdir: Path, monkeypatch: pytest.MonkeyPatch
         params = small_params(*tiny, f"train.learning_rate={learning_rate}")
         paths = stages.Layout.from_params(params, workdir).with_raw(workdir / "raw")
         if i == 0:
-            stages.synthesize(params, paths.raw)
+            synthesize(params, paths.raw)
             stages.ingest(params, paths)
             stages.require_valid(stages.validate(params, paths))
         for stage in (stages.train, stages.finetune, stages.evaluate):
@@ -624,12 +625,13 @@ def failed_validation(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A validation of synthetic faces that fails exactly the row-count expectation."""
     _require_browser()
     from ferflow import stages
+    from ferflow.commands.data import synthesize
 
     root = tmp_path_factory.mktemp("validation")
     # Far more training rows than the synthetic set has: the `row_count` check must fail.
     params = small_params("validate.min_rows={train: 100000, val: 1, test: 1}")
     paths = stages.Layout.from_params(params, root).with_raw(root / "raw")
-    stages.synthesize(params, paths.raw)
+    synthesize(params, paths.raw)
     stages.ingest(params, paths)
     return stages.validate(params, paths)
 

@@ -48,7 +48,7 @@ def bin_path(name: str) -> str:
 
 def make_workspace(root: Path) -> Path:
     """A git + DVC repository with the flow code, prefect.yaml and tiny synthetic data."""
-    from ferflow import stages
+    from ferflow.commands.data import synthesize
     from ferflow.config import load_params
     from ferflow.data.versioning import add_dataset
 
@@ -62,7 +62,7 @@ def make_workspace(root: Path) -> Path:
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run([bin_path("dvc"), "init", "-q"], cwd=repo, check=True)
     params = load_params(repo / "params.yaml", TINY)
-    faces = stages.synthesize(params, root / "faces")
+    faces = synthesize(params, root / "faces")
     add_dataset(faces, params, dest=repo / "data/raw/synthetic", repo_root=repo)
     return repo
 

@@ -28,12 +28,12 @@ TINY = [
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """A folder with params.yaml and tiny synthetic raw data; Prefect and MLflow local to it."""
-    from ferflow import stages
+    from ferflow.commands.data import synthesize
     from ferflow.config import load_params
 
     root = tmp_path_factory.mktemp("flow")
     shutil.copy(PARAMS_FILE, root / "params.yaml")
-    stages.synthesize(load_params(root / "params.yaml", TINY), root / "raw")
+    synthesize(load_params(root / "params.yaml", TINY), root / "raw")
     saved = dict(os.environ)
     os.environ.update(
         PREFECT_HOME=str(root / ".prefect"),

@@ -58,7 +58,7 @@ def git(repo: Path, *args: str) -> None:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    from ferflow import stages
+    from ferflow.commands.data import synthesize
     from ferflow.config import apply_overrides, load_params, read_yaml
 
     root = tmp_path_factory.mktemp("dvc") / "repo"
@@ -68,7 +68,7 @@ def repo(tmp_path_factory):
     tiny = apply_overrides(read_yaml(PARAMS_FILE.read_text()), TINY)
     (root / "params.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
     (root / ".gitignore").write_text("/mlflow/\n/data/prepared/\n/models/\n/reports/\n")
-    stages.synthesize(load_params(root / "params.yaml"), root / "data/raw/synthetic")
+    synthesize(load_params(root / "params.yaml"), root / "data/raw/synthetic")
     git(root, "init", "-q")
     git(root, "config", "user.email", "test@example.com")
     git(root, "config", "user.name", "test")

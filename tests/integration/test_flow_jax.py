@@ -46,11 +46,11 @@ sys.exit(main(sys.argv[1:]))
 
 def test_the_flow_runs_on_jax_without_tensorflow_and_its_model_serves_on_tensorflow(tmp_path):
     pytest.importorskip("jax")
-    from ferflow import stages
+    from ferflow.commands.data import synthesize
     from ferflow.config import load_params
 
     shutil.copy(PARAMS_FILE, tmp_path / "params.yaml")
-    stages.synthesize(load_params(tmp_path / "params.yaml", OVERRIDES), tmp_path / "raw")
+    synthesize(load_params(tmp_path / "params.yaml", OVERRIDES), tmp_path / "raw")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {
         **os.environ,

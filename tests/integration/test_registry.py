@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from ferflow.commands import models as model_commands
 from ferflow.evaluation import evaluate as ev
-from ferflow.stages import Layout
-from ferflow.stages import promotion as registry
+from ferflow.stages import Layout, registration
 from ferflow.stages.evaluation import evaluate
 from ferflow.tracking import models, store
 from tests.conftest import NO_FLOORS, small_params
@@ -82,14 +82,14 @@ def pipeline_run(params, root: Path, data_dir: Path, centres) -> tuple[Path, Pat
 
 def register(params, root: Path, data_dir: Path, centres) -> dict:
     pipeline_run(params, root, data_dir, centres)
-    return registry.register(params, layout_of(root, data_dir))
+    return registration.register(params, layout_of(root, data_dir))
 
 
 def test_the_first_run_meeting_the_floors_becomes_champion(params, tmp_path, data_dir):
     decision = register(params, tmp_path, data_dir, SWAPPED)
 
     assert decision["decision"] == "promoted"
-    assert registry.aliases(params)["champion"] == decision["version"]
+    assert model_commands.aliases(params)["champion"] == decision["version"]
     assert json.loads((tmp_path / "reports" / "promotion.json").read_text())["version"] == decision["version"]
 
 
@@ -114,7 +114,7 @@ def test_a_worse_challenger_leaves_the_champion_alone(params, tmp_path, data_dir
 
     assert second["decision"] == "not-promoted"
     assert second["champion"]["version"] == first["version"]
-    assert registry.aliases(params) == {
+    assert model_commands.aliases(params) == {
         "champion": first["version"],
         "challenger": second["version"],
         "previous-champion": None,
@@ -131,7 +131,7 @@ def test_a_challenger_under_a_floor_is_not_promoted_without_a_champion(
 
     assert decision["decision"] == "not-promoted"
     assert "register.min_accuracy" in decision["reason"]
-    assert registry.aliases(params)["champion"] is None
+    assert model_commands.aliases(params)["champion"] is None
 
 
 def test_ferflow_register_twice_on_the_same_model_registers_it_once(
@@ -226,23 +226,23 @@ def test_ferflow_promote_and_rollback_print_no_mlflow_lines(params):
     assert [(d.returncode, mlflow_lines(d.stderr), len(d.stdout.splitlines())) for d in done] == [
         (0, [], 1)
     ] * 3
-    assert registry.aliases(params) == {"champion": "1", "challenger": "2", "previous-champion": "2"}
+    assert model_commands.aliases(params) == {"champion": "1", "challenger": "2", "previous-champion": "2"}
 
 
 def test_rollback_restores_the_previous_champion(params, tmp_path, data_dir):
     first = register(params, tmp_path / "a", data_dir, SWAPPED)
     second = register(params, tmp_path / "b", data_dir, PERFECT)
-    assert registry.aliases(params)["champion"] == second["version"]
+    assert model_commands.aliases(params)["champion"] == second["version"]
 
-    registry.rollback(params)
+    model_commands.rollback(params)
 
-    assert registry.aliases(params)["champion"] == first["version"]
-    assert registry.aliases(params)["previous-champion"] == second["version"]
+    assert model_commands.aliases(params)["champion"] == first["version"]
+    assert model_commands.aliases(params)["previous-champion"] == second["version"]
 
 
 def test_a_crash_during_registration_moves_no_alias(params, tmp_path, data_dir, monkeypatch):
     first = register(params, tmp_path / "a", data_dir, SWAPPED)
-    before = registry.aliases(params)
+    before = model_commands.aliases(params)
 
     def crash(*args, **kwargs):
         raise RuntimeError("simulated crash while tagging")
@@ -251,23 +251,23 @@ def test_a_crash_during_registration_moves_no_alias(params, tmp_path, data_dir, 
     with pytest.raises(RuntimeError, match="simulated crash"):
         register(params, tmp_path / "b", data_dir, PERFECT)
 
-    assert registry.aliases(params) == before
+    assert model_commands.aliases(params) == before
     assert before["champion"] == first["version"]
 
 
 def test_a_crash_while_evaluating_the_champion_moves_no_alias(params, tmp_path, data_dir, monkeypatch):
     register(params, tmp_path / "a", data_dir, SWAPPED)
     model_dir, report_dir = pipeline_run(params, tmp_path / "b", data_dir, PERFECT)
-    before = registry.aliases(params)
+    before = model_commands.aliases(params)
 
     def crash(*args, **kwargs):
         raise RuntimeError("simulated crash in evaluation")
 
     monkeypatch.setattr(ev, "evaluate_model", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        registry.register(params, Layout(data_dir, data_dir, model_dir, report_dir))
+        registration.register(params, Layout(data_dir, data_dir, model_dir, report_dir))
 
-    assert registry.aliases(params) == before
+    assert model_commands.aliases(params) == before
 
 
 def test_two_racing_promotions_end_with_exactly_one_champion(params, tmp_path, data_dir):
@@ -281,7 +281,7 @@ def test_two_racing_promotions_end_with_exactly_one_champion(params, tmp_path, d
     def promote(model_dir: Path, report_dir: Path) -> None:
         start.wait()
         try:
-            decisions.append(registry.register(params, Layout(data_dir, data_dir, model_dir, report_dir)))
+            decisions.append(registration.register(params, Layout(data_dir, data_dir, model_dir, report_dir)))
         except BaseException as err:
             errors.append(err)
 
@@ -296,7 +296,7 @@ def test_two_racing_promotions_end_with_exactly_one_champion(params, tmp_path, d
     promoted = [d for d in decisions if d["decision"] == "promoted"]
     refused = [d for d in decisions if d["decision"] == "not-promoted"]
     assert len(promoted) == 1 and len(refused) == 1
-    assert registry.aliases(params)["champion"] == promoted[0]["version"]
+    assert model_commands.aliases(params)["champion"] == promoted[0]["version"]
     assert refused[0]["champion"]["version"] == promoted[0]["version"]
 
 
@@ -317,7 +317,7 @@ def test_an_artifact_upload_failure_registers_nothing(tmp_path, data_dir, monkey
         stop_process_group(s3_process)
 
         with pytest.raises(Exception):  # noqa: B017 - whatever the transport raises
-            registry.register(params, Layout(data_dir, data_dir, model_dir, report_dir))
+            registration.register(params, Layout(data_dir, data_dir, model_dir, report_dir))
 
         assert MlflowClient(uri).search_model_versions("name='fer-doomed'") == []
         assert not (report_dir / "promotion.json").exists()
@@ -328,7 +328,7 @@ def test_the_champion_serves_through_stock_pyfunc_and_ferflow_predict(params, tm
     import numpy as np
     from PIL import Image
 
-    from ferflow.stages.evaluation import predict
+    from ferflow.commands.models import predict
 
     register(params, tmp_path, data_dir, PERFECT)
     uri = f"models:/{params.registry.model_name}@champion"

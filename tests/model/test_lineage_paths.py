@@ -187,8 +187,9 @@ def last_line(done: subprocess.CompletedProcess) -> str:
 @pytest.fixture
 def workspace(tmp_path, monkeypatch) -> Workspace:
     """Synthetic faces ingested into data/prepared, params.yaml extending the project's."""
+    from ferflow.commands.data import synthesize
     from ferflow.config import load_params
-    from ferflow.stages import Layout, ingest, synthesize
+    from ferflow.stages import Layout, ingest
 
     (tmp_path / "params.yaml").write_text(WORKSPACE_PARAMS)
     params = load_params(tmp_path / "params.yaml")

@@ -145,7 +145,7 @@ def test_train_without_reachable_imagenet_weights_starts_no_run(monkeypatch, tmp
     from keras.src.backend.config import keras_home
 
     from ferflow.stages import Layout
-    from ferflow.stages.training import train
+    from ferflow.stages.head_training import train
     from ferflow.training import model as model_module
 
     if (Path(keras_home()) / "models" / "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5").exists():

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from ferflow.stages import Layout
-from ferflow.stages.training import finetune, train
+from ferflow.stages.fine_tuning import finetune
+from ferflow.stages.head_training import train
 from ferflow.training.train import TrainingError
 from tests.model.conftest import tiny_params
 
@@ -123,7 +124,7 @@ def test_every_param_a_stage_reads_is_declared(store, phase_one, tiny_data, tmp_
     the reads of a real run of train, finetune, evaluate and register are recorded."""
     from ferflow.stages import STAGES
     from ferflow.stages.evaluation import evaluate
-    from ferflow.stages.promotion import register
+    from ferflow.stages.registration import register
     from tests.conftest import NO_FLOORS
     from tests.params_recorder import covered, recording
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from ferflow.cli import main
+from ferflow.commands.models import compare
 from ferflow.config import Params
 from ferflow.evaluation.compare import (
     CompareError,
@@ -33,7 +34,6 @@ from ferflow.evaluation.compare import (
 )
 from ferflow.evaluation.evaluate import per_class_table
 from ferflow.files import PER_CLASS_ARTIFACT
-from ferflow.stages.evaluation import compare
 from tests.conftest import small_params
 
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")

@@ -150,7 +150,7 @@ def test_a_model_already_decided_is_not_registered_again(workspace, monkeypatch)
     def must_not_register(*_args, **_kwargs):
         raise AssertionError("registered twice")
 
-    monkeypatch.setattr("ferflow.stages.promotion._register_new_version", must_not_register)
+    monkeypatch.setattr("ferflow.stages.registration._register_new_version", must_not_register)
 
     assert stages.register(params, paths) == decided
 
@@ -163,7 +163,7 @@ def test_a_new_model_is_registered(workspace, monkeypatch):
     (paths.reports / "promotion.json").write_text(json.dumps({"run_id": "old", "decision": "promoted"}))
     calls = []
     monkeypatch.setattr(
-        "ferflow.stages.promotion._register_new_version", lambda *args: calls.append(args) or {"ok": 1}
+        "ferflow.stages.registration._register_new_version", lambda *args: calls.append(args) or {"ok": 1}
     )
 
     assert stages.register(params, paths) == {"ok": 1}

@@ -175,7 +175,8 @@ def test_a_readable_epochs_file_resumes(tmp_path):
 @pytest.mark.slow
 def test_train_reruns_past_a_garbage_epochs_file(tmp_path):
     # given a prepared dataset and a phase-1 backup whose epochs.json is garbage
-    from ferflow.stages import Layout, ingest, synthesize
+    from ferflow.commands.data import synthesize
+    from ferflow.stages import Layout, ingest
     from tests.conftest import small_params
 
     params = small_params("model.input_size=32")

@@ -391,7 +391,7 @@ def test_finetune_with_edited_params_refuses_before_any_run_starts(store, layout
 
 @pytest.mark.parametrize("status", ["FAILED", "KILLED"])
 def test_phase_two_never_reopens_a_failed_or_killed_run(store, layout, status, caplog):
-    from ferflow.stages.training import _continues_run
+    from ferflow.stages.fine_tuning import _continues_run
     from ferflow.tracking.store import RunInfo, write_run_info
 
     client, experiment, uri = store
@@ -406,7 +406,7 @@ def test_phase_two_never_reopens_a_failed_or_killed_run(store, layout, status, c
 
 
 def test_phase_two_continues_the_finished_run_of_its_head(store, layout):
-    from ferflow.stages.training import _continues_run
+    from ferflow.stages.fine_tuning import _continues_run
     from ferflow.tracking.runs import pipeline_run
 
     # given phase 1's parent run, finished, with no model yet

@@ -19,7 +19,7 @@ ONEDNN = (
     b"You may see slightly different numerical results ...\n"
 )
 CUDNN_ERROR = b"E0000 00:00:1758131045.203198 3722035 cuda_dnn.cc:8579] Unable to register cuDNN factory\n"
-OWN_LINE = b"20:31:06 INFO    ferflow.stages.evaluation: predicting 1 images with tiny.keras\n"
+OWN_LINE = b"20:31:06 INFO    ferflow.commands.models: predicting 1 images with tiny.keras\n"
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,8 @@ import keras
 import pytest
 
 from ferflow.cli import main
-from ferflow.stages import promotion
+from ferflow.commands import models as model_commands
+from ferflow.stages import registration
 from ferflow.tracking import lock, models
 from ferflow.training.backup import EpochBackup
 from tests.conftest import REPO, small_params
@@ -104,7 +105,7 @@ def test_promoting_a_version_that_does_not_exist_is_one_clear_line(registry, ver
 def test_after_a_rollback_the_tags_say_what_the_aliases_say(registry):
     params, client = registry
 
-    promotion.rollback(params)
+    model_commands.rollback(params)
 
     champion = client.get_model_version_by_alias("fer-faults", "champion")
     assert str(champion.version) == "1"
@@ -125,7 +126,7 @@ def test_a_rollback_with_nothing_to_roll_back_to_does_not_take_the_lock(registry
 
     monkeypatch.setattr(models, "promotion_lock", no_lock)
     with pytest.raises(models.RegistryError, match="nothing to roll back to"):
-        promotion.rollback(params)
+        model_commands.rollback(params)
 
 
 def test_a_stale_promotion_claim_of_a_dead_process_is_removed_not_waited_for(registry):
@@ -140,7 +141,7 @@ def test_a_stale_promotion_claim_of_a_dead_process_is_removed_not_waited_for(reg
     )
     # when a version is promoted by hand (lock timeout 120 s)
     started = time.monotonic()
-    promotion.promote(params, "3")
+    model_commands.promote(params, "3")
     # then it went ahead at once and the stale claim is gone
     assert time.monotonic() - started < 30
     assert key not in client.get_registered_model("fer-faults").tags
@@ -258,7 +259,7 @@ def test_a_registration_killed_before_the_gate_reuses_its_version(evaluated_mode
     model_uri = store.read_run_info(layout.run_file).model_uri
     models.register_version(uri, "fer-cut-short", model_uri, run_id, {"ferflow.run_id": run_id})
     # when registration runs again
-    decision = promotion.register(params, layout)
+    decision = registration.register(params, layout)
     # then no second version: the first one got the decision and the aliases
     versions = models.versions_of_run(uri, "fer-cut-short", run_id)
     assert [v for v, _ in versions] == ["1"]
@@ -272,10 +273,10 @@ def test_a_decision_recorded_in_the_registry_is_not_taken_twice(evaluated_model)
     from ferflow.tracking import store
 
     params, layout, run_id = evaluated_model
-    first = promotion.register(params, layout)
+    first = registration.register(params, layout)
     layout.promotion_file.unlink()
     # when registration runs again
-    again = promotion.register(params, layout)
+    again = registration.register(params, layout)
     # then it registers nothing new and reports the recorded decision
     uri = store.connect(params)
     assert [v for v, _ in models.versions_of_run(uri, "fer-cut-short", run_id)] == [first["version"]]
@@ -286,7 +287,8 @@ def test_a_decision_recorded_in_the_registry_is_not_taken_twice(evaluated_model)
 
 def test_sigterm_during_training_marks_its_runs_killed(tmp_path):
     # given `ferflow train` running in its own process on tiny synthetic faces
-    from ferflow.stages import Layout, ingest, synthesize
+    from ferflow.commands.data import synthesize
+    from ferflow.stages import Layout, ingest
 
     params = small_params("model.input_size=32")
     layout = Layout.from_params(params, tmp_path).with_raw(tmp_path / "raw")

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from ferflow.cli import main
+from ferflow.commands.models import predict
 from ferflow.config import FER_CLASSES
 from ferflow.evaluation import predict as pr
-from ferflow.stages.evaluation import predict
 from tests.conftest import small_params
 from tests.unit.test_evaluate import CENTRES, centre_model
 

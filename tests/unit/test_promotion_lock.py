@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ferflow.stages import promotion
+from ferflow.commands import models as model_commands
 from ferflow.tracking import lock
 from tests.conftest import REPO, small_params, sqlite_registry
 
@@ -120,7 +120,7 @@ def test_a_claim_of_another_host_whose_lease_ran_out_is_taken_over(registry):
     # given a claim of another host not renewed for longer than the lease
     key = _foreign_claim(client, time.time() - 2 * lock.LEASE_S)
     # when a version is promoted
-    promotion.promote(small_params(f"register.model_name={NAME}", "register.lock_timeout_s=30"), "3")
+    model_commands.promote(small_params(f"register.model_name={NAME}", "register.lock_timeout_s=30"), "3")
     # then the dead claim is gone and the promotion happened
     assert key not in client.get_registered_model(NAME).tags
     assert champion(client) == "3"
@@ -132,7 +132,7 @@ def test_a_claim_of_another_host_with_a_live_lease_is_waited_for(registry):
     _foreign_claim(client, time.time())
     # when a version is promoted with a 1 s lock timeout
     with pytest.raises(lock.LockTimeoutError, match="held by process 4242 on other-host"):
-        promotion.promote(small_params(f"register.model_name={NAME}", "register.lock_timeout_s=1"), "3")
+        model_commands.promote(small_params(f"register.model_name={NAME}", "register.lock_timeout_s=1"), "3")
     # then nothing moved
     assert champion(client) == "2"
 

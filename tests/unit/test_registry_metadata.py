@@ -14,8 +14,9 @@ import sys
 
 import pytest
 
+from ferflow.commands import models as model_commands
 from ferflow.evaluation import vocabulary as terms
-from ferflow.stages import promotion
+from ferflow.stages import registration
 from ferflow.tracking import models, reader
 from tests.conftest import REPO, small_params, sqlite_registry
 from tests.unit.test_operator_faults import evaluated_model  # noqa: F401 (a fixture)
@@ -46,11 +47,11 @@ def test_alias_tags_follow_the_aliases_through_promotions_and_rollbacks(registry
     for version in ("1", "3"):
         client.set_model_version_tag(NAME, version, terms.ALIAS_TAG, "champion")
     # when versions are promoted by hand, then rolled back
-    promotion.promote(params, "3")
+    model_commands.promote(params, "3")
     assert alias_tags(client) == {"1": None, "2": "previous-champion", "3": "champion", "4": None}
-    promotion.promote(params, "4")
+    model_commands.promote(params, "4")
     assert alias_tags(client) == {"1": None, "2": None, "3": "previous-champion", "4": "champion"}
-    promotion.rollback(params)
+    model_commands.rollback(params)
     # then only the versions holding an alias are tagged, with that alias
     assert alias_tags(client) == {"1": None, "2": None, "3": "champion", "4": "previous-champion"}
 
@@ -108,7 +109,7 @@ def test_a_decision_written_without_its_reason_is_completed_with_one(evaluated_m
     version = models.register_version(uri, "fer-cut-short", model_uri, run_id, {})
     store.client(uri).set_model_version_tag("fer-cut-short", version, terms.DECISION_TAG, "promoted")
     # when registration runs again
-    decision = promotion.register(params, layout)
+    decision = registration.register(params, layout)
     # then promotion.json and the version carry a reason, and the alias tag follows the alias
     recorded = json.loads(layout.promotion_file.read_text())
     assert recorded["reason"] == decision["reason"] == models.UNRECORDED_REASON

@@ -263,7 +263,8 @@ def test_a_backup_cut_short_by_a_full_disk_leaves_no_partial_file(tmp_path, monk
 @pytest.mark.slow
 @pytest.mark.integration
 def test_the_tracking_server_killed_mid_finetune_is_one_masked_line(tmp_path):
-    from ferflow.stages import Layout, ingest, synthesize
+    from ferflow.commands.data import synthesize
+    from ferflow.stages import Layout, ingest
     from tests.conftest import small_params
     from tests.servers import background_server, console_script, free_port, stop_process_group
     from tests.unit.test_operator_faults import _wait_for_phase_run

@@ -4,7 +4,7 @@
 (version and counts), the params, the test metrics with a per-class table, the data issues
 validation found, and the intended use and its limits. `card_summary` is the short form
 shown as the version's description on the MLflow Models page. Pure functions of plain
-values: the register stage (ferflow.stages.promotion) publishes the result.
+values: the register stage (ferflow.stages.registration) publishes the result.
 """
 
 from __future__ import annotations

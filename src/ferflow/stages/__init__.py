@@ -2,13 +2,14 @@
 ferflow.evaluation.evaluate, ferflow.evaluation.gate, ...) with the files of a `Layout` and with MLflow
 (ferflow.tracking).
 
-One module per stage group: `data` (ingest, validate and the DVC moves), `training`
-(train, finetune), `evaluation` (evaluate, and the commands that look at models),
-`promotion` (register, promote, rollback). Each stage is a function `(params, layout)`;
+One module per pipeline stage: `ingest`, `validate`, `train`, `finetune`, `evaluate`,
+`register`, and `sync` for the flow's DVC steps (`pull-data`, `push-data`); `phases` holds
+what the two training stages share. Each stage is a function `(params, layout)`;
 the `ferflow` CLI, the DVC stages of dvc.yaml (through the CLI) and the Prefect tasks of
 tasks/ all call these, so a model trained by the scheduled flow and one trained by
 `dvc repro` come from the same code with the same params. `STAGES` (spec.py) says what
-each stage reads and writes.
+each stage reads and writes. The commands that are not pipeline stages (synthetic faces,
+DVC data moves, evaluating any model, predict, compare, promote) are ferflow.commands.
 """
 
 from __future__ import annotations
@@ -23,19 +24,13 @@ from ferflow.stages.spec import PACKAGE_DIR, STAGE_NAMES, STAGES, StageSpec
 
 # The stage functions, imported on first use: `ferflow --help` and the Layout stay cheap.
 _LAZY = {
-    "DataContractError": "data",
-    "data_version": "data",
-    "ingest": "data",
-    "pull_data": "data",
-    "push_data": "data",
-    "require_valid": "data",
-    "synthesize": "data",
-    "validate": "data",
-    "train": "training",
-    "finetune": "training",
-    "evaluate": "evaluation",
-    "register": "promotion",
-    "decided_promotion": "promotion",
+    **{name: spec.entry.partition(":")[0] for name, spec in STAGES.items()},  # the stage functions
+    "DataContractError": "validation",
+    "require_valid": "validation",
+    "decided_promotion": "registration",
+    "pull_data": "sync",
+    "push_data": "sync",
+    "data_version": "sync",
 }
 
 __all__ = [

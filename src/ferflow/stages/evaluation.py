@@ -1,33 +1,25 @@
-"""The `evaluate` stage, and the commands that look at models: evaluate any model on any
-data, predict image files, compare two runs.
+"""The `evaluate` stage: models/model.keras on the prepared test split -> reports/metrics.json,
+scores.json, evaluation.json, confusion_matrix.json, plots/; logged to the MLflow parent run
+of models/run.json: the `test.*` summary metrics, the files under `evaluation/`, the
+per-class table `evaluation/per_class.json`, the curves and confusion matrices as keyed
+images (RUN_PAGE_IMAGES) that the run page shows.
 
-- `evaluate`: models/model.keras on the prepared test split -> reports/metrics.json,
-  evaluation.json, confusion_matrix.json, plots/; logged to the MLflow parent run of
-  models/run.json: the `test.*` summary metrics, the files under `evaluation/`, the
-  per-class table `evaluation/per_class.json`, the curves and confusion matrices as keyed
-  images (RUN_PAGE_IMAGES) that the run page shows.
-- `evaluate_source`: any model (a .keras file or an MLflow URI) on the test images of any
-  source ingest reads, into any folder; nothing logged.
-- `predict`, `compare`: `ferflow predict` and `ferflow compare`.
+`check_model_reference` and `load_predict_fn` load any model the commands name (a .keras
+file or an MLflow URI): `ferflow evaluate --model`, `predict` and the register stage use them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ferflow.config import Params
 from ferflow.evaluation import evaluate as ev
 from ferflow.files import PER_CLASS_ARTIFACT, file_sha256
 from ferflow.stages import lineage
 from ferflow.stages.layout import Layout, read_history
-from ferflow.stages.training import sweep_stale_runs
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +74,7 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     if run is not None:  # the metrics go to this run: fail now, not after evaluating, if it is down
         store.connect(params)
         store.require_reachable(store.run_uri(run), params.tracking.connect_timeout_s)
-        sweep_stale_runs(params)
+        runs.sweep_stale(params)
     predict_fn = ev.load_keras_predict_fn(layout.model_file, params.evaluate.batch_size)
     images, labels = ev.test_split(layout.prepared)
     evaluation = ev.evaluate_model(predict_fn, images, labels, params)
@@ -116,51 +108,11 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
             images={key: layout.plots_dir / png for png, key in RUN_PAGE_IMAGES.items()},
             step=max((row["epoch"] for row in history or []), default=0),
         )
-    _log_summary(evaluation.metrics)
+    log_summary(evaluation.metrics)
     return evaluation.metrics
 
 
-def evaluate_source(params: Params, model: str, source: Path, out_dir: Path) -> dict[str, Any]:
-    """Evaluate any model (path or MLflow URI) on the test images of any source ingest reads.
-
-    A prepared dataset folder is read as is; anything else (folder, zip, fer2013.csv, a
-    `<class>/*.jpg` folder) goes through `ferflow.data.ingest.read_source` without writing.
-    """
-    if not Path(source).exists():
-        from ferflow.errors import FerflowError
-
-        raise FerflowError(f"{source} does not exist; pass a prepared dataset or a FER download (--data)")
-    predict_fn = load_predict_fn(model, params)  # checks the reference before loading anything
-    images, labels, digest = _images_from_source(Path(source), params)
-    evaluation = ev.evaluate_model(predict_fn, images, labels, params)
-    ev.write_reports(
-        evaluation,
-        params,
-        Path(out_dir),
-        None,
-        {"model": model, "source": str(source), "manifest_digest": digest},
-    )
-    _log_summary(evaluation.metrics)
-    return evaluation.metrics
-
-
-def _images_from_source(source: Path, params: Params) -> tuple[np.ndarray, np.ndarray, str]:
-    from ferflow.data.dataset import IMAGES_FILE, manifest_digest
-
-    if (source / IMAGES_FILE).exists():
-        images, labels = ev.test_split(source)
-        return images, labels, manifest_digest(source)
-    from ferflow.data import ingest
-
-    images, manifest = ingest.read_source(source, params)
-    split = manifest["split"].to_numpy()
-    # A folder without a split level has no "test" rows: evaluate on every image then.
-    mask = split == "test" if (split == "test").any() else np.ones(len(manifest), dtype=bool)
-    digest = hashlib.sha256(manifest.to_csv(index=False).encode()).hexdigest()
-    return images[mask], manifest["label_index"].to_numpy()[mask].astype(np.int64), digest
-
-
-def _log_summary(metrics: dict[str, Any]) -> None:
+def log_summary(metrics: dict[str, Any]) -> None:
     log.info(
         "test accuracy %.4f, macro F1 %.4f, weighted F1 %.4f, macro AUC %.4f on %d images",
         metrics["accuracy"],
@@ -169,47 +121,3 @@ def _log_summary(metrics: dict[str, Any]) -> None:
         metrics["macro_auc"],
         metrics["n_test"],
     )
-
-
-def predict(
-    inputs: Sequence[str | Path], params: Params, model: str | None = None, skip_bad: bool = False
-) -> list[Any]:
-    """`ferflow predict`: the emotion of every image under `inputs` (files or folders), by
-    `model` (default: the registered champion). The images are listed before the model loads."""
-    from ferflow.evaluation import predict as prediction
-    from ferflow.tracking import models, reader, store
-
-    paths = prediction.list_images(inputs, check_named=not skip_bad)
-    model = model or prediction.default_model(params)
-    uri = None
-    if models.is_model_uri(model):  # a wrong --model-name fails before anything loads
-        check_model_reference(model)
-        uri = store.connect(params)
-        reader.require_registered(model, store.client(uri))
-    predict_fn = load_predict_fn(model, params, uri=uri)
-    log.info("predicting %d images with %s", len(paths), model)
-    return prediction.predict_files(paths, predict_fn, params, skip_bad=skip_bad)
-
-
-def compare(a: str | None, b: str | None, params: Params) -> Any:
-    """`ferflow compare`: A and B (default champion vs challenger of register.model_name;
-    when the challenger was promoted, so both are one version, the previous champion vs
-    the champion: what the promotion changed)."""
-    from ferflow.evaluation.compare import DEFAULT_A, DEFAULT_B, PROMOTED_FROM, compare_sides
-    from ferflow.tracking import reader, store
-
-    uri, name = store.connect(params), params.registry.model_name
-    side_a, side_b = reader.read_sides(a or DEFAULT_A, b or DEFAULT_B, uri, name)
-    note = None
-    if a is None and b is None and side_a.run_id == side_b.run_id:
-        previous = reader.read_side_if_any(PROMOTED_FROM, uri, name)
-        if previous is not None and previous.run_id != side_b.run_id:
-            side_a = previous
-            note = f"the challenger is the champion (promoted): A is the {PROMOTED_FROM} it replaced"
-    log.info(
-        "comparing %s (%s) with %s (%s)", side_a.reference, side_a.run_id, side_b.reference, side_b.run_id
-    )
-    comparison = compare_sides(side_a, side_b, params.base.classes)
-    if note:
-        comparison.notes.insert(0, note)
-    return comparison

@@ -37,6 +37,7 @@ class StageSpec:
     """What one stage reads and writes, and how DVC runs it (ferflow.stages.dvcfile)."""
 
     name: str
+    entry: str  # "module:function" under ferflow.stages, called with (params, layout)
     params: tuple[str, ...]  # params keys or whole sections it reads
     code: tuple[str, ...]  # source files (or packages) under src/ferflow it runs
     inputs: tuple[str, ...]  # Layout attributes it reads (raw, prepared, models/<file>)
@@ -78,11 +79,12 @@ STAGES: dict[str, StageSpec] = {
     for spec in (
         StageSpec(
             "ingest",
+            "ingestion:ingest",
             params=("base.seed", "base.classes", "base.image_size", "ingest"),
             code=(
                 *_CORE,
                 "progress.py",
-                "stages/data.py",
+                "stages/ingestion.py",
                 "data/ingest.py",
                 "data/images.py",
                 "data/safezip.py",
@@ -94,8 +96,9 @@ STAGES: dict[str, StageSpec] = {
         ),
         StageSpec(
             "validate",
+            "validation:validate",
             params=("base.classes", "base.image_size", "validate"),
-            code=(*_CORE, "stages/data.py", "contract"),
+            code=(*_CORE, "stages/validation.py", "contract"),
             inputs=("prepared",),
             # which train rows training uses (the blank-image and leakage policies)
             outputs=("reports/validation.json", "reports/training_rows.json"),
@@ -111,8 +114,9 @@ STAGES: dict[str, StageSpec] = {
         ),
         StageSpec(
             "train",
+            "head_training:train",
             params=("base", "model", "train", "runtime", "tracking"),
-            code=(*_CORE, *_MODEL, *_TRACKING, *_LINEAGE, "stages/training.py"),
+            code=(*_CORE, *_MODEL, *_TRACKING, *_LINEAGE, "stages/phases.py", "stages/head_training.py"),
             inputs=("prepared", "reports/training_rows.json"),
             # not run.json: later stages add to it, which must not invalidate this stage
             outputs=("models/head.keras", "models/head.keras.lineage.json"),
@@ -129,6 +133,7 @@ STAGES: dict[str, StageSpec] = {
         ),
         StageSpec(
             "finetune",
+            "fine_tuning:finetune",
             params=("base", "model", "train", "finetune", "runtime", "tracking"),
             code=(
                 *_CORE,
@@ -138,7 +143,8 @@ STAGES: dict[str, StageSpec] = {
                 "tracking/lock.py",
                 "evaluation/vocabulary.py",
                 *_LINEAGE,
-                "stages/training.py",
+                "stages/phases.py",
+                "stages/fine_tuning.py",
             ),
             inputs=("prepared", "reports/training_rows.json", "models/head.keras"),
             outputs=("models/model.keras", "models/model.keras.lineage.json", "models/history.json"),
@@ -157,6 +163,7 @@ STAGES: dict[str, StageSpec] = {
         ),
         StageSpec(
             "evaluate",
+            "evaluation:evaluate",
             params=("base.classes", "base.class_labels", "evaluate", "tracking"),
             code=(
                 *_CORE,
@@ -169,7 +176,10 @@ STAGES: dict[str, StageSpec] = {
                 "evaluation/plots.py",
                 "progress.py",
                 *_LINEAGE,
-                "stages/training.py",  # sweep_stale_runs
+                # loading any model the commands name (load_predict_fn) sits in the stage's module
+                "tracking/models.py",
+                "tracking/lock.py",
+                "evaluation/vocabulary.py",
                 "stages/evaluation.py",
             ),
             inputs=("prepared", "models/model.keras", "models/history.json"),
@@ -183,6 +193,7 @@ STAGES: dict[str, StageSpec] = {
         ),
         StageSpec(
             "register",
+            "registration:register",
             # the champion's evaluation and the smoke test predict like evaluate; the model
             # card names the model
             params=(
@@ -213,9 +224,8 @@ STAGES: dict[str, StageSpec] = {
                 "tracking/lock.py",
                 "evaluation/vocabulary.py",
                 *_LINEAGE,
-                "stages/training.py",  # sweep_stale_runs
                 "stages/evaluation.py",
-                "stages/promotion.py",
+                "stages/registration.py",
             ),
             inputs=("models/model.keras", "models/run.json", "reports/metrics.json"),
             outputs=("reports/promotion.json",),

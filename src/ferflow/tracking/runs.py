@@ -286,6 +286,51 @@ def sweep(uri: str, experiment: str, stale_after_s: float) -> list[tuple[str, st
     return swept
 
 
+def sweep_stale(params: Params) -> list[tuple[str, str]]:
+    """`ferflow runs sweep`, and the start of every MLflow stage: `sweep` on the tracking
+    store and experiment of `params`."""
+    from ferflow.tracking.store import connect
+
+    return sweep(connect(params), params.tracking.experiment, params.tracking.stale_run_after_s)
+
+
+def recorded_run(run_file: Path) -> dict[str, Any]:
+    """models/run.json as a dict (run id, experiment id, tracking URI, model URI), or {}
+    before training or when the file is unreadable: for reports, never raises."""
+    from ferflow.tracking.store import TrackingError
+
+    try:
+        run = read_run_info(run_file)
+    except TrackingError:
+        return {}
+    return run.to_json() if run else {}
+
+
+def mark_recorded_run(run_file: Path, since: float, status: str) -> str | None:
+    """Mark the MLflow run of `run_file` (models/run.json) `status` (FAILED or KILLED) if
+    training wrote that file after `since` (epoch seconds): only a run this pipeline run
+    started.
+
+    Returns the run id it marked, or None. Raises only ValueError for a `status` other
+    than those two (a programming error); every tracking or file fault is logged and
+    swallowed: it runs while a failure is already being reported, and must not hide it.
+    """
+    from ferflow.tracking.store import run_uri
+
+    if status not in ("FAILED", "KILLED"):
+        raise ValueError(f"status must be FAILED or KILLED, got {status!r}")
+    try:
+        run = read_run_info(run_file)
+        if run is None or run_file.stat().st_mtime < since:
+            return None
+        set_run_status(run_uri(run), run.run_id, status)
+    except Exception as err:  # reporting a failure must not raise another one
+        log.warning("could not mark the MLflow run of %s %s: %s", run_file, status, err)
+        return None
+    log.info("marked MLflow run %s %s", run.run_id, status)
+    return run.run_id
+
+
 def log_evaluation(
     uri: str,
     run_id: str,

@@ -1,5 +1,6 @@
 """The two training phases of the study: `fit_head` (the `train` stage) and `fine_tune`
-(the `finetune` stage). The stages themselves (files, MLflow) are ferflow.stages.training.
+(the `finetune` stage). The stages themselves (files, MLflow) are
+ferflow.stages.head_training and ferflow.stages.fine_tuning.
 
 Phase 1, `fit_head`: the backbone is frozen, so its output for an image never changes. With
 `train.cache_features` the pooled features are computed once and only the small dense head

@@ -1,4 +1,4 @@
-"""The `register` stage and the manual alias moves (`ferflow promote`).
+"""The `register` stage.
 
 `register`: register models/model.keras as a new version of `register.model_name`, run the
 gate (ferflow.evaluation.gate) and move the aliases (ferflow.tracking.models), once per trained
@@ -37,7 +37,6 @@ from ferflow.evaluation import vocabulary as terms
 from ferflow.files import file_sha256, write_json
 from ferflow.stages import lineage
 from ferflow.stages.layout import Layout
-from ferflow.stages.training import sweep_stale_runs
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +91,11 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def _register_new_version(params: Params, layout: Layout) -> dict[str, Any]:
     """Steps 1-4 of the module docstring; returns the decision (also in promotion.json)."""
-    from ferflow.tracking import store
+    from ferflow.tracking import runs, store
 
     uri, name = store.connect(params), params.registry.model_name  # fails fast when the server is down
-    sweep_stale_runs(params)
-    from ferflow.tracking import models, runs
+    runs.sweep_stale(params)
+    from ferflow.tracking import models
 
     run_info = store.read_run_info(layout.run_file)
     state = runs.run_state(store.run_uri(run_info), run_info.run_id) if run_info else None
@@ -301,41 +300,3 @@ def _evaluate_version(
     uri = models.version_uri(params.registry.model_name, version)
     log.info("evaluating the champion %s on the same test split", uri)
     return ev.evaluate_model(load_predict_fn(uri, params), images, labels, params).metrics
-
-
-# --- manual moves ------------------------------------------------------------------------
-
-
-def rollback(params: Params) -> dict[str, Any]:
-    """`ferflow promote --rollback`: previous-champion becomes champion (the two swap)."""
-    from ferflow.tracking import models, store
-
-    return models.rollback(store.connect(params), params.registry.model_name, params.registry.lock_timeout_s)
-
-
-def promote(params: Params, version: str) -> dict[str, Any]:
-    """`ferflow promote --version N`: make version N the champion by hand (no gate)."""
-    from ferflow.tracking import models, store
-
-    return models.promote_version(
-        store.connect(params), params.registry.model_name, str(version), params.registry.lock_timeout_s
-    )
-
-
-def check_registry(params: Params, layout: Layout, repair: bool = False) -> list[Any]:
-    """`ferflow runs check`: where the version tags and promotion.json differ from the
-    aliases (ferflow.tracking.audit); with `repair`, they are made to follow them."""
-    from ferflow.tracking import audit, store
-
-    promotion = read_json(layout.promotion_file) if layout.promotion_file.exists() else None
-    findings, fixed = audit.check(store.connect(params), params.registry.model_name, promotion, repair)
-    if fixed is not None:
-        write_json(layout.promotion_file, fixed)
-    return findings
-
-
-def aliases(params: Params) -> dict[str, str | None]:
-    """Which version each alias of register.model_name points at (None when unset)."""
-    from ferflow.tracking import models, store
-
-    return models.aliases(store.connect(params), params.registry.model_name)
