@@ -111,7 +111,9 @@ def test_epoch_batches_cover_every_row_each_epoch_in_an_order_drawn_from_seed_an
 
 
 def test_a_budget_boxed_auto_run_ends_inside_its_budget_with_the_schedule_at_its_floor(tmp_path):
-    # given phase 2 with epochs: auto in a 6 s budget, epochs made ~0.4 s long and steady
+    # given phase 2 with epochs: auto in a 12 s budget, epochs made ~0.4 s long and steady
+    # (the first epoch, which traces the step, must take under half the budget: the guard
+    # judges by it until there is a steady epoch; on a loaded 2-core CI machine it took >3 s)
     import time
 
     import keras
@@ -128,7 +130,7 @@ def test_a_budget_boxed_auto_run_ends_inside_its_budget_with_the_schedule_at_its
         f"base.image_size={SIZE}",
         f"model.input_size={SIZE}",
         "finetune.epochs=auto",
-        "finetune.time_budget_s=6",
+        "finetune.time_budget_s=12",
         "finetune.schedule=cosine",
         "finetune.warmup_epochs=1",
         "finetune.final_lr_fraction=0.0",
@@ -144,7 +146,7 @@ def test_a_budget_boxed_auto_run_ends_inside_its_budget_with_the_schedule_at_its
     assert records[-1]["epochs_planned"] == len(records)
     assert records[-1]["learning_rate"] == pytest.approx(0.0, abs=1e-7)
     assert records[1]["learning_rate"] > 0.1 * params.finetune.learning_rate
-    assert elapsed <= 6.0 + 2.0  # the budget counts from fit's start; model set-up comes before
+    assert elapsed <= 12.0 + 3.0  # the budget counts from fit's start; model set-up comes before
 
 
 def test_class_weights_reach_phase_two_loss(tmp_path):
