@@ -74,6 +74,24 @@ _TRACKING = (
 )
 # what ties a stage's files to its run (lineage.py reads each stage's params from STAGES)
 _LINEAGE = ("stages/lineage.py", "stages/spec.py")
+# the evaluate stage's code; loading any model the commands name (load_predict_fn) sits in
+# its module, hence tracking.models
+_EVALUATE = (
+    *_CORE,
+    *_TRACKING,
+    *_LINEAGE,
+    "training/backup.py",
+    "training/batching.py",
+    "training/callbacks.py",
+    "training/monitors.py",
+    "evaluation/evaluate.py",
+    "evaluation/plots.py",
+    "evaluation/vocabulary.py",
+    "progress.py",
+    "tracking/models.py",
+    "tracking/lock.py",
+    "stages/evaluation.py",
+)
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
@@ -165,23 +183,7 @@ STAGES: dict[str, StageSpec] = {
             "evaluate",
             "evaluation:evaluate",
             params=("base.classes", "base.class_labels", "evaluate", "tracking"),
-            code=(
-                *_CORE,
-                *_TRACKING,
-                "training/backup.py",
-                "training/batching.py",
-                "training/callbacks.py",
-                "training/monitors.py",
-                "evaluation/evaluate.py",
-                "evaluation/plots.py",
-                "progress.py",
-                *_LINEAGE,
-                # loading any model the commands name (load_predict_fn) sits in the stage's module
-                "tracking/models.py",
-                "tracking/lock.py",
-                "evaluation/vocabulary.py",
-                "stages/evaluation.py",
-            ),
+            code=_EVALUATE,
             inputs=("prepared", "models/model.keras", "models/history.json"),
             outputs=("reports/metrics.json", "reports/scores.json"),
             cmd="ferflow evaluate",
@@ -208,25 +210,8 @@ STAGES: dict[str, StageSpec] = {
                 "register",
                 "tracking",
             ),
-            code=(
-                *_CORE,
-                *_TRACKING,
-                "training/backup.py",
-                "training/batching.py",
-                "training/callbacks.py",
-                "training/monitors.py",
-                "evaluation/evaluate.py",
-                "evaluation/plots.py",
-                "progress.py",
-                "evaluation/gate.py",
-                "evaluation/model_card.py",
-                "tracking/models.py",
-                "tracking/lock.py",
-                "evaluation/vocabulary.py",
-                *_LINEAGE,
-                "stages/evaluation.py",
-                "stages/registration.py",
-            ),
+            # the champion's evaluation and the smoke test load and predict as evaluate does
+            code=(*_EVALUATE, "evaluation/gate.py", "evaluation/model_card.py", "stages/registration.py"),
             inputs=("models/model.keras", "models/run.json", "reports/metrics.json"),
             outputs=("reports/promotion.json",),
             cmd="ferflow register",
