@@ -313,9 +313,10 @@ def write_training_rows(path: Path, data_dir: Path, drops: dict[str, np.ndarray]
     return rows
 
 
-def read_training_rows(path: Path, data_dir: Path) -> TrainingRows | None:
-    """The training rows in `path` for the prepared dataset in `data_dir`; None when there is
-    no such file. A file that is unreadable or written for other data is an error naming the
+def read_training_rows(path: Path, data_dir: Path, digest: str | None = None) -> TrainingRows | None:
+    """The training rows in `path` for the prepared dataset in `data_dir` (whose
+    `manifest_digest`, when the caller has it, is `digest`); None when there is no such
+    file. A file that is unreadable or written for other data is an error naming the
     command that rewrites it."""
     if not path.exists():
         return None
@@ -329,7 +330,7 @@ def read_training_rows(path: Path, data_dir: Path) -> TrainingRows | None:
         )
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DatasetError(f"{path} is unreadable ({type(err).__name__}: {err}); {rerun}") from err
-    now = manifest_digest(data_dir)
+    now = digest or manifest_digest(data_dir)
     if rows.manifest_sha256 != now:
         raise DatasetError(
             f"{path} was written by `ferflow validate` for other data (manifest "

@@ -98,18 +98,11 @@ def current(
 
     chosen = stage_params(params, STAGES[stage].params)
     shaping = {key: value for key, value in chosen.items() if not selects(key, NOT_LINEAGE)}
+    data = manifest_digest(layout.prepared)  # hashed once: the rows file is checked against it
     if TRAINING_ROWS_INPUT in STAGES[stage].inputs:
-        rows = read_training_rows(layout.training_rows_file, layout.prepared)
+        rows = read_training_rows(layout.training_rows_file, layout.prepared, data)
         shaping[TRAINING_ROWS_KEY] = (rows or TrainingRows("", 0, {})).digest()
-    return Lineage(
-        stage,
-        run_id,
-        phase_run_id,
-        shaping,
-        manifest_digest(layout.prepared),
-        None,
-        dict(inputs or {}),
-    )
+    return Lineage(stage, run_id, phase_run_id, shaping, data, None, dict(inputs or {}))
 
 
 def sidecar(path: Path) -> Path:
