@@ -78,8 +78,8 @@ class Workspace:
         self.trained[run_id] = sha256(self.root / "models" / "model.keras")
         return run_id
 
-    def finetune_killed_after_backup(self, *sets: str) -> None:
-        """A `ferflow finetune` sent SIGTERM once its backup holds an epoch; checks it
+    def _finetune_killed_when(self, ready, what: str, sets: tuple[str, ...]) -> None:
+        """A `ferflow finetune` sent SIGTERM once `ready(backup state file)` holds; checks it
         ended as a SIGTERM ends a command."""
         backup = self.root / "models" / "backup" / "finetune" / "state.npz"
         killed = subprocess.Popen(
@@ -91,48 +91,29 @@ class Workspace:
         )
         try:
             deadline = time.monotonic() + 1200
-            while not backup.exists() and killed.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert backup.exists(), f"the finetune ({', '.join(sets)}) wrote no backup"
+            while not ready(backup) and killed.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert ready(backup), f"the finetune ({', '.join(sets)}) wrote no {what}"
             killed.send_signal(signal.SIGTERM)
             _, stderr = killed.communicate(timeout=300)
         finally:
             killed.kill()
         assert killed.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+
+    def finetune_killed_after_backup(self, *sets: str) -> None:
+        """A `ferflow finetune` killed once its backup holds an epoch."""
+        self._finetune_killed_when(Path.exists, "backup", sets)
 
     def finetune_killed_mid_epoch(self, *sets: str) -> tuple[int, int]:
-        """A `ferflow finetune` sent SIGTERM once its backup sits inside an epoch (batches
-        done > 0); returns that backup's (epoch, batch)."""
-        import numpy as np
+        """A `ferflow finetune` killed once its backup sits inside its second epoch or later
+        (batches done > 0); returns the last backup's (epoch, batch)."""
 
-        backup = self.root / "models" / "backup" / "finetune" / "state.npz"
-        killed = subprocess.Popen(
-            self.command("finetune", *(f"--set={s}" for s in sets)),
-            cwd=self.root,
-            env=self.env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        position = (0, 0)
-        try:
-            deadline = time.monotonic() + 1200
-            while killed.poll() is None and time.monotonic() < deadline:
-                try:
-                    with np.load(backup) as state:
-                        position = (int(state["epoch"]), int(state["batch"]))
-                except (OSError, ValueError, KeyError):
-                    pass  # not written yet
-                if position[0] >= 1 and position[1] > 0:  # inside epoch 2 or later
-                    break
-                time.sleep(0.05)
-            assert position[1] > 0, f"no mid-epoch backup seen: {position}"
-            killed.send_signal(signal.SIGTERM)
-            _, stderr = killed.communicate(timeout=300)
-        finally:
-            killed.kill()
-        assert killed.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-        with np.load(backup) as state:  # a later backup may have landed before the signal
-            return int(state["epoch"]), int(state["batch"])
+        def inside_a_later_epoch(path: Path) -> bool:
+            epoch, batch = _backup_position(path)
+            return epoch >= 1 and batch > 0
+
+        self._finetune_killed_when(inside_a_later_epoch, "mid-epoch backup", sets)
+        return _backup_position(self.root / "models" / "backup" / "finetune" / "state.npz")
 
     def run_json(self) -> dict:
         return json.loads((self.root / "models" / "run.json").read_text())
@@ -154,6 +135,17 @@ class Workspace:
         local = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}/{version}", dst_path=str(folder)))
         (found,) = local.rglob("*.keras")
         return found
+
+
+def _backup_position(path: Path) -> tuple[int, int]:
+    """(epoch, batches done) of a backup's state.npz; (0, 0) while there is none."""
+    import numpy as np
+
+    try:
+        with np.load(path) as state:
+            return int(state["epoch"]), int(state["batch"])
+    except (OSError, ValueError, KeyError):
+        return 0, 0
 
 
 def sha256(path: Path) -> str:
