@@ -1,8 +1,9 @@
 """The retraining flow: pull -> ingest -> validate -> push -> train -> finetune -> evaluate -> register.
 
-Only composition lives here: every step is a task of `tasks.pipeline` that calls one stage
-of `ferflow.stages`. Run it once with `ferflow run`, on a schedule with the deployment of
-prefect.yaml (`infra/deploy.sh`), or as part of the demo (`python -m flows.demo`).
+Only composition lives here: the flow runs the stage table (`ferflow.stages.STAGES`) in
+its order, each stage as its task of `tasks.pipeline`; pull and push run when switched
+on. Run it once with `ferflow run`, on a schedule with the deployment of prefect.yaml
+(`infra/deploy.sh`), or as part of the demo (`python -m flows.demo`).
 
 Guarantees:
 
@@ -20,15 +21,15 @@ import contextlib
 import time
 from typing import Any
 
-from prefect import flow
+from prefect import Task, flow
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import State
 
 from ferflow.config import Params
 from ferflow.console import redact_log_records
-from ferflow.stages import Layout, load_run_params
+from ferflow.stages import STAGES, Layout, load_run_params
 from tasks import guards, reports
-from tasks.pipeline import PipelineTasks, for_params, run_cached
+from tasks.pipeline import for_params, run_step, switched_on
 
 # A worker imports this file to run a deployment: ferflow's lines reach the flow run's logs
 # (PREFECT_LOGGING_EXTRA_LOGGERS), masked like on the console.
@@ -69,42 +70,39 @@ def retrain(
     params, layout = load_run_params(params_file, list(overrides or []), root)
     started = time.time()
     steps = for_params(params)
+    switches = {"pull_data": pull_data, "push_data": push_data}
     # The stages resolve relative paths (data.raw, the local MLflow store) against the
     # working directory: run them in the repository they belong to.
     with contextlib.chdir(layout.root):
-        return _run_pipeline(params, layout, steps, started, pull_data, push_data)
+        return _run_pipeline(params, layout, steps, started, switches)
 
 
 def _run_pipeline(
     params: Params,
     layout: Layout,
-    steps: PipelineTasks,
+    steps: dict[str, Task],
     started: float,
-    pull_data: bool | None,
-    push_data: bool | None,
+    switches: dict[str, bool | None],
 ) -> dict[str, Any]:
+    results: dict[str, Any] = {}
     try:
-        if params.flow.pull_data if pull_data is None else pull_data:
-            steps.pull_data(params, layout)
-        run_cached(steps.ingest, "ingest", params, layout)
-        validation = run_cached(steps.validate, "validate", params, layout)
-        # Accepted data goes to the remote before training: a registered model's data
-        # version is always fetchable.
-        if params.flow.push_data if push_data is None else push_data:
-            steps.push_data(params, layout)
-        run_cached(steps.train, "train", params, layout)
-        run_cached(steps.finetune, "finetune", params, layout)
-        metrics = run_cached(steps.evaluate, "evaluate", params, layout)["metrics"]
-        decision = steps.register(params, layout)
+        for name, step in steps.items():
+            if switched_on(STAGES[name], params, switches):
+                results[name] = run_step(step, name, params, layout)["result"]
     except Exception:
         guards.fail_mlflow_run(params, layout, since=started, status="FAILED")
         raise
     except BaseException:  # Ctrl-C, a timeout's cancellation
         guards.fail_mlflow_run(params, layout, since=started, status="KILLED")
         raise
+    metrics, decision = results.get("evaluate") or {}, results.get("register") or {}
     reports.publish_run_report(
         reports.run_report_markdown(
-            validation, metrics, decision, reports.mlflow_run_info(layout), guards.data_version(layout)
+            results.get("validate") or {},
+            metrics,
+            decision,
+            reports.mlflow_run_info(layout),
+            guards.data_version(layout),
         ),
         metrics,
     )

@@ -1,22 +1,23 @@
-"""Thin Prefect tasks, each calling one stage of `ferflow.stages`.
+"""The Prefect tasks, one per row of the stage table (`ferflow.stages.STAGES`).
 
-Policies, decided here once:
+Each task calls its stage through `ferflow.stages.run_stage`; nothing here is written per
+stage. The table decides, and these policies apply:
 
-- Retries (exponential backoff from `flow.retry_delay_seconds`) only on the tasks that
-  touch the network: DVC pull/push to S3 and MLflow registration. A broken data contract
-  or a failed training is not transient, so those never retry.
-- A timeout per task from `flow.timeouts`.
-- The expensive stages (ingest, validate, train, finetune, evaluate) are cached on their
-  input files, params and code (tasks/caching.py); results are small JSON dicts of paths
-  and hashes, never arrays.
+- Retries (exponential backoff from `flow.retry_delay_seconds`) only on the stages marked
+  `network` (DVC pull/push to S3, MLflow registration). A broken data contract or a failed
+  training is not transient, so the others never retry.
+- A timeout per task: `flow.timeouts.<stage>`, else the stage's `timeout_s`.
+- The `cached` stages (ingest, validate, train, finetune, evaluate) are skipped when their
+  input files, params and code are unchanged (tasks/caching.py); a result is a small JSON
+  dict (the stage's summary and its output files' hashes), never arrays.
+- A failed data contract attaches its report to the flow run as an artifact, then raises.
 
-`for_params(params)` returns the tasks with these options applied.
+`for_params(params)` returns the tasks, in pipeline order, with these options applied.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from prefect import Task, task
@@ -24,7 +25,8 @@ from prefect.tasks import exponential_backoff
 
 from ferflow import stages
 from ferflow.config import Params
-from ferflow.stages import Layout
+from ferflow.stages import STAGES, DataContractError, Layout, StageSpec
+from ferflow.stages.spec import task_timeouts
 from tasks import reports
 from tasks.caching import cache_key_for, output_hashes, outputs_intact
 
@@ -35,106 +37,54 @@ log = logging.getLogger(__name__)
 CACHED = {"persist_result": True, "result_serializer": "json"}
 
 
-@task(name="pull-data")
-def pull_data(params: Params, layout: Layout) -> str:
-    """`dvc pull`: the data version git points at, from the S3 remote."""
-    return stages.pull_data(params, layout)
+def stage_task(spec: StageSpec) -> Task:
+    """The Prefect task of one stage: `{"result": its summary, "outputs": file hashes}`."""
+
+    def run(params: Params, layout: Layout) -> dict[str, Any]:
+        try:
+            result = stages.run_stage(spec.name, params, layout)
+        except DataContractError as failed:
+            reports.publish_contract_failure(failed.summary, failed.report)
+            raise
+        return {"result": result, "outputs": output_hashes(spec.name, layout)}
+
+    # Prefect keys a task by its function's name: one per stage
+    run.__name__ = run.__qualname__ = spec.name.replace("-", "_")
+    run.__doc__ = f"The {spec.name} stage ({spec.entry} of ferflow.stages)."
+    cache = {"cache_key_fn": cache_key_for(spec.name), **CACHED} if spec.cached else {}
+    return task(name=spec.name, **cache)(run)
 
 
-@task(name="push-data")
-def push_data(params: Params, layout: Layout) -> str:
-    """`dvc push`: the data version this run trained on, to the S3 remote."""
-    return stages.push_data(params, layout)
-
-
-@task(name="ingest", cache_key_fn=cache_key_for("ingest"), **CACHED)
-def ingest(params: Params, layout: Layout) -> dict[str, Any]:
-    stages.ingest(params, layout)
-    return {"prepared": str(layout.prepared), "outputs": output_hashes("ingest", layout)}
-
-
-@task(name="validate", cache_key_fn=cache_key_for("validate"), **CACHED)
-def validate(params: Params, layout: Layout) -> dict[str, Any]:
-    """The data contract. A failure attaches the report as an artifact, then raises."""
-    report = stages.validate(params, layout)
-    summary = report.summary_markdown()
-    if not report.passed:
-        reports.publish_contract_failure(summary, report.to_dict())
-        stages.require_valid(report)
-    return {
-        "passed": True,
-        "warnings": len(report.warnings),
-        "summary": summary,
-        "data_docs": str(report.data_docs_index or ""),
-        "outputs": output_hashes("validate", layout),
-    }
-
-
-@task(name="train", cache_key_fn=cache_key_for("train"), **CACHED)
-def train(params: Params, layout: Layout) -> dict[str, Any]:
-    stages.train(params, layout)
-    return {"model": str(layout.head_model), "outputs": output_hashes("train", layout)}
-
-
-@task(name="finetune", cache_key_fn=cache_key_for("finetune"), **CACHED)
-def finetune(params: Params, layout: Layout) -> dict[str, Any]:
-    stages.finetune(params, layout)
-    return {"model": str(layout.model_file), "outputs": output_hashes("finetune", layout)}
-
-
-@task(name="evaluate", cache_key_fn=cache_key_for("evaluate"), **CACHED)
-def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
-    metrics = stages.evaluate(params, layout)
-    return {"metrics": metrics, "outputs": output_hashes("evaluate", layout)}
-
-
-@task(name="register")
-def register(params: Params, layout: Layout) -> dict[str, Any]:
-    """MLflow registration and the champion/challenger gate; never cached (a side effect)."""
-    return stages.register(params, layout)
-
-
-@dataclass(frozen=True)
-class PipelineTasks:
-    """The tasks with the timeouts, retries and caching that `params.flow` asks for."""
-
-    pull_data: Task
-    ingest: Task
-    validate: Task
-    train: Task
-    finetune: Task
-    evaluate: Task
-    register: Task
-    push_data: Task
-
-
-def for_params(params: Params) -> PipelineTasks:
+def for_params(params: Params) -> dict[str, Task]:
+    """Each stage's task, in pipeline order, with the retries and timeout `params.flow` asks
+    for (an unknown `flow.timeouts` key is an error here, before any stage runs)."""
     flow = params.flow
-    timeouts = flow.timeouts
+    timeouts = task_timeouts(params)
     network = {
         "retries": flow.network_retries,
         "retry_delay_seconds": exponential_backoff(backoff_factor=flow.retry_delay_seconds),
     }
-
-    def configured(base: Task, timeout: float, **options: Any) -> Task:
-        return base.with_options(timeout_seconds=timeout, **options)
-
-    return PipelineTasks(
-        pull_data=configured(pull_data, timeouts.pull_data, **network),
-        ingest=configured(ingest, timeouts.ingest),
-        validate=configured(validate, timeouts.validation, retries=0),
-        train=configured(train, timeouts.train, retries=0),
-        finetune=configured(finetune, timeouts.finetune, retries=0),
-        evaluate=configured(evaluate, timeouts.evaluate),
-        register=configured(register, timeouts.registry, **network),
-        push_data=configured(push_data, timeouts.push_data, **network),
-    )
+    return {
+        name: stage_task(spec).with_options(
+            timeout_seconds=timeouts[name], **(network if spec.network else {"retries": 0})
+        )
+        for name, spec in STAGES.items()
+    }
 
 
-def run_cached(step: Task, stage: str, params: Params, layout: Layout) -> dict[str, Any]:
-    """Run a cached stage task; rerun it when a cache hit's files are gone or changed."""
-    result = step(params, layout)
-    if params.flow.cache and not outputs_intact(stage, layout, result):
+def switched_on(spec: StageSpec, params: Params, switches: dict[str, bool | None]) -> bool:
+    """Whether the flow runs `spec`: always, or as its `flow.<switch>` flag (or the flow's
+    argument of that name, when given) says."""
+    if not spec.switch:
+        return True
+    chosen = switches.get(spec.switch)
+    return bool(getattr(params.flow, spec.switch) if chosen is None else chosen)
+
+
+def run_step(step: Task, stage: str, params: Params, layout: Layout) -> dict[str, Any]:
+    """Run a stage's task; rerun a cached stage whose cache hit's files are gone or changed."""
+    result: dict[str, Any] = step(params, layout)
+    if STAGES[stage].cached and params.flow.cache and not outputs_intact(stage, layout, result):
         log.info("stage %s: cached result's files changed on disk; running it again", stage)
         result = step.with_options(refresh_cache=True)(params, layout)
     return result

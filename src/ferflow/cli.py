@@ -22,7 +22,7 @@ from ferflow.config import Params, load_params
 from ferflow.console import Terminated, configure_logging, fault_line, folder_option, interrupt, terminate
 from ferflow.errors import EXIT_USER_ERROR, FerflowError
 from ferflow.stages.layout import Layout
-from ferflow.stages.spec import STAGE_NAMES
+from ferflow.stages.spec import STAGES
 from ferflow.tracking.store import redact, tracking_uri
 
 log = logging.getLogger("ferflow")
@@ -302,7 +302,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p = command("run", _run, "the whole pipeline as a Prefect flow (or one stage with --stage)")
     p.add_argument(
         "--stage",
-        choices=STAGE_NAMES,
+        choices=tuple(STAGES),  # the stage table, in pipeline order
         help="run only this pipeline stage, in this process, without Prefect; prints its result as JSON",
     )
     p.add_argument("--pull", action="store_true", default=None, help="dvc pull the data first")

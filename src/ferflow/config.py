@@ -18,10 +18,18 @@ import re
 import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationError,
+    model_validator,
+)
 
 from ferflow.errors import FerflowError
 
@@ -319,20 +327,16 @@ class Tracking(_Strict):
     )
 
 
-class TaskTimeouts(_Strict):
-    """Seconds each Prefect task may run before it is failed (flows/retrain.py); one key
-    per stage, named like the stage (`validate` and `register` aliased as in `Params`)."""
+def _stage_timeouts(value: Any) -> Any:
+    """`flow.timeouts` keys as stage names: `pull_data` is read as `pull-data`."""
+    if isinstance(value, Mapping):
+        return {str(key).replace("_", "-"): seconds for key, seconds in value.items()}
+    return value
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, populate_by_name=True)
 
-    pull_data: float = Field(1800, gt=0)
-    ingest: float = Field(3600, gt=0)
-    validation: float = Field(1800, gt=0, alias="validate")
-    train: float = Field(86_400, gt=0)
-    finetune: float = Field(86_400, gt=0)
-    evaluate: float = Field(3600, gt=0)
-    registry: float = Field(600, gt=0, alias="register")
-    push_data: float = Field(3600, gt=0)
+# Seconds each Prefect task may run, by stage name; a stage left out keeps the default its
+# StageSpec declares (ferflow.stages.spec.task_timeouts, which also refuses unknown names).
+TaskTimeouts = Annotated[dict[str, PositiveFloat], BeforeValidator(_stage_timeouts)]
 
 
 class FlowSettings(_Strict):
@@ -349,7 +353,9 @@ class FlowSettings(_Strict):
     network_retries: int = Field(3, ge=0, description="only tasks that touch the network retry")
     retry_delay_seconds: float = Field(10.0, ge=0.0, description="first delay; doubles per retry")
     cache: bool = Field(True, description="skip unchanged stages (same data, params and code)")
-    timeouts: TaskTimeouts = TaskTimeouts()
+    timeouts: TaskTimeouts = Field(
+        default_factory=dict, description="seconds per task by stage name; unset: the stage's default"
+    )
 
 
 class Params(_Strict):

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from ferflow import stages
+from ferflow.config import ParamsError
 from ferflow.stages import STAGES, DataContractError, Layout
 from tasks import caching, reports
 from tasks.pipeline import for_params
@@ -120,20 +121,45 @@ def test_only_network_tasks_retry_with_exponential_backoff():
 
     tasks = for_params(params)
 
-    for network in (tasks.pull_data, tasks.push_data, tasks.register):
-        assert network.retries == 3
-        assert network.retry_delay_seconds == [2.0, 4.0, 8.0]
-    for local in (tasks.validate, tasks.train, tasks.finetune):
-        assert local.retries == 0
+    for network in ("pull-data", "push-data", "register"):
+        assert tasks[network].retries == 3
+        assert tasks[network].retry_delay_seconds == [2.0, 4.0, 8.0]
+    for local in ("ingest", "validate", "train", "finetune", "evaluate"):
+        assert tasks[local].retries == 0
 
 
 def test_task_timeouts_come_from_params():
-    params = small_params("flow.timeouts.train=123", "flow.timeouts.validate=45")
+    params = small_params("flow.timeouts.train=123", "flow.timeouts.validate=45", "flow.timeouts.push_data=9")
 
     tasks = for_params(params)
 
-    assert tasks.train.timeout_seconds == 123
-    assert tasks.validate.timeout_seconds == 45
+    assert tasks["train"].timeout_seconds == 123
+    assert tasks["validate"].timeout_seconds == 45
+    assert tasks["push-data"].timeout_seconds == 9  # the old spelling names the same stage
+
+
+def test_a_stage_without_a_timeout_key_keeps_its_default():
+    tasks = for_params(small_params("flow.timeouts={}"))
+
+    assert {name: task.timeout_seconds for name, task in tasks.items()} == {
+        name: spec.timeout_s for name, spec in STAGES.items()
+    }
+
+
+def test_a_timeout_for_no_stage_is_an_error_naming_it():
+    with pytest.raises(ParamsError, match=r"flow.timeouts.fine-tune: there is no stage 'fine-tune'"):
+        for_params(small_params("flow.timeouts.fine_tune=60"))
+
+
+def test_the_tasks_run_in_the_table_order_and_only_registration_is_never_cached():
+    tasks = for_params(small_params())
+
+    assert list(tasks) == list(STAGES)
+    assert [name for name, task in tasks.items() if task.cache_key_fn is None] == [
+        "pull-data",
+        "push-data",
+        "register",
+    ]
 
 
 # --- registration guard -----------------------------------------------------------------

@@ -80,7 +80,8 @@ def render() -> str:
     """The text of dvc.yaml."""
     lines = [TOP.rstrip("\n"), "", "stages:"]
     for spec in STAGES.values():
-        lines += _stage(spec)
+        if spec.cmd:  # the others are flow-only steps (pull-data, push-data)
+            lines += _stage(spec)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

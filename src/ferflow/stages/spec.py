@@ -1,6 +1,8 @@
-"""What each stage reads and writes: the Prefect cache key (tasks/caching.py) and
-dvc.yaml's deps, params and outs come from `STAGES`, so both orchestrators agree on when a
-stage is stale.
+"""The pipeline as one table, `STAGES`, in the order the flow runs it. Everything else is
+derived from it: `ferflow run --stage NAME` and `ferflow.stages.run_stage` (the entry
+point), the Prefect tasks with their timeout, retries and cache key (tasks/pipeline.py,
+tasks/caching.py), the flow's order (flows/retrain.py), and dvc.yaml's deps, params and
+outs (ferflow.stages.dvcfile), so both orchestrators agree on when a stage is stale.
 
 `code` lists every module of src/ferflow the stage imports, directly or not (a test
 derives that set from the import graph, so it cannot drift); `params` every params key or
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ferflow.config import Params
+from ferflow.config import Params, ParamsError
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # src/ferflow
 
@@ -37,18 +39,21 @@ class StageSpec:
     """What one stage reads and writes, and how DVC runs it (ferflow.stages.dvcfile)."""
 
     name: str
-    entry: str  # "module:function" under ferflow.stages, called with (params, layout)
+    # "module:function" under ferflow.stages, called with (params, layout): raises when the
+    # stage fails and returns a small JSON-able summary (the Prefect task's result)
+    entry: str
     params: tuple[str, ...]  # params keys or whole sections it reads
     code: tuple[str, ...]  # source files (or packages) under src/ferflow it runs
     inputs: tuple[str, ...]  # Layout attributes it reads (raw, prepared, models/<file>)
     outputs: tuple[str, ...]  # files it writes, as "<Layout attribute>/<name>" (Prefect's cache)
-    cmd: str = ""  # dvc.yaml's command
+    timeout_s: float = 3600.0  # the Prefect task's default timeout (flow.timeouts.<name> overrides)
+    network: bool = False  # it talks to a server: retried with backoff (flow.network_retries)
+    cached: bool = True  # Prefect skips it while its inputs, params and code are unchanged
+    switch: str = ""  # the flow.<switch> flag (or the flow's argument) that turns it on; "": always
+    cmd: str = ""  # dvc.yaml's command; "": a flow-only step, not in dvc.yaml
     dvc_outs: tuple[DvcOut, ...] = ()  # dvc.yaml's outs (a folder may stand for its files)
     dvc_metrics: tuple[DvcOut, ...] = ()
 
-
-# `ferflow run --stage NAME`, in pipeline order.
-STAGE_NAMES = ("pull-data", "ingest", "validate", "train", "finetune", "evaluate", "register", "push-data")
 
 _CORE = ("config.py", "errors.py", "files.py", "data/dataset.py", "stages/layout.py")
 _MODEL = (
@@ -71,6 +76,16 @@ _TRACKING = (
     "tracking/epochs.py",
     "data/versioning.py",
     "redaction.py",
+)
+# the flow's DVC steps (pull-data, push-data)
+_SYNC = (
+    "config.py",
+    "errors.py",
+    "files.py",
+    "redaction.py",
+    "stages/layout.py",
+    "stages/sync.py",
+    "data/versioning.py",
 )
 # what ties a stage's files to its run (lineage.py reads each stage's params from STAGES)
 _LINEAGE = ("stages/lineage.py", "stages/spec.py")
@@ -96,6 +111,18 @@ STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
         StageSpec(
+            "pull-data",
+            "sync:pull_data",
+            params=("data",),
+            code=_SYNC,
+            inputs=(),
+            outputs=(),
+            timeout_s=1800,
+            network=True,
+            cached=False,
+            switch="pull_data",
+        ),
+        StageSpec(
             "ingest",
             "ingestion:ingest",
             params=("base.seed", "base.classes", "base.image_size", "ingest"),
@@ -114,12 +141,13 @@ STAGES: dict[str, StageSpec] = {
         ),
         StageSpec(
             "validate",
-            "validation:validate",
+            "validation:check_contract",
             params=("base.classes", "base.image_size", "validate"),
             code=(*_CORE, "stages/validation.py", "contract"),
             inputs=("prepared",),
             # which train rows training uses (the blank-image and leakage policies)
             outputs=("reports/validation.json", "reports/training_rows.json"),
+            timeout_s=1800,
             cmd="ferflow validate ${data.prepared} --reports reports",
             dvc_outs=(
                 DvcOut("reports/validation.json", cache=False),
@@ -130,6 +158,19 @@ STAGES: dict[str, StageSpec] = {
                 ),
             ),
         ),
+        # Accepted data goes to the remote before training: a registered model's data
+        # version is always fetchable.
+        StageSpec(
+            "push-data",
+            "sync:push_data",
+            params=("data",),
+            code=_SYNC,
+            inputs=("raw",),
+            outputs=(),
+            network=True,
+            cached=False,
+            switch="push_data",
+        ),
         StageSpec(
             "train",
             "head_training:train",
@@ -138,6 +179,7 @@ STAGES: dict[str, StageSpec] = {
             inputs=("prepared", "reports/training_rows.json"),
             # not run.json: later stages add to it, which must not invalidate this stage
             outputs=("models/head.keras", "models/head.keras.lineage.json"),
+            timeout_s=86_400,
             cmd="ferflow train",
             dvc_outs=(
                 DvcOut("models/head.keras"),
@@ -166,6 +208,7 @@ STAGES: dict[str, StageSpec] = {
             ),
             inputs=("prepared", "reports/training_rows.json", "models/head.keras"),
             outputs=("models/model.keras", "models/model.keras.lineage.json", "models/history.json"),
+            timeout_s=86_400,
             cmd="ferflow finetune",
             dvc_outs=(
                 DvcOut("models/model.keras"),
@@ -214,11 +257,29 @@ STAGES: dict[str, StageSpec] = {
             code=(*_EVALUATE, "evaluation/gate.py", "evaluation/model_card.py", "stages/registration.py"),
             inputs=("models/model.keras", "models/run.json", "reports/metrics.json"),
             outputs=("reports/promotion.json",),
+            timeout_s=600,
+            network=True,
+            cached=False,  # registration moves aliases, a side effect no cache may replay
             cmd="ferflow register",
             dvc_outs=(DvcOut("reports/promotion.json", cache=False),),
         ),
     )
 }
+# `ferflow run --stage NAME`, in pipeline order.
+STAGE_NAMES = tuple(STAGES)
+
+
+def task_timeouts(params: Params) -> dict[str, float]:
+    """Seconds each stage's task may run: `flow.timeouts.<stage>`, else the table's default.
+    A key naming no stage is an error (a typo would otherwise keep the default silently)."""
+    chosen = dict(params.flow.timeouts)
+    unknown = sorted(set(chosen) - set(STAGES))
+    if unknown:
+        raise ParamsError(
+            f"flow.timeouts.{unknown[0]}: there is no stage {unknown[0]!r}; the stages are "
+            f"{', '.join(STAGES)}"
+        )
+    return {name: chosen.get(name, spec.timeout_s) for name, spec in STAGES.items()}
 
 
 def stage_params(params: Params, keys: Iterable[str]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The `validate` stage: the data contract (Great Expectations) on the prepared dataset ->
 reports/validation.json, Data Docs and reports/training_rows.json (the train rows training
-uses); `require_valid` turns a failed contract into `DataContractError`.
+uses); `require_valid` turns a failed contract into `DataContractError`, and
+`check_contract` (the pipeline's entry) does both and returns the summary.
 """
 
 from __future__ import annotations
@@ -17,7 +18,26 @@ log = logging.getLogger(__name__)
 
 
 class DataContractError(FerflowError):
-    """The prepared dataset broke the data contract; training must not start."""
+    """The prepared dataset broke the data contract; training must not start. `summary`
+    (Markdown) and `report` (validation.json's content) say why, for a run report."""
+
+    def __init__(self, message: str, summary: str = "", report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+        self.report = report or {}
+
+
+def check_contract(params: Params, layout: Layout) -> dict[str, Any]:
+    """The pipeline's validate stage: validate, raise `DataContractError` on a failed
+    contract, else return the summary the run report shows."""
+    report = validate(params, layout)
+    require_valid(report)
+    return {
+        "passed": True,
+        "warnings": len(report.warnings),
+        "summary": report.summary_markdown(),
+        "data_docs": str(report.data_docs_index or ""),
+    }
 
 
 def validate(params: Params, layout: Layout, reference: Path | None = None) -> Any:
@@ -37,7 +57,9 @@ def require_valid(report: Any) -> None:
         raise DataContractError(
             f"the prepared dataset broke the data contract ({len(report.errors)} error(s): "
             f"{problems}); training did not start. Fix the data or the contract "
-            "(validate.* in params.yaml) and rerun"
+            "(validate.* in params.yaml) and rerun",
+            summary=report.summary_markdown() if hasattr(report, "summary_markdown") else "",
+            report=report.to_dict() if hasattr(report, "to_dict") else {},
         )
 
 
