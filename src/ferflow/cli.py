@@ -179,9 +179,9 @@ def _promote(args: argparse.Namespace, params: Params) -> None:
 
 
 def _runs_sweep(args: argparse.Namespace, params: Params) -> None:
-    from ferflow.tracking.runs import sweep_stale
+    from ferflow import tracking
 
-    swept = sweep_stale(params)
+    swept = tracking.connect(params).sweep_stale()
     for run_id, why in swept:
         print(f"{run_id} FAILED: {why}")
     print(f"{len(swept)} run(s) marked FAILED in experiment {params.tracking.experiment!r}")

@@ -21,6 +21,7 @@ from ferflow.cli import main
 from ferflow.commands import models as model_commands
 from ferflow.stages import registration
 from ferflow.tracking import lock, models
+from ferflow.tracking import registry as registry_module
 from ferflow.training.backup import EpochBackup
 from tests.conftest import REPO, small_params
 
@@ -124,7 +125,7 @@ def test_a_rollback_with_nothing_to_roll_back_to_does_not_take_the_lock(registry
     def no_lock(*args, **kwargs):
         raise AssertionError("the lock was taken for a rollback that cannot happen")
 
-    monkeypatch.setattr(models, "promotion_lock", no_lock)
+    monkeypatch.setattr(registry_module, "promotion_lock", no_lock)
     with pytest.raises(models.RegistryError, match="nothing to roll back to"):
         model_commands.rollback(params)
 
@@ -255,22 +256,21 @@ def test_a_registration_killed_before_the_gate_reuses_its_version(evaluated_mode
     from ferflow.tracking import store
 
     params, layout, run_id = evaluated_model
-    uri = store.connect(params)
+    registry = registry_module.connect(params)
     model_uri = store.read_run_info(layout.run_file).model_uri
-    models.register_version(uri, "fer-cut-short", model_uri, run_id, {"ferflow.run_id": run_id})
+    registry.register(model_uri, run_id, {"ferflow.run_id": run_id})
     # when registration runs again
     decision = registration.register(params, layout)
     # then no second version: the first one got the decision and the aliases
-    versions = models.versions_of_run(uri, "fer-cut-short", run_id)
+    versions = registry.versions_of_run(run_id)
     assert [v for v, _ in versions] == ["1"]
     assert decision["version"] == "1" and decision["decision"] == "promoted"
     assert versions[0][1]["ferflow.gate.decision"] == "promoted"
-    assert models.alias_version(uri, "fer-cut-short", "champion") == "1"
+    assert registry.alias("champion") == "1"
 
 
 def test_a_decision_recorded_in_the_registry_is_not_taken_twice(evaluated_model):
     # given a registration that decided, then lost promotion.json (killed before writing it)
-    from ferflow.tracking import store
 
     params, layout, run_id = evaluated_model
     first = registration.register(params, layout)
@@ -278,8 +278,8 @@ def test_a_decision_recorded_in_the_registry_is_not_taken_twice(evaluated_model)
     # when registration runs again
     again = registration.register(params, layout)
     # then it registers nothing new and reports the recorded decision
-    uri = store.connect(params)
-    assert [v for v, _ in models.versions_of_run(uri, "fer-cut-short", run_id)] == [first["version"]]
+    registry = registry_module.connect(params)
+    assert [v for v, _ in registry.versions_of_run(run_id)] == [first["version"]]
     assert (again["decision"], again["version"]) == (first["decision"], first["version"])
     assert again["recovered_from_registry"] is True
     assert layout.promotion_file.exists()

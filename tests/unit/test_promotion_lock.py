@@ -32,13 +32,13 @@ ENV = {
 # before it moves an alias (as a SIGSTOP from outside would find it).
 STOPPED_OWNER = """
 import os, signal, sys
-from ferflow.tracking import models
-move = models.move_aliases
+from ferflow.tracking.registry import Registry
+move = Registry.move_aliases
 def stop_then_move(*args, **kwargs):
     print("holding", flush=True)
     os.kill(os.getpid(), signal.SIGSTOP)
     return move(*args, **kwargs)
-models.move_aliases = stop_then_move
+Registry.move_aliases = stop_then_move
 from ferflow.cli import main
 argv = ["promote", "--version", "3", "--set", "register.model_name=fer-lock", "--params", sys.argv[1]]
 sys.exit(main(argv))

@@ -17,7 +17,10 @@ import pytest
 from ferflow.commands import models as model_commands
 from ferflow.evaluation import vocabulary as terms
 from ferflow.stages import registration
-from ferflow.tracking import models, reader
+from ferflow.tracking import models, reader, store
+from ferflow.tracking import registry as registries
+from ferflow.tracking.registry import UNRECORDED_REASON, Registry
+from ferflow.tracking.session import Session
 from tests.conftest import REPO, small_params, sqlite_registry
 from tests.unit.test_operator_faults import evaluated_model  # noqa: F401 (a fixture)
 
@@ -92,42 +95,40 @@ def test_runs_check_reports_drift_and_repair_removes_it(registry, tmp_path):
     assert repaired.returncode == 0, repaired.stderr
     assert repaired.stdout.count("repaired: ") == 5
     assert alias_tags(client) == {"1": None, "2": "champion", "3": None, "4": None}
-    assert client.get_model_version(NAME, "3").tags[terms.REASON_TAG] == models.UNRECORDED_REASON
+    assert client.get_model_version(NAME, "3").tags[terms.REASON_TAG] == UNRECORDED_REASON
     fixed = json.loads((reports / "promotion.json").read_text())
-    assert (fixed["decision"], fixed["reason"]) == ("not-promoted", models.UNRECORDED_REASON)
+    assert (fixed["decision"], fixed["reason"]) == ("not-promoted", UNRECORDED_REASON)
     again = _ferflow(tmp_path, uri)
     assert again.returncode == 0 and "0 difference(s)" in again.stdout, again.stdout
 
 
 def test_a_decision_written_without_its_reason_is_completed_with_one(evaluated_model):  # noqa: F811
     # given a registration killed between its decision tag and its reason tag (older order)
-    from ferflow.tracking import store
-
     params, layout, run_id = evaluated_model
-    uri = store.connect(params)
+    registry = registries.connect(params)
     model_uri = store.read_run_info(layout.run_file).model_uri
-    version = models.register_version(uri, "fer-cut-short", model_uri, run_id, {})
-    store.client(uri).set_model_version_tag("fer-cut-short", version, terms.DECISION_TAG, "promoted")
+    version = registry.register(model_uri, run_id, {})
+    registry.client.set_model_version_tag("fer-cut-short", version, terms.DECISION_TAG, "promoted")
     # when registration runs again
     decision = registration.register(params, layout)
     # then promotion.json and the version carry a reason, and the alias tag follows the alias
     recorded = json.loads(layout.promotion_file.read_text())
-    assert recorded["reason"] == decision["reason"] == models.UNRECORDED_REASON
-    tags = store.client(uri).get_model_version("fer-cut-short", version).tags
-    assert tags[terms.REASON_TAG] == models.UNRECORDED_REASON
+    assert recorded["reason"] == decision["reason"] == UNRECORDED_REASON
+    tags = registry.client.get_model_version("fer-cut-short", version).tags
+    assert tags[terms.REASON_TAG] == UNRECORDED_REASON
     assert tags[terms.ALIAS_TAG] == "champion"
 
 
 def test_a_registration_records_its_reason_before_its_decision(registry, monkeypatch):
     # given a registry whose version-tag writes are recorded in order
     uri, client = registry
-    tracker, written = models.client(uri), []
+    tracker, written = store.client(uri), []
     record = tracker.set_model_version_tag
     monkeypatch.setattr(tracker, "set_model_version_tag", lambda *a: written.append(a[2]) or record(*a))
-    monkeypatch.setattr(models, "client", lambda _uri: tracker)
     run_id = client.create_run(client.create_experiment("x")).info.run_id
     # when the gate's decision is tagged
-    models.tag_decision(uri, NAME, "4", run_id, {"decision": "promoted", "reason": "better"})
+    registry = Registry(Session(uri, tracker, "x", 3600.0), NAME, 10)
+    registry.tag_decision("4", run_id, {"decision": "promoted", "reason": "better"})
     # then the reason lands first: a version marked decided always has its reason
     assert written.index(terms.REASON_TAG) < written.index(terms.DECISION_TAG)
 

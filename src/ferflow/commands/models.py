@@ -112,27 +112,25 @@ def compare(a: str | None, b: str | None, params: Params) -> Any:
 
 def rollback(params: Params) -> dict[str, Any]:
     """`ferflow promote --rollback`: previous-champion becomes champion (the two swap)."""
-    from ferflow.tracking import models, store
+    from ferflow.tracking import registry
 
-    return models.rollback(store.connect(params), params.registry.model_name, params.registry.lock_timeout_s)
+    return registry.connect(params).rollback()
 
 
 def promote(params: Params, version: str) -> dict[str, Any]:
     """`ferflow promote --version N`: make version N the champion by hand (no gate)."""
-    from ferflow.tracking import models, store
+    from ferflow.tracking import registry
 
-    return models.promote_version(
-        store.connect(params), params.registry.model_name, str(version), params.registry.lock_timeout_s
-    )
+    return registry.connect(params).promote(str(version))
 
 
 def check_registry(params: Params, layout: Layout, repair: bool = False) -> list[Any]:
     """`ferflow runs check`: where the version tags and promotion.json differ from the
     aliases (ferflow.tracking.audit); with `repair`, they are made to follow them."""
-    from ferflow.tracking import audit, store
+    from ferflow.tracking import audit, registry
 
     promotion = read_json(layout.promotion_file) if layout.promotion_file.exists() else None
-    findings, fixed = audit.check(store.connect(params), params.registry.model_name, promotion, repair)
+    findings, fixed = audit.check(registry.connect(params), promotion, repair)
     if fixed is not None:
         write_json(layout.promotion_file, fixed)
     return findings
@@ -140,6 +138,6 @@ def check_registry(params: Params, layout: Layout, repair: bool = False) -> list
 
 def aliases(params: Params) -> dict[str, str | None]:
     """Which version each alias of register.model_name points at (None when unset)."""
-    from ferflow.tracking import models, store
+    from ferflow.tracking import registry
 
-    return models.aliases(store.connect(params), params.registry.model_name)
+    return registry.connect(params).aliases()

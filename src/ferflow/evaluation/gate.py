@@ -11,7 +11,8 @@ c. when a champion exists, the champion, evaluated on the same test data in the 
    is beaten by at least `register.margin` on `register.metric`.
 
 Pure functions over metrics dicts (metrics.json) and arrays: the registry calls live in
-ferflow.tracking.models and the sequence in ferflow.stages.registration.
+ferflow.tracking.registry and the sequence (gather -> decide -> publish) in
+ferflow.stages.registration.
 """
 
 from __future__ import annotations

@@ -67,14 +67,15 @@ def load_predict_fn(
 
 def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     """The pipeline's evaluate stage; returns the metrics dict written to metrics.json."""
+    from ferflow import tracking
     from ferflow.data.dataset import manifest_digest
     from ferflow.tracking import runs, store
 
     run = store.read_run_info(layout.run_file)
     if run is not None:  # the metrics go to this run: fail now, not after evaluating, if it is down
-        store.connect(params)
+        session = tracking.connect(params)
         store.require_reachable(store.run_uri(run), params.tracking.connect_timeout_s)
-        runs.sweep_stale(params)
+        session.sweep_stale()
     predict_fn = ev.load_keras_predict_fn(layout.model_file, params.evaluate.batch_size)
     images, labels = ev.test_split(layout.prepared)
     evaluation = ev.evaluate_model(predict_fn, images, labels, params)

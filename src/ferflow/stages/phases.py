@@ -28,12 +28,12 @@ def save_model(model: Any, path: Path) -> None:
 def before_training(params: Params, layout: Layout, *needed: Path) -> None:
     """What can fail in a second, checked before Keras (and TensorFlow) is imported: the
     inputs exist and the tracking server answers; then dead runs are swept."""
+    from ferflow import tracking
     from ferflow.errors import FerflowError
-    from ferflow.tracking import runs, store
 
     for path in (layout.prepared, *needed):
         if not path.exists():
             stage = "ferflow ingest" if path == layout.prepared else "ferflow train"
             raise FerflowError(f"{path} does not exist; run `{stage}` first (or pass the right --data)")
-    store.connect(params)  # a tracking server that is down fails this now, not after an epoch
-    runs.sweep_stale(params)
+    # a tracking server that is down fails this now, not after an epoch
+    tracking.connect(params).sweep_stale()

@@ -9,10 +9,12 @@ model. In order:
 1. metrics.json must belong to this model file and this data (sha256 and manifest digest);
 2. the model is registered (logged first when training did not log it), tagged with its
    metrics and provenance, described by its model card;
-3. the registered copy is loaded the way serving loads it and must predict like the
-   evaluated file (the smoke test); the champion is evaluated on the same test split;
-4. inside the promotion lock the champion is read again (re-evaluated if it moved), the
-   gate decides, the decision is tagged and the aliases move, last.
+3. gather: the registered copy is loaded the way serving loads it and must predict like
+   the evaluated file (the smoke test): a `Candidate`; the champion is evaluated on the
+   same test split: a `Champion`;
+4. decide and publish: inside the promotion lock the champion is read again (re-evaluated
+   if it moved), `gate.decide` decides (a pure function), the decision is tagged and the
+   aliases move, last.
 
 A failure anywhere before the aliases move deletes the new version: nothing half-done
 stays behind and no alias moves. The decision goes to reports/promotion.json, on the
@@ -24,8 +26,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +40,10 @@ from ferflow.evaluation import vocabulary as terms
 from ferflow.files import file_sha256, write_json
 from ferflow.stages import lineage
 from ferflow.stages.layout import Layout
+
+if TYPE_CHECKING:  # imported when a command talks to MLflow, not with the stage table
+    from ferflow.tracking.registry import Registry
+    from ferflow.tracking.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -89,94 +96,188 @@ def read_json(path: Path) -> dict[str, Any]:
     return value
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """What the gate judges of the new version: the run that trained it, its test metrics
+    and what the smoke test found (None: it passed)."""
+
+    version: str
+    run_id: str
+    metrics: dict[str, Any]
+    smoke: str | None
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The version `champion` points at (None: no champion yet) and its metrics on the
+    candidate's test split."""
+
+    version: str | None
+    metrics: dict[str, Any] | None
+
+
 def _register_new_version(params: Params, layout: Layout) -> dict[str, Any]:
     """Steps 1-4 of the module docstring; returns the decision (also in promotion.json)."""
+    from ferflow.tracking import registry as registries
     from ferflow.tracking import runs, store
 
-    uri, name = store.connect(params), params.registry.model_name  # fails fast when the server is down
-    runs.sweep_stale(params)
-    from ferflow.tracking import models
-
+    registry = registries.connect(params)  # fails fast when the server is down
+    session = registry.session
+    session.sweep_stale()
     run_info = store.read_run_info(layout.run_file)
     state = runs.run_state(store.run_uri(run_info), run_info.run_id) if run_info else None
     lineage.check_registrable(layout, run_info.run_id if run_info else None, state)
     metrics = fresh_metrics(layout)
-    images, labels = ev.test_split(layout.prepared)
-    smoke_rows = gate.smoke_batch_indices(labels, SMOKE_SIZE)
-    smoke_batch, smoke_labels = images[smoke_rows].astype(np.float32), labels[smoke_rows]
-    expected = ev.load_keras_predict_fn(layout.model_file, params.evaluate.batch_size)(smoke_batch)
+    test = ev.test_split(layout.prepared)
+    smoke_rows = gate.smoke_batch_indices(test[1], SMOKE_SIZE)
+    smoke = test[0][smoke_rows].astype(np.float32), test[1][smoke_rows]
+    expected = ev.load_keras_predict_fn(layout.model_file, params.evaluate.batch_size)(smoke[0])
 
-    store.client(uri)
-    if run_info is not None and run_info.model_uri:
-        model_uri, run_id = run_info.model_uri, run_info.run_id
-    else:
-        # Training did not log the model (or ran without MLflow): log model.keras now.
-        model_uri, run_id = models.log_model_file(
-            uri,
-            layout.model_file,
-            params.tracking.experiment,
-            params.base.image_size,
-            len(params.base.classes),
-            run_info.run_id if run_info else None,
-        )
-    provenance = _provenance(params, runs.run_tags(uri, run_id), layout)
-    earlier = models.versions_of_run(uri, name, run_id)
+    model_uri, run_id = _logged_model(session, params, layout, run_info)
+    provenance = _provenance(params, session.run_tags(run_id), layout)
+    earlier = registry.versions_of_run(run_id)
     recorded = [(v, tags) for v, tags in earlier if terms.DECISION_TAG in tags]
     if recorded:  # interrupted after the gate decided (promotion.json lost): complete it
-        return _complete_recorded(params, layout, *recorded[-1], run_id, model_uri)
+        return _complete_recorded(registry, layout, *recorded[-1], run_id, model_uri)
     if earlier:  # interrupted before the gate decided (kill -9): reuse that version
         version = earlier[-1][0]
         log.info(
-            "reusing %s version %s, registered from run %s before an interruption", name, version, run_id
+            "reusing %s version %s, registered from run %s before an interruption",
+            registry.name,
+            version,
+            run_id,
         )
     else:
-        version = models.register_version(
-            uri, name, model_uri, run_id, gate.version_tags(metrics, provenance, run_id)
-        )
+        version = registry.register(model_uri, run_id, gate.version_tags(metrics, provenance, run_id))
     try:
-        _publish_model_card(params, layout, version, run_id, metrics, provenance)
-        decision = _gate_and_promote(
-            params, version, run_id, metrics, (images, labels), (smoke_batch, smoke_labels), expected
-        )
+        _publish_model_card(params, layout, registry, version, run_id, metrics, provenance)
+        candidate = _gather_candidate(params, session, version, run_id, metrics, smoke, expected)
+        decision = _decide_and_publish(params, registry, candidate, test)
     except BaseException:
         # Nothing half-done stays behind: the aliases have not moved, drop the version.
-        log.error("registration of %s version %s failed; deleting the version", name, version)
+        log.error("registration of %s version %s failed; deleting the version", registry.name, version)
         with contextlib.suppress(Exception):
-            models.delete_version(uri, name, version)
+            registry.delete(version)
         raise
     decision.update(model_uri=model_uri, run_id=run_id, **provenance)
     write_json(layout.promotion_file, decision)
-    models.log_file(uri, run_id, layout.promotion_file, "evaluation")
-    log.info("%s version %s: %s (%s)", name, version, decision["decision"], decision["reason"])
+    session.log_file(run_id, layout.promotion_file, "evaluation")
+    log.info("%s version %s: %s (%s)", registry.name, version, decision["decision"], decision["reason"])
+    return decision
+
+
+def _logged_model(session: Session, params: Params, layout: Layout, run_info: Any) -> tuple[str, str]:
+    """(model URI, run id) of the model to register: the one training logged, else
+    model.keras logged now (training ran without MLflow, or did not log it)."""
+    from ferflow.tracking import models
+
+    if run_info is not None and run_info.model_uri:
+        return run_info.model_uri, run_info.run_id
+    return models.log_model_file(
+        session.uri,
+        layout.model_file,
+        params.tracking.experiment,
+        params.base.image_size,
+        len(params.base.classes),
+        run_info.run_id if run_info else None,
+    )
+
+
+# --- gather -> decide -> publish ----------------------------------------------------------
+
+
+def _gather_candidate(
+    params: Params,
+    session: Session,
+    version: str,
+    run_id: str,
+    metrics: dict[str, Any],
+    smoke: tuple[np.ndarray, np.ndarray],
+    expected: np.ndarray,
+) -> Candidate:
+    """The registered copy, loaded the way serving loads it, must predict the smoke batch
+    like the evaluated file did (and, when asked, not as one class)."""
+    from ferflow.tracking import models
+
+    batch, labels = smoke
+    served = models.version_uri(params.registry.model_name, version)
+    problem = gate.smoke_problem(
+        served,
+        models.serve_predict(served, session.uri, batch),
+        len(batch),
+        len(params.base.classes),
+        expected,
+        labels if params.registry.refuse_one_class else None,
+    )
+    return Candidate(version, run_id, metrics, problem)
+
+
+def _read_champion(
+    params: Params, registry: Registry, test: tuple[np.ndarray, np.ndarray], known: Champion | None = None
+) -> Champion:
+    """The champion now, evaluated on the same test split (unless it is still `known`)."""
+    version = registry.alias(terms.CHAMPION)
+    if known is not None and known.version == version:
+        return known
+    if known is not None:
+        log.info("champion moved to version %s while this run evaluated; comparing again", version)
+    return Champion(version, _evaluate_version(params, registry.session.uri, version, *test))
+
+
+def _decide_and_publish(
+    params: Params, registry: Registry, candidate: Candidate, test: tuple[np.ndarray, np.ndarray]
+) -> dict[str, Any]:
+    """Gather the champion, let the gate decide, publish the decision (tags, then aliases).
+
+    The champion is evaluated before the lock (slow) and read again inside it; the decision
+    is tagged before any alias moves, so a rerun completes an interrupted move."""
+    champion = _read_champion(params, registry, test)
+    with registry.locked() as claim:
+        champion = _read_champion(params, registry, test, known=champion)
+        verdict = gate.decide(candidate.metrics, champion.metrics, params.registry, candidate.smoke)
+        decision = gate.decision_record(
+            registry.name,
+            candidate.version,
+            candidate.metrics,
+            champion.version,
+            champion.metrics,
+            verdict,
+            candidate.smoke,
+        )
+        claim.confirm()
+        registry.tag_decision(candidate.version, candidate.run_id, decision)
+        registry.move_aliases(candidate.version, verdict.promoted)
     return decision
 
 
 def _complete_recorded(
-    params: Params, layout: Layout, version: str, tags: dict[str, str], run_id: str, model_uri: str
+    registry: Registry, layout: Layout, version: str, tags: dict[str, str], run_id: str, model_uri: str
 ) -> dict[str, Any]:
     """A decision the registry holds for this run but promotion.json does not: finish its
     alias moves if nothing happened since (the champion is still the one it was compared
     with), write promotion.json, register nothing."""
-    from ferflow.tracking import lock, models, store
-
-    uri, name = store.connect(params), params.registry.model_name
     promoted = tags[terms.DECISION_TAG] == gate.PROMOTED
-    with lock.locked(uri, name, params.registry.lock_timeout_s) as claim:
+    with registry.locked() as claim:
         claim.confirm()
-        if (models.alias_version(uri, name, terms.CHAMPION) or "") == tags.get(terms.CHAMPION_BEFORE_TAG, ""):
-            models.move_aliases(uri, name, version, promoted)
-        reason = models.complete_decision_tags(uri, name, version, run_id, tags)
+        if (registry.alias(terms.CHAMPION) or "") == tags.get(terms.CHAMPION_BEFORE_TAG, ""):
+            registry.move_aliases(version, promoted)
+        reason = registry.complete_decision_tags(version, run_id, tags)
     decision = {
         "decision": tags[terms.DECISION_TAG],
         "reason": reason,
-        "model_name": name,
+        "model_name": registry.name,
         "version": version,
         "run_id": run_id,
         "model_uri": model_uri,
         "recovered_from_registry": True,
     }
     write_json(layout.promotion_file, decision)
-    log.info("%s version %s was already decided (%s): recorded it again", name, version, decision["decision"])
+    log.info(
+        "%s version %s was already decided (%s): recorded it again",
+        registry.name,
+        version,
+        decision["decision"],
+    )
     return decision
 
 
@@ -219,6 +320,7 @@ def _provenance(params: Params, run_tags: dict[str, str], layout: Layout) -> dic
 def _publish_model_card(
     params: Params,
     layout: Layout,
+    registry: Registry,
     version: str,
     run_id: str,
     metrics: dict[str, Any],
@@ -227,7 +329,6 @@ def _publish_model_card(
     """model_card.md in reports/ and on the run; its summary as the version description."""
     from ferflow.data.dataset import load_prepared
     from ferflow.evaluation import model_card
-    from ferflow.tracking import models, store
 
     card = model_card.build_model_card(
         params,
@@ -240,9 +341,7 @@ def _publish_model_card(
     )
     layout.reports.mkdir(parents=True, exist_ok=True)
     layout.model_card_file.write_text(card)
-    models.describe(
-        store.connect(params),
-        params.registry.model_name,
+    registry.describe(
         version,
         run_id,
         card,
@@ -251,52 +350,14 @@ def _publish_model_card(
     )
 
 
-def _gate_and_promote(
-    params: Params,
-    version: str,
-    run_id: str,
-    metrics: dict[str, Any],
-    test: tuple[np.ndarray, np.ndarray],
-    smoke_set: tuple[np.ndarray, np.ndarray],
-    expected: np.ndarray,
-) -> dict[str, Any]:
-    from ferflow.tracking import lock, models, store
-
-    uri, name, rules = store.connect(params), params.registry.model_name, params.registry
-    (images, labels), (smoke_batch, smoke_labels) = test, smoke_set
-    version_uri = models.version_uri(name, version)
-    smoke = gate.smoke_problem(
-        version_uri,
-        models.serve_predict(version_uri, uri, smoke_batch),
-        len(smoke_batch),
-        len(params.base.classes),
-        expected,
-        smoke_labels if rules.refuse_one_class else None,
-    )
-    # Evaluate the champion before taking the lock (slow); re-check inside it.
-    champion = models.alias_version(uri, name, terms.CHAMPION)
-    champion_metrics = _evaluate_version(params, champion, images, labels)
-    with lock.locked(uri, name, rules.lock_timeout_s) as claim:
-        now_champion = models.alias_version(uri, name, terms.CHAMPION)
-        if now_champion != champion:
-            log.info("champion moved to version %s while this run evaluated; comparing again", now_champion)
-            champion, champion_metrics = now_champion, _evaluate_version(params, now_champion, images, labels)
-        verdict = gate.decide(metrics, champion_metrics, rules, smoke)
-        decision = gate.decision_record(name, version, metrics, champion, champion_metrics, verdict, smoke)
-        claim.confirm()
-        models.tag_decision(uri, name, version, run_id, decision)
-        models.move_aliases(uri, name, version, verdict.promoted)
-    return decision
-
-
 def _evaluate_version(
-    params: Params, version: str | None, images: np.ndarray, labels: np.ndarray
+    params: Params, uri: str, version: str | None, images: np.ndarray, labels: np.ndarray
 ) -> dict[str, Any] | None:
     from ferflow.stages.evaluation import load_predict_fn
     from ferflow.tracking import models
 
     if version is None:
         return None
-    uri = models.version_uri(params.registry.model_name, version)
-    log.info("evaluating the champion %s on the same test split", uri)
-    return ev.evaluate_model(load_predict_fn(uri, params), images, labels, params).metrics
+    model_uri = models.version_uri(params.registry.model_name, version)
+    log.info("evaluating the champion %s on the same test split", model_uri)
+    return ev.evaluate_model(load_predict_fn(model_uri, params, uri=uri), images, labels, params).metrics

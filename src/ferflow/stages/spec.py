@@ -71,6 +71,7 @@ _MODEL = (
     "training/train.py",
 )
 _TRACKING = (
+    "tracking/session.py",
     "tracking/store.py",
     "tracking/runs.py",
     "tracking/epochs.py",
@@ -90,7 +91,7 @@ _SYNC = (
 # what ties a stage's files to its run (lineage.py reads each stage's params from STAGES)
 _LINEAGE = ("stages/lineage.py", "stages/spec.py")
 # the evaluate stage's code; loading any model the commands name (load_predict_fn) sits in
-# its module, hence tracking.models
+# its module, hence tracking.models (which no longer imports the registry or its lock)
 _EVALUATE = (
     *_CORE,
     *_TRACKING,
@@ -101,10 +102,8 @@ _EVALUATE = (
     "training/monitors.py",
     "evaluation/evaluate.py",
     "evaluation/plots.py",
-    "evaluation/vocabulary.py",
     "progress.py",
     "tracking/models.py",
-    "tracking/lock.py",
     "stages/evaluation.py",
 )
 STAGES: dict[str, StageSpec] = {
@@ -200,8 +199,6 @@ STAGES: dict[str, StageSpec] = {
                 *_MODEL,
                 *_TRACKING,
                 "tracking/models.py",
-                "tracking/lock.py",
-                "evaluation/vocabulary.py",
                 *_LINEAGE,
                 "stages/phases.py",
                 "stages/fine_tuning.py",
@@ -254,7 +251,15 @@ STAGES: dict[str, StageSpec] = {
                 "tracking",
             ),
             # the champion's evaluation and the smoke test load and predict as evaluate does
-            code=(*_EVALUATE, "evaluation/gate.py", "evaluation/model_card.py", "stages/registration.py"),
+            code=(
+                *_EVALUATE,
+                "evaluation/gate.py",
+                "evaluation/model_card.py",
+                "evaluation/vocabulary.py",
+                "tracking/registry.py",
+                "tracking/lock.py",
+                "stages/registration.py",
+            ),
             inputs=("models/model.keras", "models/run.json", "reports/metrics.json"),
             outputs=("reports/promotion.json",),
             timeout_s=600,

@@ -5,7 +5,7 @@ The aliases of a registered model are the truth (serving loads `@champion`); the
 are records of them that a crash, an older ferflow or a hand edit can leave behind. Each
 check below names what differs; `repair=True` makes the records follow the truth:
 
-- `ferflow.alias` tags that are not what the aliases give (`models.alias_tag_drift`);
+- `ferflow.alias` tags that are not what the aliases give (`Registry.alias_tag_drift`);
 - a decided version without its gate reason;
 - promotion.json naming a version the registry does not hold, or a decision or reason
   other than that version's tags (an empty reason included);
@@ -20,7 +20,7 @@ from typing import Any
 
 from ferflow.evaluation import vocabulary as terms
 from ferflow.tracking import lock, models
-from ferflow.tracking.store import client
+from ferflow.tracking.registry import UNRECORDED_REASON, Registry
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,12 @@ class Finding:
 
 
 def check(
-    uri: str, name: str, promotion: dict[str, Any] | None, repair: bool
+    registry: Registry, promotion: dict[str, Any] | None, repair: bool
 ) -> tuple[list[Finding], dict[str, Any] | None]:
     """The findings, and promotion.json as it should read when `repair` changed it (else None)."""
     from mlflow.exceptions import MlflowException
 
-    tracker = client(uri)
+    tracker, name = registry.client, registry.name
     try:
         tracker.get_registered_model(name)
     except MlflowException as err:
@@ -45,13 +45,13 @@ def check(
             f"there is no registered model {name!r} to check ({models.registered_models(tracker)}); "
             "pass --model-name"
         ) from err
-    findings = [*_alias_tags(tracker, name, repair), *_reasons(tracker, name, repair)]
+    findings = [*_alias_tags(registry, repair), *_reasons(tracker, name, repair)]
     found, fixed = _promotion_file(tracker, name, promotion, repair)
     return [*findings, *found, *_claims(tracker, name, repair)], fixed
 
 
-def _alias_tags(tracker: Any, name: str, repair: bool) -> list[Finding]:
-    drift = models.sync_alias_tags(tracker, name) if repair else models.alias_tag_drift(tracker, name)
+def _alias_tags(registry: Registry, repair: bool) -> list[Finding]:
+    drift = registry.sync_alias_tags() if repair else registry.alias_tag_drift()
     return [
         Finding(
             f"version {version}: tag {terms.ALIAS_TAG} says {have or 'nothing'}, "
@@ -68,7 +68,7 @@ def _reasons(tracker: Any, name: str, repair: bool) -> list[Finding]:
         tags = found.tags or {}
         if terms.DECISION_TAG in tags and not tags.get(terms.REASON_TAG):
             if repair:
-                reason = models.UNRECORDED_REASON
+                reason = UNRECORDED_REASON
                 tracker.set_model_version_tag(name, found.version, terms.REASON_TAG, reason)
             findings.append(
                 Finding(
@@ -95,7 +95,7 @@ def _promotion_file(
         return [Finding(line, False)], None
     recorded = {
         "decision": tags.get(terms.DECISION_TAG),
-        "reason": tags.get(terms.REASON_TAG) or models.UNRECORDED_REASON,
+        "reason": tags.get(terms.REASON_TAG) or UNRECORDED_REASON,
     }
     if recorded["decision"] is None:
         line = f"promotion.json names version {version}, which has no gate decision tag: rerun register"

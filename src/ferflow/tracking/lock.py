@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferflow.errors import FerflowError
-from ferflow.tracking.store import client, process_alive
+from ferflow.tracking.store import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +156,6 @@ def promotion_lock(tracker: Any, name: str, timeout_s: float) -> Iterator[Claim]
     finally:
         claim._stop.set()
         tracker.delete_registered_model_tag(name, key)
-
-
-@contextlib.contextmanager
-def locked(uri: str, name: str, timeout_s: float) -> Iterator[Claim]:
-    """`promotion_lock` on the registry at `uri`."""
-    with promotion_lock(client(uri), name, timeout_s) as claim:
-        yield claim
 
 
 def claims(tracker: Any, name: str) -> list[Owner]:

@@ -254,15 +254,15 @@ def _liveness() -> dict[str, str]:
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), HEARTBEAT_TAG: now_stamp()}
 
 
-def sweep(uri: str, experiment: str, stale_after_s: float) -> list[tuple[str, str]]:
+def sweep(tracker: Any, experiment: str, stale_after_s: float) -> list[tuple[str, str]]:
     """Mark FAILED the RUNNING ferflow runs whose process is gone; returns (run id, why).
 
     A run of this host whose process (`ferflow.pid`) no longer exists is dead (a `kill -9`,
     an out-of-memory kill, a power cut); a run of another host is judged by its heartbeat
     (every epoch, and at every stage start): silent for `stale_after_s`, it is dead. Runs
-    without ferflow's liveness tags are not ferflow's and are left alone.
+    without ferflow's liveness tags are not ferflow's and are left alone. `tracker`: an
+    MlflowClient (`Session.sweep_stale` passes its own).
     """
-    tracker = client(uri)
     found = tracker.get_experiment_by_name(experiment)
     if found is None:
         return []
@@ -284,14 +284,6 @@ def sweep(uri: str, experiment: str, stale_after_s: float) -> list[tuple[str, st
             log.warning("marked MLflow run %s FAILED: %s", run.info.run_id, why)
             swept.append((run.info.run_id, why))
     return swept
-
-
-def sweep_stale(params: Params) -> list[tuple[str, str]]:
-    """`ferflow runs sweep`, and the start of every MLflow stage: `sweep` on the tracking
-    store and experiment of `params`."""
-    from ferflow.tracking.store import connect
-
-    return sweep(connect(params), params.tracking.experiment, params.tracking.stale_run_after_s)
 
 
 def recorded_run(run_file: Path) -> dict[str, Any]:
@@ -368,11 +360,6 @@ def log_evaluation(
         len(images or {}),
         run_id,
     )
-
-
-def run_tags(uri: str, run_id: str) -> dict[str, str]:
-    """The tags of a run (provenance the register stage copies onto the version)."""
-    return dict(client(uri).get_run(run_id).data.tags)
 
 
 def run_state(uri: str, run_id: str, *, params: bool = True) -> dict[str, Any] | None:
