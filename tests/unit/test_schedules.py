@@ -147,3 +147,27 @@ def test_optimizer_options_that_would_be_ignored_are_errors(overrides, message):
 
     with pytest.raises(ParamsError, match=message):
         parse_params(apply_overrides({}, overrides))
+
+
+# --- beside Keras' own schedule -----------------------------------------------------------
+
+
+def test_cosine_is_keras_cosine_decay_with_the_peak_held_one_more_step():
+    """Why WarmupSchedule is kept beside `keras.optimizers.schedules.CosineDecay` (with
+    warmup): the values agree through the warmup, then ours lags by one step (it holds
+    the peak for two steps), and Keras' `decay_steps` is a Python number compiled into the
+    train step, so it cannot follow a time budget's plan (`track_total`)."""
+    peak, total, warmup, final = 1e-3, 60, 8, 0.05
+    ours = WarmupSchedule("cosine", peak, total, warmup, final)
+    theirs = keras.optimizers.schedules.CosineDecay(
+        peak / warmup, decay_steps=total - warmup, alpha=final, warmup_target=peak, warmup_steps=warmup - 1
+    )
+
+    def keras_lr(step: int) -> float:
+        return float(keras.ops.convert_to_numpy(theirs(step)))
+
+    for step in range(warmup):
+        assert lr(ours, step) == pytest.approx(keras_lr(step), rel=1e-5), step
+    for step in range(warmup, total + 5):
+        assert lr(ours, step) == pytest.approx(keras_lr(step - 1), rel=1e-5), step
+    assert lr(ours, warmup) != pytest.approx(keras_lr(warmup), rel=1e-5)  # the one step apart

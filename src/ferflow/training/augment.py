@@ -26,11 +26,17 @@ PIXEL_RANGE = (0.0, 255.0)
 
 @keras.saving.register_keras_serializable(package="ferflow")
 class RandomCutout(keras.layers.Layer):
-    """Random erasing: with probability `rate`, one square of side up to `size` x the image
-    side, at a random place, is set to mid-grey. Inputs `(n, H, W, C)` in 0..255.
+    """Cutout (DeVries & Taylor, 2017): with probability `rate`, one square of side up to
+    `size` x the image side, centred anywhere (so it may cross the border), is set to
+    mid-grey. Inputs `(n, H, W, C)` in 0..255.
 
-    Per-image boxes are built from index comparisons (no gather/scatter), so it is cheap
-    and compiles on every backend. Identity when `training` is false.
+    Not Keras 3's `RandomErasing` (Zhong et al., 2017), which erases a rectangle of area
+    fraction within `scale` lying wholly inside the image, fills it with noise unless told
+    a value, and applies with a probability drawn from U(0, factor) for a single `factor`:
+    another augmentation, so it is not swapped in (docs/training.md, "Erasing").
+
+    Per-image boxes are built from index comparisons (no gather/scatter), so it compiles on
+    every backend. Identity when `training` is false.
     """
 
     def __init__(self, rate: float, size: float = 0.4, seed: int | None = None, **kwargs: Any) -> None:

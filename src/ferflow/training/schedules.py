@@ -16,6 +16,11 @@ Kinds (`finetune.schedule`), with `w` warmup steps, `T` total steps and peak rat
 Past `T` every schedule stays at its last value. `T` can move during training
 (`track_total`): under `finetune.epochs: auto` the time budget (ferflow.training.budget) sets it from
 the epochs it plans, so the schedule ends where the budget does.
+
+Why not Keras' `CosineDecay(warmup_target=..., warmup_steps=...)`: its `decay_steps` is a
+Python number compiled into the train step, so it cannot follow the budget's plan; it has
+no one-cycle form; and its `cosine` values are these shifted by one step after the warmup
+(this schedule holds the peak for two steps; tests/unit/test_schedules.py pins the relation).
 """
 
 from __future__ import annotations
