@@ -26,6 +26,7 @@ from ferflow.evaluation import evaluate as ev
 from ferflow.stages import Layout, registration
 from ferflow.stages.evaluation import evaluate
 from ferflow.tracking import models, store
+from ferflow.tracking.registry import Registry
 from tests.conftest import NO_FLOORS, small_params
 from tests.servers import (
     LOCALHOST,
@@ -247,7 +248,7 @@ def test_a_crash_during_registration_moves_no_alias(params, tmp_path, data_dir, 
     def crash(*args, **kwargs):
         raise RuntimeError("simulated crash while tagging")
 
-    monkeypatch.setattr(models, "tag_decision", crash)
+    monkeypatch.setattr(Registry, "tag_decision", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         register(params, tmp_path / "b", data_dir, PERFECT)
 
