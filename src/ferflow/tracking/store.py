@@ -121,16 +121,19 @@ AUGMENT_PARAM = "finetune.augment"
 
 def logged_params(params: Params) -> dict[str, Any]:
     """The params a run logs (LOGGED_PARAMS and the augmentation in one line), secrets removed."""
-    safe = safe_params(params)
-    augment = params.finetune.augment
+    safe = safe_params(params)  # read from the dump: logging every param is not reading it
+
+    def augment(name: str) -> Any:
+        return safe[f"{AUGMENT_PARAM}.{name}"]
+
     turned_on = [
-        "flip" if augment.horizontal_flip else "",
+        "flip" if augment("horizontal_flip") else "",
         *(
-            f"{name}={getattr(augment, name)}"
+            f"{name}={augment(name)}"
             for name in ("shift", "rotation", "zoom", "contrast", "brightness")
-            if getattr(augment, name)
+            if augment(name)
         ),
-        f"erasing={augment.erasing}/{augment.erasing_size}" if augment.erasing else "",
+        f"erasing={augment('erasing')}/{augment('erasing_size')}" if augment("erasing") else "",
     ]
     return {key: safe[key] for key in LOGGED_PARAMS} | {
         AUGMENT_PARAM: " ".join(filter(None, turned_on)) or "none"
