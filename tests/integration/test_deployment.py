@@ -133,7 +133,7 @@ def test_deployment_runs_on_a_worker_registers_and_never_overlaps(tmp_path):
         assert [run.state.type.value for run in runs] == ["COMPLETED", "COMPLETED"]
         first, second = sorted(runs, key=lambda run: run.start_time)
         assert first.end_time <= second.start_time  # never two retrainings at once
-        champion = MlflowClient(tracking_uri=mlflow_uri).get_model_version_by_alias(
+        champion = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri).get_model_version_by_alias(
             "fer-deploy-test", "champion"
         )
         assert str(champion.version) == "1"  # the second run reused the cache: nothing new to register

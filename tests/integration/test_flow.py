@@ -56,7 +56,8 @@ def run_flow(root: Path, *extra: str, **options):
 def mlflow_client(root: Path):
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def test_flow_trains_registers_and_promotes(workspace):

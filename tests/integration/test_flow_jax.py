@@ -86,7 +86,9 @@ def test_the_flow_runs_on_jax_without_tensorflow_and_its_model_serves_on_tensorf
     import mlflow
 
     assert keras.backend.backend() == "tensorflow"
+    # both: an earlier test of this process may have left the global registry URI elsewhere
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     served = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
     faces = np.random.default_rng(0).integers(0, 256, (5, 32, 32)).astype("float32")
     probabilities = np.asarray(served.predict(faces))

@@ -160,7 +160,7 @@ def test_train_without_reachable_imagenet_weights_starts_no_run(monkeypatch, tmp
     with pytest.raises(WeightsError, match=r"ferflow train --params profiles/cpu\.yaml"):
         train(tiny_params("model.weights=imagenet"), layout)
     # then no MLflow run was created and no run.json written: nothing to clean up
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     assert not experiments or client.search_runs(experiments) == []
     assert not (models / "run.json").exists()

@@ -35,7 +35,7 @@ def store(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.chdir(tmp_path_factory.mktemp("cwd"))  # MLflow artifacts land here
-        yield mlflow.MlflowClient(tracking_uri=uri)
+        yield mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def layout(data, models) -> Layout:

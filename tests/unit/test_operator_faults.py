@@ -193,7 +193,7 @@ def test_the_sweeper_fails_runs_whose_process_is_gone_and_leaves_live_ones(tmp_p
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.create_experiment("ferflow")
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
@@ -301,7 +301,7 @@ def test_sigterm_during_training_marks_its_runs_killed(tmp_path):
     command += [f"--set={o}" for o in ("model.weights=none", "model.input_size=32", "train.epochs=500")]
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        client = mlflow.MlflowClient(tracking_uri=uri)
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         phase = _wait_for_phase_run(client, layout.run_file, "train", deadline=time.monotonic() + 240)
         time.sleep(2)  # into the model build / first epoch
         # when it is sent SIGTERM

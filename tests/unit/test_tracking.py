@@ -30,7 +30,7 @@ def store(store_uri, tmp_path, monkeypatch):
     """The throwaway SQLite tracking store, selected through MLFLOW_TRACKING_URI."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
     monkeypatch.chdir(tmp_path)  # mlflow's default artifact root goes under tmp_path
-    yield mlflow.MlflowClient(tracking_uri=store_uri)
+    yield mlflow.MlflowClient(tracking_uri=store_uri, registry_uri=store_uri)
     while mlflow.active_run():
         mlflow.end_run()
 
