@@ -516,9 +516,11 @@ def test_the_run_page_has_no_chart_per_class(tracked: TrackedRuns, mlflow_ui: An
     run_id = tracked.run_ids[0]
     url = f"{tracked.url}/#/experiments/{tracked.experiment_id}/runs/{run_id}/model-metrics?{ML_VIEW}"
     # when its "Model metrics" tab is opened
-    text = open_and_wait(mlflow_ui, url, ("Model metrics", "test.accuracy"), _shot(tracked, "run-charts"))
-    # (charts render as they scroll into view: read the whole scrolling box, as a person would)
-    text += text_seen_while_scrolling(mlflow_ui, "test.accuracy", boxes="div")
+    # (MLflow 3.17 puts the image sections, confusion/ and curves/, above the metric charts,
+    # so test.* is below the fold: wait for the page, then read the whole scrolling box as
+    # a person would, since charts render as they scroll into view)
+    text = open_and_wait(mlflow_ui, url, ("Model metrics", "curves/accuracy"), _shot(tracked, "run-charts"))
+    text += text_seen_while_scrolling(mlflow_ui, "curves/accuracy", boxes="div")
     # then the headline test metrics have charts and no per-class metric has one
     assert all(metric in text for metric in ("test.accuracy", "test.macro_f1", "test.macro_auc"))
     assert not [line for line in text.splitlines() if line.startswith(PER_CLASS_PREFIXES)]
