@@ -44,7 +44,7 @@ def stage_task(spec: StageSpec) -> Task:
         try:
             result = stages.run_stage(spec.name, params, layout)
         except DataContractError as failed:
-            reports.publish_contract_failure(failed.summary, failed.report)
+            reports.publish_contract_failure(failed.report.summary_markdown(), failed.report.to_dict())
             raise
         return {"result": result, "outputs": output_hashes(spec.name, layout)}
 

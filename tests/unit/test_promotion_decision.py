@@ -59,7 +59,7 @@ def champions(monkeypatch):
     """Each version's macro F1 when evaluated; records which versions were evaluated."""
     scores, evaluated = {"2": 0.40, "3": 0.55}, []
 
-    def evaluate_version(params, uri, version, images, labels):
+    def evaluate_version(params, registry, version, images, labels):
         evaluated.append(version)
         return None if version is None else metrics(scores[version])
 

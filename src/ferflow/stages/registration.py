@@ -151,7 +151,7 @@ def _register_new_version(params: Params, layout: Layout) -> dict[str, Any]:
         version = registry.register(model_uri, run_id, gate.version_tags(metrics, provenance, run_id))
     try:
         _publish_model_card(params, layout, registry, version, run_id, metrics, provenance)
-        candidate = _gather_candidate(params, session, version, run_id, metrics, smoke, expected)
+        candidate = _gather_candidate(params, registry, version, run_id, metrics, smoke, expected)
         decision = _decide_and_publish(params, registry, candidate, test)
     except BaseException:
         # Nothing half-done stays behind: the aliases have not moved, drop the version.
@@ -188,7 +188,7 @@ def _logged_model(session: Session, params: Params, layout: Layout, run_info: An
 
 def _gather_candidate(
     params: Params,
-    session: Session,
+    registry: Registry,
     version: str,
     run_id: str,
     metrics: dict[str, Any],
@@ -200,10 +200,10 @@ def _gather_candidate(
     from ferflow.tracking import models
 
     batch, labels = smoke
-    served = models.version_uri(params.registry.model_name, version)
+    served = registry.version_uri(version)
     problem = gate.smoke_problem(
         served,
-        models.serve_predict(served, session.uri, batch),
+        models.serve_predict(served, registry.session.uri, batch),
         len(batch),
         len(params.base.classes),
         expected,
@@ -221,7 +221,7 @@ def _read_champion(
         return known
     if known is not None:
         log.info("champion moved to version %s while this run evaluated; comparing again", version)
-    return Champion(version, _evaluate_version(params, registry.session.uri, version, *test))
+    return Champion(version, _evaluate_version(params, registry, version, *test))
 
 
 def _decide_and_publish(
@@ -351,13 +351,13 @@ def _publish_model_card(
 
 
 def _evaluate_version(
-    params: Params, uri: str, version: str | None, images: np.ndarray, labels: np.ndarray
+    params: Params, registry: Registry, version: str | None, images: np.ndarray, labels: np.ndarray
 ) -> dict[str, Any] | None:
     from ferflow.stages.evaluation import load_predict_fn
-    from ferflow.tracking import models
 
     if version is None:
         return None
-    model_uri = models.version_uri(params.registry.model_name, version)
+    model_uri = registry.version_uri(version)
     log.info("evaluating the champion %s on the same test split", model_uri)
-    return ev.evaluate_model(load_predict_fn(model_uri, params, uri=uri), images, labels, params).metrics
+    predict_fn = load_predict_fn(model_uri, params, uri=registry.session.uri)
+    return ev.evaluate_model(predict_fn, images, labels, params).metrics

@@ -18,13 +18,12 @@ log = logging.getLogger(__name__)
 
 
 class DataContractError(FerflowError):
-    """The prepared dataset broke the data contract; training must not start. `summary`
-    (Markdown) and `report` (validation.json's content) say why, for a run report."""
+    """The prepared dataset broke the data contract; training must not start. `report` (the
+    ValidationReport) says why, for a run report."""
 
-    def __init__(self, message: str, summary: str = "", report: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, report: Any = None) -> None:
         super().__init__(message)
-        self.summary = summary
-        self.report = report or {}
+        self.report = report
 
 
 def check_contract(params: Params, layout: Layout) -> dict[str, Any]:
@@ -58,8 +57,7 @@ def require_valid(report: Any) -> None:
             f"the prepared dataset broke the data contract ({len(report.errors)} error(s): "
             f"{problems}); training did not start. Fix the data or the contract "
             "(validate.* in params.yaml) and rerun",
-            summary=report.summary_markdown() if hasattr(report, "summary_markdown") else "",
-            report=report.to_dict() if hasattr(report, "to_dict") else {},
+            report=report,
         )
 
 
